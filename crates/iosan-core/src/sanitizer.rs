@@ -229,6 +229,12 @@ impl Sanitizer {
         }
     }
 
+    /// The counter store (for hosts that inspect memory use or seed counts).
+    #[must_use]
+    pub fn store(&self) -> &PageStore {
+        &self.store
+    }
+
     /// A snapshot of the counters.
     #[must_use]
     pub fn stats(&self) -> StatsSnapshot {

@@ -75,6 +75,7 @@ pub struct ShadowDomain {
     /// Longest mapping ever held, bounding reverse-lookup scans.
     max_len: u64,
     mapped_bytes: u64,
+    block_leaves: bool,
 }
 
 impl ShadowDomain {
@@ -90,7 +91,18 @@ impl ShadowDomain {
             by_phys: BTreeMap::new(),
             max_len: 0,
             mapped_bytes: 0,
+            block_leaves: false,
         }
+    }
+
+    /// A domain whose every mapping is one leaf entry that cannot be split,
+    /// like an IOMMU that maps each call as one block (VT-d superpages,
+    /// AMD, generic_pt): [`Translate::walk_leaves`] reports straddling
+    /// mappings whole, so a host that removes a whole block on a partial
+    /// unmap stays exact.
+    #[must_use]
+    pub fn with_block_leaves(id: DomainId, pgsize_bitmap: u64) -> Self {
+        Self { block_leaves: true, ..Self::new(id, pgsize_bitmap) }
     }
 
     /// The domain's id.
@@ -256,10 +268,14 @@ impl Translate for ShadowDomain {
     fn walk_leaves(&self, range: IovaRange, visit: &mut dyn FnMut(LeafRun) -> ControlFlow<()>) {
         // A shadow splits at its granule: a leaf straddling an end is the
         // granule-sized piece containing it.
-        let g = granule_lg2(self.pgsize_bitmap).unwrap_or(12);
-        let lo = range.start().align_down(g).get();
-        let hi = range.last().get() | ((1u64 << g.min(63)) - 1);
+        let (lo, hi) = if self.block_leaves {
+            (0, u64::MAX)
+        } else {
+            let g = granule_lg2(self.pgsize_bitmap).unwrap_or(12);
+            (range.start().align_down(g).get(), range.last().get() | ((1u64 << g.min(63)) - 1))
+        };
         let Some(wide) = IovaRange::from_start_last(Iova(lo), Iova(hi)) else { return };
+        let wide = if self.block_leaves { range } else { wide };
         for m in self.overlapping(wide) {
             let s = m.iova.start().get().max(lo);
             let l = m.iova.last().get().min(hi);

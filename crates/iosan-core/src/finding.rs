@@ -4,7 +4,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::addr::{Iova, PhysAddr, Pfn};
+use crate::addr::{Iova, Pfn, PhysAddr};
 
 /// Identifies a domain to the host (a kernel pointer, a VT-d domain id, an
 /// index): opaque to the sanitizer.
@@ -128,13 +128,7 @@ impl FindingKind {
     /// false for informational kinds and confidence warnings.
     #[must_use]
     pub const fn is_bug(self) -> bool {
-        !matches!(
-            self,
-            Self::MappedAtEnd
-                | Self::LostEvents
-                | Self::UnmappedMoreThanRequested
-                | Self::IdentityWindow
-        )
+        !matches!(self, Self::MappedAtEnd | Self::LostEvents | Self::UnmappedMoreThanRequested | Self::IdentityWindow)
     }
 }
 

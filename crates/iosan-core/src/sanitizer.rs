@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use smallvec::SmallVec;
 use spin::RwLock;
 
-use crate::addr::{Iova, IovaRange, PageSize, PhysAddr, PhysRange, Pfn};
+use crate::addr::{Iova, IovaRange, PageSize, Pfn, PhysAddr, PhysRange};
 use crate::finding::{DomainId, Finding, FindingKind, InvalidArgs, MappingSource};
 use crate::store::{push_run, PageStore, Shortfall};
 use crate::translate::{granule_lg2, LeafRun, Translate};
@@ -146,10 +146,7 @@ impl UnmapTicket {
     #[must_use]
     pub fn mapped_bytes(&self) -> u64 {
         let Some(asked) = IovaRange::from_start_len(self.iova, self.size) else { return 0 };
-        self.runs
-            .iter()
-            .filter_map(|r| r.iova_range()?.intersect(asked)?.len())
-            .fold(0u64, u64::saturating_add)
+        self.runs.iter().filter_map(|r| r.iova_range()?.intersect(asked)?.len()).fold(0u64, u64::saturating_add)
     }
 }
 

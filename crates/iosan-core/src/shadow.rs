@@ -226,7 +226,11 @@ impl ShadowDomain {
     /// Every mapping, in IOVA order.
     pub fn iter(&self) -> impl Iterator<Item = ShadowMapping> + '_ {
         self.by_iova.iter().filter_map(|(&s, e)| {
-            Some(ShadowMapping { iova: IovaRange::from_start_last(Iova(s), Iova(e.last))?, phys: PhysAddr(e.phys), meta: e.meta })
+            Some(ShadowMapping {
+                iova: IovaRange::from_start_last(Iova(s), Iova(e.last))?,
+                phys: PhysAddr(e.phys),
+                meta: e.meta,
+            })
         })
     }
 

@@ -241,7 +241,10 @@ impl PageStore {
                 self.with_node(level, s0 >> FANOUT_LG2, true, |n| {
                     for s in s0..=s1 {
                         if n.at(s).fetch_update(Relaxed, Relaxed, |c| c.checked_add(delta)).is_err() {
-                            push_run(&mut overflow, Shortfall { first: s << shift, npages: 1 << shift, missing: delta });
+                            push_run(
+                                &mut overflow,
+                                Shortfall { first: s << shift, npages: 1 << shift, missing: delta },
+                            );
                         }
                     }
                 });
@@ -362,10 +365,8 @@ impl PageStore {
                 }
                 let key = p >> FANOUT_LG2;
                 if node0.0 != key {
-                    node0 = (
-                        key,
-                        self.with_node(0, key, false, |n| n.counters.iter().map(|c| c.load(Relaxed)).collect()),
-                    );
+                    node0 =
+                        (key, self.with_node(0, key, false, |n| n.counters.iter().map(|c| c.load(Relaxed)).collect()));
                 }
                 if let Some(v) = node0.1.as_ref().and_then(|v| v.get((p & (FANOUT - 1)) as usize)) {
                     total += u64::from(*v);

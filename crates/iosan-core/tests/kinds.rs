@@ -18,9 +18,8 @@ fn map(san: &Sanitizer, d: &mut ShadowDomain, iova: u64, phys: u64, len: u64) ->
 
 fn unmap(san: &Sanitizer, d: &mut ShadowDomain, iova: u64, len: u64) -> Vec<FindingKind> {
     let (t, mut f) = san.unmap_begin(D, d, Iova(iova), len);
-    let gone: u64 = IovaRange::from_start_len(Iova(iova), len)
-        .map(|r| d.unmap(r).iter().map(|m| m.len()).sum())
-        .unwrap_or(0);
+    let gone: u64 =
+        IovaRange::from_start_len(Iova(iova), len).map(|r| d.unmap(r).iter().map(|m| m.len()).sum()).unwrap_or(0);
     f.extend(san.unmap_end(t, d, gone));
     f.into_iter().map(|f| f.kind).collect()
 }
@@ -106,7 +105,10 @@ fn leak_at_teardown() {
     map(&san, &mut d, 0x10000, 0x200000, 0x3000);
     let f = san.domain_destroyed(D, &d);
     assert_eq!(f.len(), 1);
-    assert_eq!((f[0].kind, f[0].iova, f[0].size, f[0].pfn), (FindingKind::LeakAtTeardown, Some(Iova(0x10000)), 0x3000, Some(Pfn(0x200))));
+    assert_eq!(
+        (f[0].kind, f[0].iova, f[0].size, f[0].pfn),
+        (FindingKind::LeakAtTeardown, Some(Iova(0x10000)), 0x3000, Some(Pfn(0x200)))
+    );
     d.clear();
     assert_eq!(san.count(Pfn(0x200)), 0, "teardown stops counting");
     // A domain emptied first: nothing.

@@ -152,8 +152,7 @@ fn run(page_lg2: u32, semantics: Semantics, ops: &[Op]) -> Result<(), TestCaseEr
                     }
                 }
                 let unmapped: u64 = remove.iter().map(|x| x.1).sum();
-                let coverage: u64 =
-                    doms[d].overlapping(asked).filter_map(|m| m.iova.intersect(asked)?.len()).sum();
+                let coverage: u64 = doms[d].overlapping(asked).filter_map(|m| m.iova.intersect(asked)?.len()).sum();
                 if semantics == Semantics::Upstream {
                     let mut off = 0;
                     while off < size {
@@ -261,7 +260,11 @@ proptest! {
 
 fn pair(semantics: Semantics, block: bool, g: u32) -> (Sanitizer, ShadowDomain) {
     let san = Sanitizer::new(Config { semantics, ..Config::default() });
-    let d = if block { ShadowDomain::with_block_leaves(DomainId(1), 1 << g) } else { ShadowDomain::new(DomainId(1), 1 << g) };
+    let d = if block {
+        ShadowDomain::with_block_leaves(DomainId(1), 1 << g)
+    } else {
+        ShadowDomain::new(DomainId(1), 1 << g)
+    };
     (san, d)
 }
 

@@ -1,1 +1,198 @@
-fn main() {}
+//! `iosan`: find DMA use-after-free in Linux ftrace captures.
+//!
+//! Glue only: arguments, output formats, progress, exit codes.
+
+mod output;
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use iosan_core::{PageSize, Semantics};
+use iosan_trace::input::{decode_reader, open_input};
+use iosan_trace::{analyze, AnalyzeOptions, Progress, Report};
+
+/// The bug capture from a real Linux 6.12 kernel under QEMU, embedded for `iosan demo`.
+static DEMO_CAPTURE: &[u8] = include_bytes!("../../../fixtures/captures/bug-strict.trace.txt.xz");
+
+#[derive(Parser)]
+#[command(name = "iosan", version, about = "Find DMA use-after-free: pages freed or re-allocated while a device can still reach them through an IOMMU mapping")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Analyse ftrace captures (text of /sys/kernel/tracing/trace or `trace-cmd report`; gzip/xz/zstd ok; `-` for stdin).
+    Analyze(AnalyzeArgs),
+    /// Analyse an embedded real capture (Linux 6.12, QEMU VT-d, injected DMA use-after-free).
+    Demo(OutputArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SemanticsArg {
+    Exact,
+    Upstream,
+}
+
+#[derive(clap::Args, Clone)]
+struct OutputArgs {
+    /// Output format: a human report, or JSON Lines (schema in the iosan crate docs / README).
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    /// `exact` (default) or `upstream`: what CONFIG_IOMMU_DEBUG_PAGEALLOC would have reported.
+    #[arg(long, value_enum, default_value = "exact")]
+    semantics: SemanticsArg,
+    /// CPU page size of the traced kernel, bytes (4096, 16384, 65536).
+    #[arg(long, default_value_t = 4096)]
+    page_size: u64,
+    /// Colour: auto (only on a terminal), always, never.
+    #[arg(long, default_value = "auto")]
+    color: String,
+    /// Print every event kind and more detail in the summary.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Longest input line accepted, bytes; longer lines are skipped and counted.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_line: usize,
+}
+
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// Capture files, or `-` for standard input. Each is a separate capture.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+struct Bar {
+    total: Option<u64>,
+    enabled: bool,
+    shown: bool,
+}
+
+impl Progress for Bar {
+    fn advance(&mut self, bytes: u64) {
+        if !self.enabled {
+            return;
+        }
+        let mut err = io::stderr();
+        match self.total {
+            Some(t) if t > 0 => {
+                let pct = (bytes.min(t) * 100) / t;
+                let filled = (pct / 4) as usize;
+                let _ = write!(err, "\r[{}{}] {pct:>3}% {:>6} MB", "#".repeat(filled), " ".repeat(25 - filled), bytes >> 20);
+            }
+            _ => {
+                let _ = write!(err, "\r{:>6} MB read", bytes >> 20);
+            }
+        }
+        self.shown = true;
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        if self.shown {
+            let _ = write!(io::stderr(), "\r{}\r", " ".repeat(48));
+        }
+    }
+}
+
+fn options(o: &OutputArgs) -> Result<AnalyzeOptions> {
+    let page_size = PageSize::from_bytes(o.page_size)
+        .with_context(|| format!("--page-size {}: expected 4096, 16384 or 65536", o.page_size))?;
+    let mut opts = AnalyzeOptions { max_line_len: o.max_line, ..AnalyzeOptions::default() };
+    opts.replay.page_size = page_size;
+    opts.replay.semantics = match o.semantics {
+        SemanticsArg::Exact => Semantics::Exact,
+        SemanticsArg::Upstream => Semantics::Upstream,
+    };
+    Ok(opts)
+}
+
+fn emit(report: &Report, o: &OutputArgs) -> io::Result<()> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let color = match o.color.as_str() {
+        "always" => true,
+        "never" => false,
+        _ => io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    match o.format {
+        Format::Json => output::write_json(&mut out, report)?,
+        Format::Human => output::write_human(&mut out, report, color, o.verbose)?,
+    }
+    out.flush()
+}
+
+fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
+    let opts = options(&a.out)?;
+    let mut status = 0u8;
+    for (i, path) in a.files.iter().enumerate() {
+        let name = path.display().to_string();
+        let reader = open_input(path).with_context(|| format!("cannot open {name}"))?;
+        let total = if name == "-" { None } else { std::fs::metadata(path).ok().map(|m| m.len()) };
+        let mut bar = Bar { total, enabled: io::stderr().is_terminal() && total.is_none_or(|t| t > 8 << 20), shown: false };
+        let report = analyze(reader, &name, &opts, &mut bar).with_context(|| format!("reading {name}"))?;
+        drop(bar);
+        if i > 0 && a.out.format == Format::Human {
+            println!();
+        }
+        if let Err(e) = emit(&report, &a.out) {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                return Ok(status.max(u8::from(report.bugs().next().is_some())));
+            }
+            return Err(e.into());
+        }
+        if report.bugs().next().is_some() {
+            status = 1;
+        }
+    }
+    Ok(status)
+}
+
+fn run_demo(o: &OutputArgs) -> Result<u8> {
+    let opts = options(o)?;
+    let reader = decode_reader(io::Cursor::new(DEMO_CAPTURE)).context("embedded capture")?;
+    let report = analyze(reader, "embedded capture: Linux 6.12 + QEMU VT-d, injected DMA use-after-free (bug-strict)", &opts, &mut ())?;
+    if let Err(e) = emit(&report, o) {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            return Err(e.into());
+        }
+    }
+    let found = report.bugs().next().is_some();
+    Ok(u8::from(found))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match &cli.cmd {
+        Cmd::Analyze(a) => run_analyze(a),
+        Cmd::Demo(o) => run_demo(o),
+    };
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "iosan: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn read_all(mut r: impl Read) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v)?;
+    Ok(v)
+}

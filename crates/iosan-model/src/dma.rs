@@ -1,0 +1,592 @@
+//! The DMA API over the IOMMU API (`drivers/iommu/dma-iommu.c`): a
+//! per-device IOVA allocator, streaming maps of pages and scatterlists,
+//! coherent allocations, strict and lazy (flush-queue) unmap, and the
+//! `CONFIG_DMA_API_DEBUG` check that an unmap matches its map.
+//!
+//! Event order follows the kernel (`traces/FORMATS.md` §2): a map writes
+//! the IOMMU lines first and `dma_map_page` / `dma_map_sg` / `dma_alloc`
+//! last (the tracepoint needs the DMA address); `dma_unmap_page` comes
+//! after the IOMMU unmap, `dma_unmap_sg` and `dma_free` before it.
+//!
+//! Units: bytes; DMA addresses equal IOVAs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use iosan_core::{DmaAddr, Finding, FindingKind, Iova, IovaRange, Pfn, PhysAddr, Translate};
+
+use crate::error::{ModelError, Result};
+use crate::kernel::{DomainType, Kernel};
+use crate::pgtable::PgtableCfg;
+use crate::trace::{DmaDir, TraceCtx};
+
+/// A per-device IOVA space (`struct iova_domain`): allocations top-down
+/// below the DMA mask, size-aligned, with the kernel's cached search
+/// ceiling (`cached_node`): a search starts below the last allocation and
+/// a free above it moves the ceiling back up.
+#[derive(Clone, Debug)]
+pub struct IovaDomain {
+    granule_lg2: u32,
+    /// First allocatable IOVA (IOVA 0 is never handed out).
+    start: u64,
+    /// One past the highest allocatable IOVA.
+    limit: u64,
+    ceiling: u64,
+    allocated: BTreeMap<u64, u64>,
+}
+
+impl IovaDomain {
+    /// A space of `[granule, dma_mask]`.
+    #[must_use]
+    pub fn new(granule_lg2: u32, dma_mask: u64) -> Self {
+        let limit = dma_mask.saturating_add(1) & !((1u64 << granule_lg2) - 1);
+        let limit = if limit == 0 { !((1u64 << granule_lg2) - 1) } else { limit };
+        Self { granule_lg2, start: 1 << granule_lg2, limit, ceiling: limit, allocated: BTreeMap::new() }
+    }
+
+    /// The size an allocation of `len` bytes really takes: whole granules,
+    /// rounded up to a power of two below 32 granules (the rcache sizes of
+    /// `iommu_dma_alloc_iova()`).
+    #[must_use]
+    pub fn alloc_len(&self, len: u64) -> Option<u64> {
+        let g = 1u64 << self.granule_lg2;
+        let pages = len.checked_add(g - 1)? >> self.granule_lg2;
+        let pages = if pages < 32 { pages.max(1).next_power_of_two() } else { pages };
+        pages.checked_mul(g)
+    }
+
+    /// `alloc_iova_fast()`: the highest free, size-aligned range of `len`
+    /// bytes (already rounded by [`IovaDomain::alloc_len`]).
+    pub fn alloc(&mut self, len: u64) -> Option<u64> {
+        let align = len.next_power_of_two().min(1 << 30).max(1 << self.granule_lg2);
+        let found = self.search(self.ceiling, len, align).or_else(|| self.search(self.limit, len, align))?;
+        self.allocated.insert(found, len);
+        self.ceiling = found;
+        Some(found)
+    }
+
+    fn search(&self, top: u64, len: u64, align: u64) -> Option<u64> {
+        let mut top = top;
+        loop {
+            let cand = top.checked_sub(len)? & !(align - 1);
+            if cand < self.start {
+                return None;
+            }
+            // The highest allocation starting below `top`.
+            match self.allocated.range(..top).next_back() {
+                Some((&s, &l)) if s + l > cand => top = s,
+                _ => return Some(cand),
+            }
+        }
+    }
+
+    /// `free_iova_fast()`: frees the allocation starting at `iova`; returns
+    /// its length, or `None` if nothing starts there.
+    pub fn free(&mut self, iova: u64) -> Option<u64> {
+        let len = self.allocated.remove(&iova)?;
+        if iova >= self.ceiling {
+            self.ceiling = self.allocated.range(iova + 1..).next().map_or(self.limit, |(&s, _)| s);
+        }
+        Some(len)
+    }
+
+    /// The allocation containing `iova`, as `(start, len)`.
+    #[must_use]
+    pub fn find(&self, iova: u64) -> Option<(u64, u64)> {
+        let (&s, &l) = self.allocated.range(..=iova).next_back()?;
+        (iova < s + l).then_some((s, l))
+    }
+
+    /// Live allocations.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.allocated.len()
+    }
+
+    /// True if nothing is allocated.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.allocated.is_empty()
+    }
+}
+
+/// How a DMA mapping was made (for the debug check).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    /// `dma_map_page()` / `dma_map_single()`.
+    Page,
+    /// `dma_map_sg()` with this many CPU segments.
+    Sg(usize),
+    /// `dma_alloc_coherent()`.
+    Coherent,
+}
+
+/// A live DMA mapping as `CONFIG_DMA_API_DEBUG` records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaEntry {
+    /// Size the driver mapped.
+    pub size: u64,
+    /// Direction.
+    pub dir: DmaDir,
+    /// Kind of map.
+    pub kind: MapKind,
+}
+
+/// A device behind the IOMMU with its own DMA domain.
+#[derive(Clone, Debug)]
+pub struct Device {
+    /// `dev_name()`: a PCI address such as `0000:00:02.0`.
+    pub name: Arc<str>,
+    /// Its domain handle.
+    pub domain: u32,
+    /// Its IOVA space.
+    pub iovad: IovaDomain,
+    /// Live DMA mappings by DMA address (the dma-debug hash).
+    pub live: HashMap<u64, DmaEntry>,
+}
+
+/// One unmap waiting in the flush queue.
+#[derive(Clone, Copy, Debug)]
+struct FqEntry {
+    dev: u32,
+    iova: u64,
+    pfn_first: u64,
+    pfn_count: u64,
+}
+
+/// The flush queue of lazy mode (`struct iova_fq`, one for the model):
+/// IOVAs are freed and the IOTLB flushed on the 10 ms timer or when full.
+#[derive(Clone, Debug, Default)]
+pub struct FlushQueue {
+    entries: Vec<FqEntry>,
+    first_ns: u64,
+}
+
+/// `IOVA_FQ_TIMEOUT`: 10 ms.
+pub const FQ_TIMEOUT_NS: u64 = 10_000_000;
+/// `IOVA_FQ_SIZE`.
+pub const FQ_SIZE: usize = 256;
+
+/// A coherent allocation (`dma_alloc_coherent()`'s result).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Coherent {
+    /// The DMA address.
+    pub dma: DmaAddr,
+    /// Size asked for.
+    pub size: u64,
+    /// The order-0 pages backing it, in IOVA order.
+    pub pages: Vec<Pfn>,
+}
+
+impl Kernel<'_> {
+    fn dev(&self, dev: u32) -> Result<&Device> {
+        self.devices.get(dev as usize).ok_or(ModelError::NoDevice(dev))
+    }
+
+    /// Probes a device: a DMA domain with the given page table (strict or
+    /// flush-queue by the kernel's setting), attached, with an IOVA space
+    /// below `dma_mask`. Returns the device handle.
+    ///
+    /// # Errors
+    /// As [`Kernel::domain_alloc`].
+    pub fn add_device(&mut self, name: &str, cfg: PgtableCfg, dma_mask: u64) -> Result<u32> {
+        let dtype = if self.cfg.strict { DomainType::Dma } else { DomainType::DmaFq };
+        let dom = self.domain_alloc(cfg, dtype)?;
+        let name: Arc<str> = Arc::from(name);
+        let group = u32::try_from(self.devices.len()).unwrap_or(u32::MAX);
+        self.emit(|t, c, ts| t.add_device_to_group(c, ts, group, &name));
+        self.attach_device(dom, &name)?;
+        let (granule, aperture_last) = self
+            .domains
+            .get(&dom)
+            .map_or((12, u64::MAX), |d| (d.pgtable.pgsize_bitmap().trailing_zeros(), d.pgtable.geometry().max_iova()));
+        let granule = granule.max(self.cfg.page_size.lg2());
+        let limit = dma_mask.min(aperture_last);
+        self.devices.push(Device { name, domain: dom, iovad: IovaDomain::new(granule, limit), live: HashMap::new() });
+        Ok(group)
+    }
+
+    /// A device by handle.
+    #[must_use]
+    pub fn device(&self, dev: u32) -> Option<&Device> {
+        self.devices.get(dev as usize)
+    }
+
+    fn iova_granule(&self, dev: u32) -> u32 {
+        self.devices.get(dev as usize).map_or(12, |d| d.iovad.granule_lg2)
+    }
+
+    fn debug_check_unmap(&mut self, dev: u32, dma: u64, size: u64, dir: DmaDir, kind: MapKind) {
+        if !self.cfg.dma_debug {
+            return;
+        }
+        let Some(d) = self.devices.get_mut(dev as usize) else { return };
+        let Some(e) = d.live.remove(&dma) else {
+            return; // not ours: the IOMMU layer reports the double unmap
+        };
+        let dom = self.domains.get(&d.domain).map(|x| x.id());
+        if e.size != size || e.dir != dir || e.kind != kind {
+            let mut f = Finding::range(FindingKind::DmaUnmapMismatch, dom.unwrap_or_default(), Iova(dma), size);
+            f.domain = dom;
+            self.findings.push(f);
+        }
+    }
+
+    /// `dma_map_page_attrs()` (`iommu_dma_map_page()`): maps `size` bytes
+    /// at `phys` (any offset) and returns the DMA address, which keeps the
+    /// in-page offset.
+    ///
+    /// # Errors
+    /// [`ModelError::NoDevice`], [`ModelError::IovaExhausted`], and the
+    /// IOMMU map errors.
+    pub fn dma_map_page(&mut self, dev: u32, phys: PhysAddr, size: u64, dir: DmaDir) -> Result<DmaAddr> {
+        self.fq_poll();
+        if size == 0 {
+            return Err(ModelError::Invalid("zero size"));
+        }
+        let g = self.iova_granule(dev);
+        let d = self.dev(dev)?;
+        let dom = d.domain;
+        let off = phys.get() & ((1u64 << g) - 1);
+        let len = align_up(off.checked_add(size).ok_or(ModelError::Range("size overflows"))?, g)?;
+        let alloc_len = d.iovad.alloc_len(len).ok_or(ModelError::Range("size overflows"))?;
+        let d = self.devices.get_mut(dev as usize).ok_or(ModelError::NoDevice(dev))?;
+        let iova = d.iovad.alloc(alloc_len).ok_or(ModelError::IovaExhausted { size: len })?;
+        let base = PhysAddr(phys.get() - off);
+        if let Err(e) = self.map_inner(dom, Iova(iova), base, len, dir.prot(), false) {
+            if let Some(d) = self.devices.get_mut(dev as usize) {
+                d.iovad.free(iova);
+            }
+            return Err(e);
+        }
+        self.stats.dma_maps += 1;
+        let dma = iova + off;
+        if let Some(d) = self.devices.get_mut(dev as usize) {
+            d.live.insert(dma, DmaEntry { size, dir, kind: MapKind::Page });
+            let name = d.name.clone();
+            self.emit(|t, c, ts| t.dma_map_page(c, ts, &name, dir, dma, size, phys.get()));
+        }
+        Ok(DmaAddr(dma))
+    }
+
+    /// `dma_unmap_page_attrs()` (`iommu_dma_unmap_page()` →
+    /// `__iommu_dma_unmap()`): unmaps the granules covering
+    /// `[dma, dma + size)`. Strict: flushes the IOTLB and frees the IOVA at
+    /// once. Lazy: queues both.
+    ///
+    /// # Errors
+    /// [`ModelError::NoDevice`].
+    pub fn dma_unmap_page(&mut self, dev: u32, dma: DmaAddr, size: u64, dir: DmaDir) -> Result<()> {
+        self.fq_poll();
+        self.dev(dev)?;
+        self.debug_check_unmap(dev, dma.get(), size, dir, MapKind::Page);
+        self.iommu_dma_unmap(dev, dma.get(), size)?;
+        self.stats.dma_unmaps += 1;
+        if let Some(d) = self.devices.get(dev as usize) {
+            let name = d.name.clone();
+            self.emit(|t, c, ts| t.dma_unmap_page(c, ts, &name, dir, dma.get(), size));
+        }
+        Ok(())
+    }
+
+    /// `__iommu_dma_unmap()`.
+    fn iommu_dma_unmap(&mut self, dev: u32, dma: u64, size: u64) -> Result<()> {
+        let g = self.iova_granule(dev);
+        let d = self.dev(dev)?;
+        let dom = d.domain;
+        let off = dma & ((1u64 << g) - 1);
+        let iova = dma - off;
+        let len = align_up(off.saturating_add(size), g)?;
+        let pfns = if self.cfg.strict { None } else { self.leaf_pfns(dom, iova, len) };
+        let unmapped = self.unmap_inner(dom, Iova(iova), len, true);
+        if self.cfg.strict {
+            self.flush_strict(dom, iova, len.max(unmapped));
+            if let Some(d) = self.devices.get_mut(dev as usize) {
+                d.iovad.free(iova);
+            }
+        } else {
+            self.exposure.queued_unmaps += 1;
+            let (pfn_first, pfn_count) = pfns.unwrap_or((0, 0));
+            for p in pfn_first..pfn_first + pfn_count {
+                *self.fq_pages.entry(p).or_insert(0) += 1;
+            }
+            if self.fq.entries.is_empty() {
+                self.fq.first_ns = self.now;
+            }
+            self.fq.entries.push(FqEntry { dev, iova, pfn_first, pfn_count });
+            if self.fq.entries.len() >= FQ_SIZE {
+                self.fq_flush(false);
+            }
+        }
+        Ok(())
+    }
+
+    /// The CPU pages behind `[iova, iova + len)` if they are one physically
+    /// contiguous run (what the flush-queue exposure needs).
+    fn leaf_pfns(&self, dom: u32, iova: u64, len: u64) -> Option<(u64, u64)> {
+        let d = self.domains.get(&dom)?;
+        let range = IovaRange::from_start_len(Iova(iova), len)?;
+        let page = self.cfg.page_size;
+        let mut first: Option<(u64, u64)> = None;
+        let mut contiguous = true;
+        d.pgtable.walk_leaves(range, &mut |r| {
+            let s = r.phys.get() >> page.lg2();
+            let n = r.len.div_ceil(page.bytes());
+            match first.as_mut() {
+                None => first = Some((s, n)),
+                Some((fs, fnn)) if *fs + *fnn == s => *fnn += n,
+                Some(_) => contiguous = false,
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        if contiguous {
+            first
+        } else {
+            None
+        }
+    }
+
+    /// Runs the flush-queue timer if it is due.
+    pub fn fq_poll(&mut self) {
+        if !self.fq.entries.is_empty() && self.now.saturating_sub(self.fq.first_ns) >= FQ_TIMEOUT_NS {
+            self.fq_flush(true);
+        }
+    }
+
+    /// Flushes the queue now: `fq_flush_timeout()` (from the timer) or a
+    /// full queue: one `cache_tag_flush_all` per domain, then the IOVAs
+    /// are freed. Pages freed while queued get their exposure window.
+    pub fn fq_flush(&mut self, timer: bool) {
+        if self.fq.entries.is_empty() {
+            return;
+        }
+        let saved = self.ctx;
+        if timer {
+            self.ctx = TraceCtx { flags: *b"..s..", ..saved };
+            if self.kprobes() {
+                self.emit(|t, c, ts| t.kp_fq_flush_timeout(c, ts));
+            }
+        }
+        let entries = std::mem::take(&mut self.fq.entries);
+        let mut doms: Vec<u32> =
+            entries.iter().filter_map(|e| self.devices.get(e.dev as usize).map(|d| d.domain)).collect();
+        doms.sort_unstable();
+        doms.dedup();
+        for dom in doms {
+            let Some(d) = self.domains.get(&dom) else { continue };
+            let (did, cookie) = (d.did, d.kptr + 0x200);
+            if self.kprobes() {
+                self.emit(|t, c, ts| t.kp_fq_flush_iotlb(c, ts, cookie));
+            }
+            self.emit(|t, c, ts| t.cache_tag_flush_all(c, ts, did));
+        }
+        self.ctx = saved;
+        for e in &entries {
+            if let Some(d) = self.devices.get_mut(e.dev as usize) {
+                d.iovad.free(e.iova);
+            }
+            for p in e.pfn_first..e.pfn_first + e.pfn_count {
+                if let Some(c) = self.fq_pages.get_mut(&p) {
+                    *c -= 1;
+                    if *c == 0 {
+                        self.fq_pages.remove(&p);
+                    }
+                }
+            }
+        }
+        for (_, freed_at) in std::mem::take(&mut self.fq_freed) {
+            let w = self.now.saturating_sub(freed_at);
+            self.exposure.longest_window_ns = self.exposure.longest_window_ns.max(w);
+        }
+        self.exposure.flushes += 1;
+    }
+
+    /// `dma_map_sg_attrs()` (`iommu_dma_map_sg()`): one IOVA range for all
+    /// segments (each padded to the granule), one `iommu_map` per physically
+    /// contiguous run, one merged DMA segment. Segments must start on a
+    /// granule boundary except the first, as dma-iommu requires for merging.
+    ///
+    /// # Errors
+    /// As [`Kernel::dma_map_page`].
+    pub fn dma_map_sg(&mut self, dev: u32, segs: &[(PhysAddr, u64)], dir: DmaDir) -> Result<DmaAddr> {
+        self.fq_poll();
+        let g = self.iova_granule(dev);
+        let d = self.dev(dev)?;
+        let dom = d.domain;
+        if segs.is_empty() {
+            return Err(ModelError::Invalid("empty scatterlist"));
+        }
+        let mut padded = Vec::with_capacity(segs.len());
+        let mut total = 0u64;
+        for &(p, len) in segs {
+            if len == 0 || p.get() & ((1u64 << g) - 1) != 0 {
+                return Err(ModelError::Invalid("segment empty or not granule aligned"));
+            }
+            let l = align_up(len, g)?;
+            padded.push((p, l));
+            total = total.checked_add(l).ok_or(ModelError::Range("size overflows"))?;
+        }
+        let alloc_len = d.iovad.alloc_len(total).ok_or(ModelError::Range("size overflows"))?;
+        let d = self.devices.get_mut(dev as usize).ok_or(ModelError::NoDevice(dev))?;
+        let iova = d.iovad.alloc(alloc_len).ok_or(ModelError::IovaExhausted { size: total })?;
+        if let Err(e) = self.iommu_map_sg(dom, Iova(iova), &padded, dir.prot()) {
+            if let Some(d) = self.devices.get_mut(dev as usize) {
+                d.iovad.free(iova);
+            }
+            return Err(e);
+        }
+        self.stats.dma_maps += 1;
+        let dma_len: u64 = segs.iter().map(|s| s.1).sum::<u64>().max(1);
+        let dma_len = if segs.len() > 1 { total } else { dma_len };
+        if let Some(d) = self.devices.get_mut(dev as usize) {
+            d.live.insert(iova, DmaEntry { size: total, dir, kind: MapKind::Sg(segs.len()) });
+            let name = d.name.clone();
+            let phys: Vec<u64> = segs.iter().map(|s| s.0.get()).collect();
+            self.emit(|t, c, ts| t.dma_map_sg(c, ts, &name, dir, &phys, &[(iova, dma_len)]));
+        }
+        Ok(DmaAddr(iova))
+    }
+
+    /// `dma_unmap_sg_attrs()` (`iommu_dma_unmap_sg()`): `dma_unmap_sg` is
+    /// traced first, then one unmap of the IOVA range the given segments
+    /// span (the driver's list: a wrong list unmaps a wrong total).
+    ///
+    /// # Errors
+    /// [`ModelError::NoDevice`], [`ModelError::Invalid`] for an empty list.
+    pub fn dma_unmap_sg(&mut self, dev: u32, dma: DmaAddr, segs: &[(PhysAddr, u64)], dir: DmaDir) -> Result<()> {
+        self.fq_poll();
+        let g = self.iova_granule(dev);
+        let name = self.dev(dev)?.name.clone();
+        if segs.is_empty() {
+            return Err(ModelError::Invalid("empty scatterlist"));
+        }
+        let mut total = 0u64;
+        for &(_, len) in segs {
+            total = total.checked_add(align_up(len, g)?).ok_or(ModelError::Range("size overflows"))?;
+        }
+        let phys: Vec<u64> = segs.iter().map(|s| s.0.get()).collect();
+        self.emit(|t, c, ts| t.dma_unmap_sg(c, ts, &name, dir, &phys));
+        self.debug_check_unmap(dev, dma.get(), total, dir, MapKind::Sg(segs.len()));
+        self.iommu_dma_unmap(dev, dma.get(), total)?;
+        self.stats.dma_unmaps += 1;
+        Ok(())
+    }
+
+    /// `dma_alloc_coherent()` with a blocking gfp (`iommu_dma_alloc_remap()`):
+    /// order-0 pages, mapped with `iommu_map_sg`, then `dma_alloc` traced.
+    ///
+    /// # Errors
+    /// As [`Kernel::dma_map_page`], plus [`ModelError::OutOfMemory`].
+    pub fn dma_alloc_coherent(&mut self, dev: u32, size: u64) -> Result<Coherent> {
+        self.fq_poll();
+        let page = self.cfg.page_size;
+        let g = self.iova_granule(dev);
+        if size == 0 {
+            return Err(ModelError::Invalid("zero size"));
+        }
+        let len = align_up(size, g)?;
+        let n = len / page.bytes();
+        let mut pages = Vec::new();
+        for _ in 0..n {
+            match self.alloc_pages(0, "GFP_KERNEL|__GFP_HIGHMEM|__GFP_NOWARN|__GFP_ZERO") {
+                Ok(p) => pages.push(p),
+                Err(e) => {
+                    for p in pages {
+                        let _ = self.free_pages(p, 0);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let d = self.dev(dev)?;
+        let dom = d.domain;
+        let alloc_len = d.iovad.alloc_len(len).ok_or(ModelError::Range("size overflows"))?;
+        let iova = self.devices.get_mut(dev as usize).and_then(|d| d.iovad.alloc(alloc_len));
+        let segs: Vec<(PhysAddr, u64)> =
+            pages.iter().filter_map(|p| p.to_phys(page).map(|a| (a, page.bytes()))).collect();
+        let mapped = match iova {
+            Some(i) => self.iommu_map_sg(dom, Iova(i), &segs, DmaDir::Bidirectional.prot()).map(|_| i),
+            None => Err(ModelError::IovaExhausted { size: len }),
+        };
+        let iova = match mapped {
+            Ok(i) => i,
+            Err(e) => {
+                if let Some(i) = iova {
+                    if let Some(d) = self.devices.get_mut(dev as usize) {
+                        d.iovad.free(i);
+                    }
+                }
+                for p in pages {
+                    let _ = self.free_pages(p, 0);
+                }
+                return Err(e);
+            }
+        };
+        self.stats.dma_maps += 1;
+        let virt = 0xffff_c900_0000_0000u64 | (iova & 0xff_ffff_ffff);
+        if let Some(d) = self.devices.get_mut(dev as usize) {
+            d.live.insert(iova, DmaEntry { size, dir: DmaDir::Bidirectional, kind: MapKind::Coherent });
+            let name = d.name.clone();
+            self.emit(|t, c, ts| t.dma_alloc(c, ts, &name, iova, size, virt, "GFP_KERNEL"));
+        }
+        Ok(Coherent { dma: DmaAddr(iova), size, pages })
+    }
+
+    /// `dma_free_coherent()`: `dma_free` traced, then the unmap and flush,
+    /// then the pages freed.
+    ///
+    /// # Errors
+    /// [`ModelError::NoDevice`], and [`ModelError::BadFree`] if a page was
+    /// already freed.
+    pub fn dma_free_coherent(&mut self, dev: u32, c: &Coherent) -> Result<()> {
+        self.fq_poll();
+        let name = self.dev(dev)?.name.clone();
+        let virt = 0xffff_c900_0000_0000u64 | (c.dma.get() & 0xff_ffff_ffff);
+        self.emit(|t, ctx, ts| t.dma_free(ctx, ts, &name, c.dma.get(), c.size, virt));
+        self.debug_check_unmap(dev, c.dma.get(), c.size, DmaDir::Bidirectional, MapKind::Coherent);
+        self.iommu_dma_unmap(dev, c.dma.get(), c.size)?;
+        self.stats.dma_unmaps += 1;
+        for &p in &c.pages {
+            self.free_pages(p, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a device: its domain is freed (live mappings are teardown
+    /// leaks) after the flush queue is drained.
+    ///
+    /// # Errors
+    /// [`ModelError::NoDevice`].
+    pub fn remove_device(&mut self, dev: u32) -> Result<()> {
+        let dom = self.dev(dev)?.domain;
+        self.fq_flush(false);
+        self.domain_free(dom)
+    }
+}
+
+fn align_up(v: u64, lg2: u32) -> Result<u64> {
+    let m = (1u64 << lg2) - 1;
+    Ok(v.checked_add(m).ok_or(ModelError::Range("size overflows"))? & !m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iova_allocation_is_top_down_and_reuses_freed_space() {
+        let mut d = IovaDomain::new(12, 0xffff_ffff);
+        let a = d.alloc(0x1000).unwrap();
+        assert_eq!(a, 0xffff_f000);
+        let b = d.alloc(0x2000).unwrap();
+        assert_eq!(b, 0xffff_c000);
+        let c = d.alloc(0x1000).unwrap();
+        assert_eq!(c, 0xffff_b000);
+        assert_eq!(d.free(a), Some(0x1000));
+        assert_eq!(d.alloc(0x1000), Some(0xffff_f000));
+        assert_eq!(d.alloc_len(0x1b000), Some(0x20000));
+        assert_eq!(d.alloc_len(0x40000), Some(0x40000));
+        assert_eq!(d.find(0xffff_c800), Some((0xffff_c000, 0x2000)));
+        assert_eq!(d.free(0x1234_5000), None);
+    }
+}

@@ -1,0 +1,145 @@
+//! The whole pipeline: bytes → lines → events → replay → report.
+
+use std::io::BufRead;
+
+use crate::parse::event::parse_event;
+use crate::parse::line::{classify_line, LineKind};
+use crate::parse::reader::{LineReader, ReadError, DEFAULT_MAX_LINE_LEN};
+use crate::replay::{Analyzer, Ctx, Options};
+use crate::report::Report;
+
+/// Options for [`analyze`].
+#[derive(Clone, Debug)]
+pub struct AnalyzeOptions {
+    /// Replay options.
+    pub replay: Options,
+    /// Longest line accepted; longer lines are skipped and counted.
+    pub max_line_len: usize,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> Self {
+        Self { replay: Options::default(), max_line_len: DEFAULT_MAX_LINE_LEN }
+    }
+}
+
+/// A fatal error: the input could not be read at all any more.
+#[derive(Debug, thiserror::Error)]
+#[error("{input}: {source}")]
+pub struct AnalyzeError {
+    /// Input name.
+    pub input: String,
+    /// What failed.
+    #[source]
+    pub source: ReadError,
+}
+
+/// Receives progress: bytes read so far.
+pub trait Progress {
+    /// Called every few MB.
+    fn advance(&mut self, bytes: u64);
+}
+
+impl Progress for () {
+    fn advance(&mut self, _: u64) {}
+}
+
+fn is_stack_line(b: &[u8]) -> bool {
+    let t = b.iter().position(|c| *c != b' ' && *c != b'\t').and_then(|i| b.get(i..)).unwrap_or(&[]);
+    t.starts_with(b"=> ") || t == b"=>" || t.starts_with(b"<stack trace>")
+}
+
+/// Reads one capture and replays it.
+///
+/// # Errors
+/// Only when reading fails ([`AnalyzeError`]); malformed lines are skipped
+/// and counted in the summary with the first line number and byte offset.
+pub fn analyze(
+    input: impl BufRead,
+    name: &str,
+    opts: &AnalyzeOptions,
+    progress: &mut dyn Progress,
+) -> Result<Report, AnalyzeError> {
+    let mut reader = LineReader::with_max_line_len(input, opts.max_line_len);
+    let mut an = Analyzer::new(opts.replay.clone());
+    // One event of lookahead, so stack lines printed after an event reach it.
+    let mut prev: Vec<u8> = Vec::with_capacity(512);
+    let mut prev_loc: Option<(u64, u64)> = None;
+    let mut stack: Vec<Vec<u8>> = Vec::new();
+    let mut next_progress = 4u64 << 20;
+    loop {
+        let (bytes_owned_loc, done) = match reader.next_line() {
+            None => (None, true),
+            Some(Err(e)) if e.is_fatal() => return Err(AnalyzeError { input: name.to_string(), source: e }),
+            Some(Err(ReadError::LineTooLong { line, offset, .. })) => {
+                an.skipped("line longer than the limit", line, offset);
+                continue;
+            }
+            Some(Err(_)) => continue,
+            Some(Ok(line)) => {
+                if reader_bytes(&line) >= next_progress {
+                    progress.advance(line.offset);
+                    next_progress = line.offset + (4 << 20);
+                }
+                if prev_loc.is_some() && is_stack_line(line.bytes) {
+                    if stack.len() < 128 {
+                        stack.push(line.bytes.to_vec());
+                    }
+                    continue;
+                }
+                // Flush the previous event with its stack.
+                if let Some((l, o)) = prev_loc.take() {
+                    process(&mut an, &prev, l, o, &stack);
+                    stack.clear();
+                }
+                match classify_line(line.bytes) {
+                    Ok(LineKind::Event(_)) => {
+                        prev.clear();
+                        prev.extend_from_slice(line.bytes);
+                        prev_loc = Some((line.number, line.offset));
+                    }
+                    Ok(LineKind::Header(h)) => an.header(h),
+                    Ok(LineKind::Lost { cpu, events }) => an.lost(cpu, events, line.number),
+                    Ok(LineKind::Stack(_)) => an.skipped("stack line without an event", line.number, line.offset),
+                    Ok(LineKind::CpusHeader(_) | LineKind::CpuEmpty(_) | LineKind::Blank) => {}
+                    Err(e) => an.skipped(&format!("malformed line ({})", e.kind.field()), line.number, line.offset),
+                }
+                (None::<()>, false)
+            }
+        };
+        let _ = bytes_owned_loc;
+        if done {
+            break;
+        }
+    }
+    if let Some((l, o)) = prev_loc.take() {
+        process(&mut an, &prev, l, o, &stack);
+    }
+    let lines = reader.lines_read();
+    let bytes = reader.bytes_read();
+    let mut report = an.finish();
+    report.summary.lines = lines;
+    report.summary.bytes = bytes;
+    report.summary.input = name.to_string();
+    progress.advance(bytes);
+    Ok(report)
+}
+
+fn reader_bytes(line: &crate::parse::reader::Line) -> u64 {
+    line.offset
+}
+
+fn process(an: &mut Analyzer, bytes: &[u8], line: u64, offset: u64, stack: &[Vec<u8>]) {
+    let Ok(LineKind::Event(ev)) = classify_line(bytes) else { return };
+    match parse_event(ev.name, ev.body) {
+        Ok(Some(event)) => {
+            let ctx = Ctx { line, ts_ns: ev.ts_ns, cpu: ev.cpu, pid: ev.pid, comm: ev.comm, flags: ev.flags };
+            let frames: Vec<&[u8]> = stack.iter().map(|s| s.as_slice()).collect();
+            an.event(&ctx, &event, &frames);
+        }
+        Ok(None) => an.unknown_event(ev.name),
+        Err(e) => {
+            an.skipped(&format!("bad field: event `{}` field `{}`: {}", e.event, e.field, e.problem), line, offset)
+        }
+    }
+}

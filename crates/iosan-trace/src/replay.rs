@@ -1,0 +1,1393 @@
+//! Replay of trace events through the sanitizer.
+//!
+//! One [`ShadowDomain`] per IOMMU domain. Domain identity, best first: the
+//! domain pointer of a kprobe on `__iommu_map` / `__iommu_unmap` /
+//! `__iommu_attach_device` / `iommu_domain_free`; the device of a `dma:*`
+//! event that wraps the iommu event (same CPU, same context, same task,
+//! adjacent, overlapping IOVA); the VT-d domain id (`did`) of an
+//! `intel_iommu` flush in the same sequence; otherwise one anonymous IOVA
+//! space, and findings there say so. Aliases of one domain (pointer, did,
+//! devices) seen on the same event are merged into one domain.
+//!
+//! Timestamps are nanoseconds of the trace clock. Counters are per CPU page
+//! ([`Options::page_size`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use iosan_core::{
+    Config, DomainId, Finding, FindingKind, Iova, IovaRange, MapMeta, Mapping, MappingSource, PageSize, Pfn, PhysAddr,
+    Sanitizer, Semantics, ShadowDomain, ShadowMapResult, Translate,
+};
+
+use crate::parse::event::{DmaDirection, Event};
+use crate::report::{
+    Attribution, FollowUp, LiveGroup, LostWindow, MapSite, Report, SkipCount, Summary, TraceFinding,
+};
+
+/// Analysis options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Exact (default) or the kernel's algorithm.
+    pub semantics: Semantics,
+    /// CPU page size of the traced kernel.
+    pub page_size: PageSize,
+    /// IOMMU page sizes assumed for domains (the trace does not say):
+    /// 4 KiB granule with 2 MiB and 1 GiB superpages, as VT-d, AMD and SMMU with 4K pages.
+    pub pgsize_bitmap: u64,
+    /// Most follow-up events kept per finding (the count is always exact).
+    pub max_follow_ups: usize,
+    /// Most unflushed (lazy-mode) unmapped ranges tracked at once.
+    pub max_unflushed: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            semantics: Semantics::Exact,
+            page_size: PageSize::SIZE_4K,
+            pgsize_bitmap: (1 << 12) | (1 << 21) | (1 << 30),
+            max_follow_ups: 16,
+            max_unflushed: 1 << 20,
+        }
+    }
+}
+
+/// Where an event happened.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx<'a> {
+    /// 1-based line number.
+    pub line: u64,
+    /// Timestamp, ns.
+    pub ts_ns: u64,
+    /// CPU.
+    pub cpu: u32,
+    /// Task id.
+    pub pid: u32,
+    /// Task name (raw bytes).
+    pub comm: &'a [u8],
+    /// The flags column, when printed.
+    pub flags: Option<&'a [u8]>,
+}
+
+impl Ctx<'_> {
+    /// Process, softirq, hardirq or NMI: nested contexts on one CPU are
+    /// separate sequences.
+    fn context(&self) -> u8 {
+        match self.flags.and_then(|f| f.get(2)) {
+            Some(b'h' | b'H') => 2,
+            Some(b's') => 1,
+            Some(b'z' | b'Z') => 3,
+            _ => 0,
+        }
+    }
+}
+
+// ------------------------------------------------------------------ domains
+
+#[derive(Debug)]
+struct Slot {
+    shadow: ShadowDomain,
+    ptrs: Vec<u64>,
+    dids: Vec<u32>,
+    devices: Vec<Arc<str>>,
+    dtype: Option<u64>,
+    anonymous: bool,
+    /// How this domain's identity was learnt.
+    via: Attribution,
+}
+
+#[derive(Default)]
+struct Slots {
+    slots: Vec<Slot>,
+    parent: Vec<usize>,
+    by_ptr: HashMap<u64, usize>,
+    by_did: HashMap<u32, usize>,
+    by_dev: HashMap<Arc<str>, usize>,
+    anon: Option<usize>,
+    merge_refused: u64,
+    pgsize_bitmap: u64,
+}
+
+impl Slots {
+    fn new_slot(&mut self, via: Attribution, anonymous: bool) -> usize {
+        let id = self.slots.len();
+        let shadow = ShadowDomain::new(DomainId(id as u64), self.pgsize_bitmap);
+        self.slots.push(Slot {
+            shadow,
+            ptrs: Vec::new(),
+            dids: Vec::new(),
+            devices: Vec::new(),
+            dtype: None,
+            anonymous,
+            via,
+        });
+        self.parent.push(id);
+        id
+    }
+
+    fn find(&mut self, mut i: usize) -> usize {
+        while let Some(&p) = self.parent.get(i) {
+            if p == i {
+                break;
+            }
+            let gp = self.parent.get(p).copied().unwrap_or(p);
+            if let Some(slot) = self.parent.get_mut(i) {
+                *slot = gp;
+            }
+            i = p;
+        }
+        i
+    }
+
+    fn slot(&self, i: usize) -> &Slot {
+        &self.slots[i.min(self.slots.len() - 1)]
+    }
+
+    fn slot_mut(&mut self, i: usize) -> &mut Slot {
+        let n = self.slots.len() - 1;
+        &mut self.slots[i.min(n)]
+    }
+
+    fn ptr(&mut self, p: u64) -> usize {
+        if let Some(&i) = self.by_ptr.get(&p) {
+            return self.find(i);
+        }
+        let i = self.new_slot(Attribution::Kprobe, false);
+        self.slots[i].ptrs.push(p);
+        self.by_ptr.insert(p, i);
+        i
+    }
+
+    fn did(&mut self, d: u32) -> usize {
+        if let Some(&i) = self.by_did.get(&d) {
+            return self.find(i);
+        }
+        let i = self.new_slot(Attribution::DomainId, false);
+        self.slots[i].dids.push(d);
+        self.by_did.insert(d, i);
+        i
+    }
+
+    fn dev(&mut self, name: &[u8]) -> usize {
+        let name: Arc<str> = String::from_utf8_lossy(name).into();
+        if let Some(&i) = self.by_dev.get(&name) {
+            return self.find(i);
+        }
+        let i = self.new_slot(Attribution::Device, false);
+        self.add_device(i, name);
+        i
+    }
+
+    fn add_device(&mut self, i: usize, name: Arc<str>) {
+        let i = self.find(i);
+        let s = self.slot_mut(i);
+        if !s.devices.contains(&name) {
+            s.devices.push(name.clone());
+            let label: Option<Arc<str>> = Some(s.devices.join(",").into());
+            s.shadow.set_device(label);
+        }
+        self.by_dev.insert(name, i);
+    }
+
+    fn anon(&mut self) -> usize {
+        if let Some(a) = self.anon {
+            return a;
+        }
+        let a = self.new_slot(Attribution::Anonymous, true);
+        self.anon = Some(a);
+        a
+    }
+
+    /// Merges two aliases of one domain. Refused (and counted) when their
+    /// mappings overlap, which means they are not the same domain.
+    fn union(&mut self, a: usize, b: usize) -> usize {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra == rb {
+            return ra;
+        }
+        if self.slot(ra).anonymous || self.slot(rb).anonymous {
+            self.merge_refused += 1;
+            return ra;
+        }
+        let (big, small) = if self.slot(ra).shadow.len() >= self.slot(rb).shadow.len() { (ra, rb) } else { (rb, ra) };
+        let conflict = self.slot(small).shadow.iter().any(|m| self.slot(big).shadow.first_mapped_in(m.iova).is_some());
+        if conflict {
+            self.merge_refused += 1;
+            return ra;
+        }
+        let moved = self.slot_mut(small).shadow.clear();
+        let small_slot = std::mem::replace(
+            self.slot_mut(small),
+            Slot {
+                shadow: ShadowDomain::new(DomainId(small as u64), 1 << 12),
+                ptrs: Vec::new(),
+                dids: Vec::new(),
+                devices: Vec::new(),
+                dtype: None,
+                anonymous: false,
+                via: Attribution::Device,
+            },
+        );
+        for m in moved {
+            let _ = self.slot_mut(big).shadow.map(m.iova.start(), m.phys, m.len(), m.meta);
+        }
+        {
+            let b = self.slot_mut(big);
+            b.ptrs.extend(small_slot.ptrs);
+            b.dids.extend(small_slot.dids);
+            b.dtype = b.dtype.or(small_slot.dtype);
+            b.via = b.via.min(small_slot.via);
+        }
+        for d in small_slot.devices {
+            self.add_device(big, d);
+        }
+        if let Some(p) = self.parent.get_mut(small) {
+            *p = big;
+        }
+        big
+    }
+
+    fn label(&self, i: usize) -> Option<String> {
+        let s = self.slot(i);
+        if let Some(p) = s.ptrs.first() {
+            Some(format!("{p:#x}"))
+        } else if let Some(d) = s.dids.first() {
+            Some(format!("did:{d}"))
+        } else if s.anonymous {
+            None
+        } else {
+            s.devices.first().map(|d| format!("dev:{d}"))
+        }
+    }
+}
+
+// ------------------------------------------------------------------ sequences
+
+#[derive(Clone, Debug)]
+enum Item {
+    Map { iova: IovaRange, phys: PhysAddr, meta: MapMeta, slot: Option<usize> },
+    Unmap { iova: Iova, size: u64, unmapped: u64, slot: Option<usize>, ts_ns: u64 },
+}
+
+#[derive(Default, Debug)]
+struct Seq {
+    pid: u32,
+    items: Vec<Item>,
+    kp_map: Option<(u64, u64, u64, Option<u64>)>,
+    kp_unmap: Option<(u64, u64, u64, Option<u64>)>,
+    unmap_sg_dev: Option<usize>,
+    attach_slot: Option<usize>,
+    pending_did: Option<u32>,
+}
+
+const MAX_SEQ_ITEMS: usize = 8192;
+/// Resolved items kept when a sequence is pruned.
+const KEEP_RESOLVED: usize = 256;
+
+/// A range that was unmapped but not yet flushed from the IOTLB (lazy mode).
+#[derive(Clone, Copy, Debug)]
+struct Unflushed {
+    slot: usize,
+    iova: IovaRange,
+    pfn_last: u64,
+    unmap_ns: u64,
+    first_free_ns: Option<u64>,
+}
+
+// ------------------------------------------------------------------ episodes
+
+type EpisodeKey = (usize, u64, u64);
+
+// ------------------------------------------------------------------ analyzer
+
+/// Replays events; call [`Analyzer::finish`] for the report.
+pub struct Analyzer {
+    opts: Options,
+    san: Sanitizer,
+    slots: Slots,
+    seqs: HashMap<(u32, u8), Seq>,
+    comms: HashMap<u32, Arc<str>>,
+    stacks: Vec<Arc<[String]>>,
+    stack_ids: HashMap<Arc<[String]>, usize>,
+    findings: Vec<TraceFinding>,
+    episodes: HashMap<EpisodeKey, Vec<usize>>,
+    unflushed: BTreeMap<(u64, u64), Unflushed>,
+    unflushed_seq: u64,
+    unflushed_max_pages: u64,
+    flush_events_seen: bool,
+    lost: Vec<LostWindow>,
+    last_ts_by_cpu: HashMap<u32, u64>,
+    summary: Summary,
+    dma_live: HashMap<(usize, u64), (u64, DmaDirection, u64)>,
+}
+
+const MAX_STACKS: usize = 1 << 16;
+
+impl Analyzer {
+    /// A new analyzer.
+    #[must_use]
+    pub fn new(opts: Options) -> Self {
+        let san = Sanitizer::new(Config { semantics: opts.semantics, page_size: opts.page_size, ..Config::default() });
+        let slots = Slots { pgsize_bitmap: opts.pgsize_bitmap, ..Slots::default() };
+        let summary = Summary { semantics: opts.semantics.name(), ..Summary::default() };
+        Self {
+            opts,
+            san,
+            slots,
+            seqs: HashMap::new(),
+            comms: HashMap::new(),
+            stacks: Vec::new(),
+            stack_ids: HashMap::new(),
+            findings: Vec::new(),
+            episodes: HashMap::new(),
+            unflushed: BTreeMap::new(),
+            unflushed_seq: 0,
+            unflushed_max_pages: 0,
+            flush_events_seen: false,
+            lost: Vec::new(),
+            last_ts_by_cpu: HashMap::new(),
+            summary,
+            dma_live: HashMap::new(),
+        }
+    }
+
+    /// Counts a line that was skipped, with why.
+    pub fn skipped(&mut self, reason: &str, line: u64, offset: u64) {
+        let e = self.summary.skipped.entry(reason.to_string()).or_insert(SkipCount {
+            count: 0,
+            first_line: line,
+            first_offset: offset,
+        });
+        e.count += 1;
+    }
+
+    /// Counts an event name the analyzer does not know.
+    pub fn unknown_event(&mut self, name: &[u8]) {
+        self.summary.events_read += 1;
+        self.summary.unknown_events += 1;
+        if self.summary.unknown_by_name.len() < 256
+            || self.summary.unknown_by_name.contains_key(&String::from_utf8_lossy(name).to_string())
+        {
+            *self.summary.unknown_by_name.entry(String::from_utf8_lossy(name).into_owned()).or_insert(0) += 1;
+        }
+    }
+
+    /// A header line (`# ...`).
+    pub fn header(&mut self, text: &[u8]) {
+        let t = String::from_utf8_lossy(text);
+        if let Some(rest) = t.trim_start_matches('#').trim().strip_prefix("entries-in-buffer/entries-written:") {
+            let nums: Vec<u64> = rest.split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse().ok()).collect();
+            if let (Some(&a), Some(&b)) = (nums.first(), nums.get(1)) {
+                if a < b {
+                    self.summary.overwritten_events += b - a;
+                }
+            }
+        } else if let Some(rest) = t.trim_start_matches('#').trim().strip_prefix("iosan-meta:") {
+            if self.summary.meta.len() < 64 {
+                if let Some((k, v)) = rest.trim().split_once('=') {
+                    self.summary.meta.push((k.trim().to_string(), v.trim().chars().take(512).collect()));
+                }
+            }
+        }
+    }
+
+    /// A `[LOST n EVENTS]` marker.
+    pub fn lost(&mut self, cpu: Option<u32>, events: Option<u64>, line: u64) {
+        let after = match cpu {
+            Some(c) => self.last_ts_by_cpu.get(&c).copied().unwrap_or(0),
+            None => self.last_ts_by_cpu.values().copied().max().unwrap_or(0),
+        };
+        self.lost.push(LostWindow { cpu, events, line, after_ns: after, before_ns: None });
+        self.summary.lost_events = self.summary.lost_events.saturating_add(events.unwrap_or(1));
+    }
+
+    fn comm(&mut self, ctx: &Ctx) -> Arc<str> {
+        if let Some(c) = self.comms.get(&ctx.pid) {
+            if c.as_bytes() == ctx.comm || ctx.comm == b"<...>" {
+                return c.clone();
+            }
+        }
+        let c: Arc<str> = String::from_utf8_lossy(ctx.comm).into();
+        if self.comms.len() < (1 << 22) {
+            self.comms.insert(ctx.pid, c.clone());
+        }
+        c
+    }
+
+    fn stack_id(&mut self, stack: &[&[u8]]) -> usize {
+        if stack.is_empty() {
+            return 0;
+        }
+        let frames: Arc<[String]> =
+            stack.iter().take(64).map(|f| String::from_utf8_lossy(f).trim().to_string()).collect::<Vec<_>>().into();
+        if let Some(&i) = self.stack_ids.get(&frames) {
+            return i;
+        }
+        if self.stacks.len() >= MAX_STACKS {
+            return 0;
+        }
+        self.stacks.push(frames.clone());
+        let id = self.stacks.len(); // 1-based: 0 means none
+        self.stack_ids.insert(frames, id);
+        id
+    }
+
+    fn meta(&mut self, ctx: &Ctx, stack: &[&[u8]]) -> MapMeta {
+        let _ = self.comm(ctx);
+        let sid = self.stack_id(stack) as u64;
+        MapMeta { when: ctx.ts_ns, tag: (sid << 44) | (u64::from(ctx.cpu & 0xfff) << 32) | u64::from(ctx.pid) }
+    }
+
+    fn site(&self, meta: MapMeta) -> MapSite {
+        let pid = (meta.tag & 0xffff_ffff) as u32;
+        let cpu = ((meta.tag >> 32) & 0xfff) as u32;
+        let sid = (meta.tag >> 44) as usize;
+        MapSite {
+            time_ns: meta.when,
+            cpu,
+            pid,
+            task: self.comms.get(&pid).map(|c| c.to_string()).unwrap_or_else(|| "<...>".into()),
+            stack: sid.checked_sub(1).and_then(|i| self.stacks.get(i)).map(|s| s.to_vec()).unwrap_or_default(),
+        }
+    }
+
+    /// One event, with the stack lines printed after it (if any).
+    pub fn event(&mut self, ctx: &Ctx, ev: &Event, stack: &[&[u8]]) {
+        self.summary.events_read += 1;
+        *self.summary.events_by_kind.entry(ev.label()).or_insert(0) += 1;
+        self.summary.first_ns.get_or_insert(ctx.ts_ns);
+        self.summary.last_ns = self.summary.last_ns.max(ctx.ts_ns);
+        if let Some(prev) = self.last_ts_by_cpu.insert(ctx.cpu, ctx.ts_ns) {
+            if ctx.ts_ns < prev {
+                self.summary.time_went_backwards += 1;
+            }
+        }
+        for w in self.lost.iter_mut().rev().take(8) {
+            if w.before_ns.is_none() && w.cpu.is_none_or(|c| c == ctx.cpu) {
+                w.before_ns = Some(ctx.ts_ns);
+            }
+        }
+        let key = (ctx.cpu, ctx.context());
+        // A different task, or an event outside any map/unmap sequence, ends the sequence.
+        let continues = is_sequence_event(ev);
+        let pid_changed = self.seqs.get(&key).is_some_and(|s| s.pid != ctx.pid);
+        if pid_changed || !continues {
+            self.finish_seq(key);
+        }
+        self.seqs.entry(key).or_default().pid = ctx.pid;
+
+        match ev {
+            Event::ProbeMap(p) => {
+                self.summary.kprobe_events += 1;
+                self.note_dtype(p.domain, p.dtype);
+                self.seq(key).kp_map = Some((p.domain, p.iova, p.size, p.dtype));
+            }
+            Event::ProbeUnmap(p) => {
+                self.summary.kprobe_events += 1;
+                self.note_dtype(p.domain, p.dtype);
+                self.seq(key).kp_unmap = Some((p.domain, p.iova, p.size, p.dtype));
+            }
+            Event::ProbeAttach(p) => {
+                self.summary.kprobe_events += 1;
+                let s = self.slots.ptr(p.domain);
+                self.slots.add_device(s, String::from_utf8_lossy(p.dev).into());
+                self.note_dtype(p.domain, p.dtype);
+                self.seq(key).attach_slot = Some(s);
+            }
+            Event::ProbeDetach(_) | Event::ProbeMapReturn(_) | Event::ProbeUnmapReturn(_) => {
+                self.summary.kprobe_events += 1;
+            }
+            Event::ProbeDomainFree(p) => {
+                self.summary.kprobe_events += 1;
+                self.domain_free(ctx, p.domain);
+            }
+            Event::ProbeFqFlushTimeout(_) | Event::ProbeFqFlushIotlb(_) => {
+                self.summary.kprobe_events += 1;
+                self.summary.lazy_evidence += 1;
+            }
+            Event::CacheTagAssign(t) => {
+                self.summary.vtd_events += 1;
+                let seq = self.seq(key);
+                if let Some(s) = seq.attach_slot {
+                    let d = self.slots.did(t.did);
+                    self.slots.union(s, d);
+                } else {
+                    seq.pending_did = Some(t.did);
+                }
+            }
+            Event::AttachDeviceToDomain { device } => {
+                let (attach, did) = {
+                    let seq = self.seq(key);
+                    (seq.attach_slot.take(), seq.pending_did.take())
+                };
+                let name: Arc<str> = String::from_utf8_lossy(device).into();
+                let s = match (attach, did) {
+                    (Some(s), _) => s,
+                    (None, Some(d)) => {
+                        // A re-attach to another domain moves the device.
+                        let s = self.slots.did(d);
+                        self.slots.by_dev.remove(&name);
+                        s
+                    }
+                    (None, None) => self.slots.dev(device),
+                };
+                self.slots.add_device(s, name.clone());
+                if !self.summary.devices.contains(&name.to_string()) {
+                    self.summary.devices.push(name.to_string());
+                }
+            }
+            Event::IommuMap(m) => self.on_map(ctx, key, m.iova, m.paddr, m.size, stack),
+            Event::IommuUnmap(u) => self.on_unmap(ctx, key, u.iova, u.size, u.unmapped_size),
+            Event::CacheTagFlushRangeNp(f) => {
+                self.summary.vtd_events += 1;
+                let d = self.slots.did(f.did);
+                self.resolve(key, Resolver::Did(d, f.start, f.last), true, false);
+            }
+            Event::CacheTagFlushRange(f) => {
+                self.summary.vtd_events += 1;
+                self.flush_events_seen = true;
+                let d = self.slots.did(f.did);
+                self.resolve(key, Resolver::Did(d, f.start, f.last), false, true);
+                self.flushed(ctx, Some(d), Some((f.start, f.last)));
+            }
+            Event::CacheTagFlushAll(f) => {
+                self.summary.vtd_events += 1;
+                self.flush_events_seen = true;
+                self.summary.lazy_evidence += 1;
+                let d = self.slots.did(f.did);
+                self.flushed(ctx, Some(d), None);
+            }
+            Event::DmaMapPage(m) | Event::DmaMapResource(m) => {
+                self.summary.dma_events += 1;
+                let dev = self.slots.dev(m.device);
+                let lo = m.dma_addr & !0xfff;
+                let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
+                self.resolve(key, Resolver::Dev(dev, vec![(lo, hi)]), true, false);
+                self.dma_map_seen(ctx, dev, m.dma_addr, m.size, m.dir);
+            }
+            Event::DmaAlloc(m) | Event::DmaAllocPages(m) => {
+                self.summary.dma_events += 1;
+                let dev = self.slots.dev(m.device);
+                let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
+                self.resolve(key, Resolver::Dev(dev, vec![(m.dma_addr & !0xfff, hi)]), true, false);
+                self.dma_map_seen(ctx, dev, m.dma_addr, m.size, m.dir);
+            }
+            Event::DmaMapSg(m) => {
+                self.summary.dma_events += 1;
+                let dev = self.slots.dev(m.device);
+                let ranges: Vec<(u64, u64)> = m
+                    .dma_addrs
+                    .iter()
+                    .zip(m.sizes.iter().chain(std::iter::repeat(&0)))
+                    .map(|(&a, &l)| (a & !0xfff, a.saturating_add(l.max(1) - 1)))
+                    .collect();
+                // A truncated list may not name every segment: match any map of the sequence.
+                let ranges = if m.truncated || ranges.is_empty() { vec![(0, u64::MAX)] } else { ranges };
+                self.resolve(key, Resolver::Dev(dev, ranges), true, false);
+            }
+            Event::DmaAllocSgt(m) => {
+                self.summary.dma_events += 1;
+                let dev = self.slots.dev(m.device);
+                let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
+                self.resolve(key, Resolver::Dev(dev, vec![(m.dma_addr & !0xfff, hi)]), true, false);
+            }
+            Event::DmaUnmapSg(m) => {
+                self.summary.dma_events += 1;
+                let dev = self.slots.dev(m.device);
+                self.seq(key).unmap_sg_dev = Some(dev);
+            }
+            Event::DmaFreeSgt(m) => {
+                self.summary.dma_events += 1;
+                let dev = self.slots.dev(m.device);
+                let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
+                self.resolve(key, Resolver::Dev(dev, vec![(m.dma_addr & !0xfff, hi)]), false, true);
+                self.seq(key).unmap_sg_dev = Some(dev);
+            }
+            Event::DmaUnmapPage(m) | Event::DmaUnmapResource(m) => {
+                self.summary.dma_events += 1;
+                let dev = self.slots.dev(m.device);
+                let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
+                self.resolve(key, Resolver::Dev(dev, vec![(m.dma_addr & !0xfff, hi)]), false, true);
+                self.dma_unmap_seen(ctx, dev, m.dma_addr, m.size, m.dir);
+            }
+            Event::DmaFree(m) | Event::DmaFreePages(m) => {
+                self.summary.dma_events += 1;
+                let dev = self.slots.dev(m.device);
+                let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
+                // The coherent free's unmap precedes or follows it depending on the path.
+                self.resolve(key, Resolver::Dev(dev, vec![(m.dma_addr & !0xfff, hi)]), false, true);
+                self.seq(key).unmap_sg_dev = Some(dev);
+                self.dma_unmap_seen(ctx, dev, m.dma_addr, m.size, m.dir);
+            }
+            Event::PageFree(b) => self.check(ctx, FindingKind::FreedWhileMapped, b.pfn, b.order),
+            Event::PageAlloc(a) => {
+                if a.page_is_null {
+                    self.summary.failed_allocs += 1;
+                } else {
+                    self.check(ctx, FindingKind::AllocatedWhileMapped, a.pfn, a.order);
+                }
+            }
+            Event::PageFreeBatched(_) => self.summary.free_batched_ignored += 1,
+            _ => {}
+        }
+    }
+
+    fn seq(&mut self, key: (u32, u8)) -> &mut Seq {
+        self.seqs.entry(key).or_default()
+    }
+
+    fn note_dtype(&mut self, domain: u64, dtype: Option<u64>) {
+        if let Some(t) = dtype {
+            if t == 0xb {
+                self.summary.lazy_evidence += 1;
+            } else if t == 3 {
+                self.summary.strict_evidence += 1;
+            }
+            let s = self.slots.ptr(domain);
+            self.slots.slot_mut(s).dtype = Some(t);
+        }
+    }
+
+    // -------------------------------------------------------------- map
+
+    fn on_map(&mut self, ctx: &Ctx, key: (u32, u8), iova: u64, paddr: u64, size: u64, stack: &[&[u8]]) {
+        let meta = self.meta(ctx, stack);
+        let Some(range) = IovaRange::from_start_len(Iova(iova), size) else {
+            self.findings.push(
+                self.plain(
+                    ctx,
+                    Finding::invalid(DomainId(u64::MAX), Iova(iova), size, iosan_core::InvalidArgs::ZeroSize),
+                ),
+            );
+            return;
+        };
+        // Counts do not depend on the domain: apply them now, attribute the shadow entry when known.
+        let probe = self.seq(key).kp_map.filter(|&(_, kiova, ksize, _)| iova >= kiova && iova - kiova < ksize.max(1));
+        let slot = probe.map(|(dom, ..)| self.slots.ptr(dom));
+        let pending = ShadowDomain::new(DomainId(u64::MAX), self.opts.pgsize_bitmap);
+        let found =
+            self.san.map(DomainId(slot.unwrap_or(usize::MAX) as u64), &pending, Iova(iova), PhysAddr(paddr), size);
+        for f in found {
+            let tf = self.plain(ctx, f);
+            self.findings.push(tf);
+        }
+        match slot {
+            Some(s) => {
+                self.summary.maps_by.kprobe += 1;
+                self.insert_map(s, range, PhysAddr(paddr), meta);
+            }
+            None => self.summary.maps_pending += 1,
+        }
+        self.push_item(key, Item::Map { iova: range, phys: PhysAddr(paddr), meta, slot });
+    }
+
+    /// Adds an item to a sequence. Resolved items are only kept (a few) to
+    /// link the identities that later events of the same call give; only a
+    /// sequence of unresolved items that keeps growing is settled early.
+    fn push_item(&mut self, key: (u32, u8), item: Item) {
+        let seq = self.seq(key);
+        seq.items.push(item);
+        if seq.items.len() > MAX_SEQ_ITEMS {
+            let resolved = |i: &Item| matches!(i, Item::Map { slot: Some(_), .. } | Item::Unmap { slot: Some(_), .. });
+            let n_resolved = seq.items.iter().filter(|i| resolved(i)).count();
+            let mut drop = n_resolved.saturating_sub(KEEP_RESOLVED);
+            seq.items.retain(|i| {
+                if drop > 0 && resolved(i) {
+                    drop -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+            if seq.items.len() > MAX_SEQ_ITEMS {
+                self.finish_seq(key);
+            }
+        }
+    }
+
+    /// Puts a mapping into a domain's shadow. If the shadow thinks part of
+    /// it is already mapped, the kernel says otherwise (it mapped it): the
+    /// stale entries are dropped first, and counted.
+    fn insert_map(&mut self, slot: usize, range: IovaRange, phys: PhysAddr, meta: MapMeta) {
+        let slot = self.slots.find(slot);
+        let len = range.len().unwrap_or(u64::MAX);
+        loop {
+            match self.slots.slot_mut(slot).shadow.map(range.start(), phys, len, meta) {
+                ShadowMapResult::Mapped | ShadowMapResult::Invalid => return,
+                ShadowMapResult::Overlap { .. } => {
+                    self.summary.stale_mappings_replaced += 1;
+                    let stale: Vec<_> = self.slots.slot(slot).shadow.overlapping(range).collect();
+                    for m in stale {
+                        self.apply_unmap_in(slot, m.iova.start(), m.len(), m.len(), 0, true);
+                    }
+                }
+            }
+        }
+    }
+
+    // -------------------------------------------------------------- unmap
+
+    fn on_unmap(&mut self, ctx: &Ctx, key: (u32, u8), iova: u64, size: u64, unmapped: u64) {
+        let (probe, sg_dev) = {
+            let seq = self.seq(key);
+            let p = seq.kp_unmap.take().filter(|&(_, kiova, ..)| kiova == iova);
+            (p, seq.unmap_sg_dev.take())
+        };
+        let slot = if let Some((dom, ..)) = probe {
+            self.summary.unmaps_by.kprobe += 1;
+            Some(self.slots.ptr(dom))
+        } else if let Some(d) = sg_dev {
+            self.summary.unmaps_by.device += 1;
+            Some(d)
+        } else {
+            None
+        };
+        // An unmap of what this very sequence mapped and has not attributed (a map error path).
+        let overlaps_pending = self.seq(key).items.iter().any(|it| match it {
+            Item::Map { iova: r, slot: None, .. } => r.contains(Iova(iova)),
+            _ => false,
+        });
+        if slot.is_none() && overlaps_pending {
+            self.finish_seq(key);
+        }
+        match slot {
+            Some(s) => {
+                self.apply_unmap_in(s, Iova(iova), size, unmapped, ctx.ts_ns, false);
+                self.seq(key).items.push(Item::Unmap {
+                    iova: Iova(iova),
+                    size,
+                    unmapped,
+                    slot: Some(s),
+                    ts_ns: ctx.ts_ns,
+                });
+            }
+            None => {
+                self.summary.unmaps_pending += 1;
+                self.seq(key).items.push(Item::Unmap {
+                    iova: Iova(iova),
+                    size,
+                    unmapped,
+                    slot: None,
+                    ts_ns: ctx.ts_ns,
+                });
+            }
+        }
+    }
+
+    fn apply_unmap_in(&mut self, slot: usize, iova: Iova, size: u64, unmapped: u64, ts_ns: u64, stale: bool) {
+        let slot = self.slots.find(slot);
+        let did_known = !self.slots.slot(slot).dids.is_empty();
+        let (ticket, begin) = self.san.unmap_begin(DomainId(slot as u64), &self.slots.slot(slot).shadow, iova, size);
+        for f in &begin {
+            match f.kind {
+                FindingKind::DoubleUnmap => self.summary.unmaps_without_translation += 1,
+                FindingKind::UnmapOverlapsUnmapped => self.summary.unmaps_partly_translated += 1,
+                _ => {}
+            }
+        }
+        let gone = IovaRange::from_start_len(iova, unmapped)
+            .map(|r| self.slots.slot_mut(slot).shadow.unmap(r))
+            .unwrap_or_default();
+        let end = self.san.unmap_end(ticket, &self.slots.slot(slot).shadow, unmapped);
+        if !end.is_empty() {
+            self.summary.count_inconsistencies += end.len() as u64;
+        }
+        if unmapped > size {
+            self.summary.unmapped_more_than_requested += 1;
+        }
+        if !stale && did_known && self.flush_events_seen && self.unflushed.len() < self.opts.max_unflushed {
+            let page_lg2 = self.opts.page_size.lg2();
+            for m in gone {
+                let first = m.phys.get() >> page_lg2;
+                let last = m.phys.get().saturating_add(m.len() - 1) >> page_lg2;
+                self.unflushed_seq += 1;
+                self.unflushed_max_pages = self.unflushed_max_pages.max(last - first + 1);
+                self.unflushed.insert(
+                    (first, self.unflushed_seq),
+                    Unflushed { slot, iova: m.iova, pfn_last: last, unmap_ns: ts_ns, first_free_ns: None },
+                );
+            }
+        }
+    }
+
+    // -------------------------------------------------------------- attribution
+
+    fn resolve(&mut self, key: (u32, u8), r: Resolver, maps: bool, unmaps: bool) {
+        let target = match &r {
+            Resolver::Did(s, ..) | Resolver::Dev(s, _) => *s,
+        };
+        let in_range = |a: u64| match &r {
+            Resolver::Did(_, lo, hi) => a >= *lo && a <= *hi,
+            Resolver::Dev(_, ranges) => ranges.iter().any(|&(lo, hi)| a >= lo && a <= hi),
+        };
+        let via_dev = matches!(r, Resolver::Dev(..));
+        let items = std::mem::take(&mut self.seq(key).items);
+        let mut kept = Vec::with_capacity(items.len());
+        for it in items {
+            match it {
+                Item::Map { iova, phys, meta, slot } if maps && in_range(iova.start().get()) => {
+                    match slot {
+                        Some(s) => {
+                            // Already attributed: the two identities are one domain.
+                            let merged = self.slots.union(s, target);
+                            kept.push(Item::Map { iova, phys, meta, slot: Some(merged) });
+                        }
+                        None => {
+                            if via_dev {
+                                self.summary.maps_by.device += 1;
+                            } else {
+                                self.summary.maps_by.did += 1;
+                            }
+                            self.summary.maps_pending = self.summary.maps_pending.saturating_sub(1);
+                            self.insert_map(target, iova, phys, meta);
+                            kept.push(Item::Map { iova, phys, meta, slot: Some(target) });
+                        }
+                    }
+                }
+                Item::Unmap { iova, size, unmapped, slot, ts_ns } if unmaps && in_range(iova.get()) => match slot {
+                    Some(s) => {
+                        let merged = self.slots.union(s, target);
+                        kept.push(Item::Unmap { iova, size, unmapped, slot: Some(merged), ts_ns });
+                    }
+                    None => {
+                        if via_dev {
+                            self.summary.unmaps_by.device += 1;
+                        } else {
+                            self.summary.unmaps_by.did += 1;
+                        }
+                        self.summary.unmaps_pending = self.summary.unmaps_pending.saturating_sub(1);
+                        self.apply_unmap_in(target, iova, size, unmapped, ts_ns, false);
+                        kept.push(Item::Unmap { iova, size, unmapped, slot: Some(target), ts_ns });
+                    }
+                },
+                other => kept.push(other),
+            }
+        }
+        if via_dev {
+            // A dma:* event closes its call: what it attributed is done.
+            kept.retain(|i| matches!(i, Item::Map { slot: None, .. } | Item::Unmap { slot: None, .. }));
+        }
+        let seq = self.seq(key);
+        kept.append(&mut seq.items);
+        seq.items = kept;
+    }
+
+    /// Ends a sequence: what is still unattributed gets its best answer.
+    fn finish_seq(&mut self, key: (u32, u8)) {
+        let Some(seq) = self.seqs.get_mut(&key) else { return };
+        let items = std::mem::take(&mut seq.items);
+        seq.kp_map = None;
+        seq.kp_unmap = None;
+        seq.unmap_sg_dev = None;
+        for it in items {
+            match it {
+                Item::Map { iova, phys, meta, slot: None } => {
+                    self.summary.maps_pending = self.summary.maps_pending.saturating_sub(1);
+                    self.summary.maps_by.anonymous += 1;
+                    let a = self.slots.anon();
+                    self.insert_map(a, iova, phys, meta);
+                }
+                Item::Unmap { iova, size, unmapped, slot: None, ts_ns } => {
+                    self.summary.unmaps_pending = self.summary.unmaps_pending.saturating_sub(1);
+                    self.resolve_unmap_by_content(iova, size, unmapped, ts_ns);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// An unmap nothing attributed: the domain whose shadow translates it.
+    fn resolve_unmap_by_content(&mut self, iova: Iova, size: u64, unmapped: u64, ts_ns: u64) {
+        let Some(range) = IovaRange::from_start_len(iova, unmapped.max(size).max(1)) else { return };
+        let mut candidates: Vec<(usize, u64)> = Vec::new();
+        for i in 0..self.slots.slots.len() {
+            if self.slots.find(i) != i {
+                continue;
+            }
+            let sh = &self.slots.slot(i).shadow;
+            if let Some(m) = sh.overlapping(range).next() {
+                candidates.push((i, m.meta.when));
+            }
+        }
+        match candidates.len() {
+            0 => {
+                self.summary.unmaps_by.none += 1;
+                self.summary.unmaps_without_translation += 1;
+            }
+            1 => {
+                self.summary.unmaps_by.content += 1;
+                self.apply_unmap_in(candidates[0].0, iova, size, unmapped, ts_ns, false);
+            }
+            _ => {
+                // Ambiguous: the most recent mapping is the likeliest owner.
+                self.summary.unmaps_by.ambiguous += 1;
+                let best = candidates.iter().max_by_key(|c| c.1).map_or(0, |c| c.0);
+                self.apply_unmap_in(best, iova, size, unmapped, ts_ns, false);
+            }
+        }
+    }
+
+    // -------------------------------------------------------------- lazy mode
+
+    fn flushed(&mut self, ctx: &Ctx, slot: Option<usize>, iova: Option<(u64, u64)>) {
+        if self.unflushed.is_empty() {
+            return;
+        }
+        let slot = slot.map(|s| self.slots.find(s));
+        let mut done = Vec::new();
+        for (k, u) in &self.unflushed {
+            let same = slot.is_none_or(|s| self.slots.parent.get(u.slot).is_some_and(|_| s == u.slot));
+            let inside = iova.is_none_or(|(lo, hi)| u.iova.start().get() >= lo && u.iova.last().get() <= hi);
+            if same && inside {
+                done.push(*k);
+            }
+        }
+        for k in done {
+            if let Some(u) = self.unflushed.remove(&k) {
+                if let Some(f) = u.first_free_ns {
+                    self.summary.exposure.longest_ns =
+                        self.summary.exposure.longest_ns.max(ctx.ts_ns.saturating_sub(f));
+                }
+            }
+        }
+    }
+
+    fn exposure_on_free(&mut self, ts_ns: u64, first: u64, n: u64) {
+        if self.unflushed.is_empty() {
+            return;
+        }
+        let last = first.saturating_add(n - 1);
+        let lo = first.saturating_sub(self.unflushed_max_pages);
+        let mut pages = 0u64;
+        for (_, u) in self.unflushed.range_mut((lo, 0)..=(last, u64::MAX)) {
+            let ustart = u
+                .pfn_last
+                .saturating_sub(u.iova.len().unwrap_or(u64::MAX) >> self.opts.page_size.lg2())
+                .saturating_add(1);
+            let a = first.max(ustart);
+            let b = last.min(u.pfn_last);
+            if a <= b {
+                pages += b - a + 1;
+                u.first_free_ns.get_or_insert(ts_ns);
+            }
+        }
+        if pages > 0 {
+            let e = &mut self.summary.exposure;
+            e.frees += 1;
+            e.pages += pages;
+            e.bytes += pages << self.opts.page_size.lg2();
+        }
+    }
+
+    // -------------------------------------------------------------- DMA API checks
+
+    fn dma_map_seen(&mut self, ctx: &Ctx, dev: usize, dma: u64, size: u64, dir: DmaDirection) {
+        if self.dma_live.len() < (1 << 22) {
+            let dev = self.slots.find(dev);
+            self.dma_live.insert((dev, dma), (size, dir, ctx.ts_ns));
+        }
+    }
+
+    fn dma_unmap_seen(&mut self, ctx: &Ctx, dev: usize, dma: u64, size: u64, dir: DmaDirection) {
+        let dev = self.slots.find(dev);
+        let Some((msize, mdir, mts)) = self.dma_live.remove(&(dev, dma)) else { return };
+        if msize != size || mdir != dir {
+            let mut f = TraceFinding::at(FindingKind::DmaUnmapMismatch, ctx, self.comm(ctx));
+            f.device = self.slots.slot(dev).shadow.device().map(|d| d.to_string());
+            f.domain = self.slots.label(dev);
+            f.iova = Some(dma);
+            f.size = size;
+            f.note = Some(format!(
+                "mapped {msize} bytes {} at {}, unmapped {size} bytes {}",
+                dir_name(mdir),
+                fmt_ts(mts),
+                dir_name(dir)
+            ));
+            self.findings.push(f);
+        }
+    }
+
+    // -------------------------------------------------------------- checks
+
+    fn check(&mut self, ctx: &Ctx, kind: FindingKind, pfn: u64, order: u32) {
+        let n = 1u64.checked_shl(order).unwrap_or(u64::MAX);
+        if kind == FindingKind::FreedWhileMapped {
+            self.exposure_on_free(ctx.ts_ns, pfn, n.max(1));
+        }
+        // A pending unmap elsewhere may concern these pages: settle such sequences first.
+        // (The traced free happens after such an unmap returned.) Only those
+        // unmaps are settled; the rest of their sequences keeps waiting.
+        let keys: Vec<(u32, u8)> = self.seqs.keys().copied().collect();
+        for k in keys {
+            let Some(seq) = self.seqs.get_mut(&k) else { continue };
+            let items = std::mem::take(&mut seq.items);
+            let (touching, rest): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| match i {
+                Item::Unmap { iova, size, unmapped, slot: None, .. } => {
+                    self.unmap_touches(*iova, (*size).max(*unmapped), pfn, n.max(1))
+                }
+                _ => false,
+            });
+            if let Some(seq) = self.seqs.get_mut(&k) {
+                seq.items = rest;
+            }
+            for it in touching {
+                if let Item::Unmap { iova, size, unmapped, ts_ns, .. } = it {
+                    self.summary.unmaps_pending = self.summary.unmaps_pending.saturating_sub(1);
+                    self.resolve_unmap_by_content(iova, size, unmapped, ts_ns);
+                }
+            }
+        }
+        let found = {
+            let src = SlotsSource(&self.slots);
+            match kind {
+                FindingKind::FreedWhileMapped => self.san.check_free(Pfn(pfn), order, &src),
+                _ => self.san.check_alloc(Pfn(pfn), order, &src),
+            }
+        };
+        for f in found {
+            self.page_finding(ctx, f);
+        }
+    }
+
+    /// Could an unattributed unmap of `[iova, iova + size)` remove a
+    /// translation of pages `[pfn, pfn + n)` in any domain?
+    fn unmap_touches(&self, iova: Iova, size: u64, pfn: u64, n: u64) -> bool {
+        let Some(range) = IovaRange::from_start_len(iova, size.max(1)) else { return false };
+        let page_lg2 = self.opts.page_size.lg2();
+        let last = pfn.saturating_add(n - 1);
+        self.slots.slots.iter().any(|s| {
+            s.shadow.overlapping(range).any(|m| {
+                let a = m.phys.get() >> page_lg2;
+                let b = m.phys.get().saturating_add(m.len() - 1) >> page_lg2;
+                a <= last && b >= pfn
+            })
+        })
+    }
+
+    fn page_finding(&mut self, ctx: &Ctx, f: Finding) {
+        let (Some(pfn), true) = (f.pfn, f.npages > 0) else {
+            let tf = self.plain(ctx, f);
+            self.findings.push(tf);
+            return;
+        };
+        let page_lg2 = self.opts.page_size.lg2();
+        // Assign each page to its earliest-mapped covering mapping, then group runs.
+        let mut runs: Vec<(u64, u64, Option<usize>)> = Vec::new();
+        for p in pfn.get()..pfn.get().saturating_add(f.npages) {
+            let phys = p << page_lg2;
+            let cause = f
+                .mappings
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| phys >= m.phys.get() && phys - m.phys.get() < m.len)
+                .min_by_key(|(_, m)| m.meta.when)
+                .map(|(i, _)| i);
+            match runs.last_mut() {
+                Some((_, n, c)) if *c == cause => *n += 1,
+                _ => runs.push((p, 1, cause)),
+            }
+        }
+        for (first, npages, cause) in runs {
+            let m = cause.and_then(|i| f.mappings.get(i)).cloned();
+            let key = m.as_ref().map(|m| (self.slots.find(m.domain.0 as usize), m.iova.get(), m.meta.when));
+            if let Some(key) = key {
+                if let Some(idx) = self.episodes.get(&key).and_then(|v| {
+                    v.iter().copied().find(|&i| {
+                        self.findings.get(i).is_some_and(|e| {
+                            let e0 = e.pfn.unwrap_or(0);
+                            first < e0 + e.npages.max(1) && e0 < first + npages
+                        })
+                    })
+                }) {
+                    let task = format!("{}-{}", self.comm(ctx), ctx.pid);
+                    let max = self.opts.max_follow_ups;
+                    if let Some(e) = self.findings.get_mut(idx) {
+                        e.follow_up_count += 1;
+                        if e.follow_ups.len() < max {
+                            e.follow_ups.push(FollowUp { kind: f.kind, time_ns: ctx.ts_ns, task, pfn: first, npages });
+                        }
+                    }
+                    continue;
+                }
+            }
+            let mut tf = TraceFinding::at(f.kind, ctx, self.comm(ctx));
+            tf.pfn = Some(first);
+            tf.npages = npages;
+            tf.phys = first.checked_shl(page_lg2);
+            tf.count = f.count;
+            tf.mappings = f.mappings.iter().map(|m| self.mapping_view(m)).collect();
+            match &m {
+                Some(m) => {
+                    let s = self.slots.find(m.domain.0 as usize);
+                    tf.device = m.device.as_ref().map(|d| d.to_string());
+                    tf.domain = self.slots.label(s);
+                    tf.attribution = self.slots.slot(s).via;
+                    tf.iova = Some(m.iova.get().wrapping_add((first << page_lg2).wrapping_sub(m.phys.get())));
+                    tf.size = npages << page_lg2;
+                    tf.mapped_at = Some(self.site(m.meta));
+                    // In the anonymous space, only an unmap given to a domain by a guess
+                    // could have left this mapping behind by mistake.
+                    let anon_doubt = self.slots.slot(s).anonymous && self.summary.unmaps_by.ambiguous > 0;
+                    tf.confirmed = !anon_doubt && !self.lost_between(m.meta.when, ctx.ts_ns);
+                }
+                None => {
+                    tf.attribution = Attribution::Anonymous;
+                    tf.confirmed = false;
+                    tf.note = Some("counted as mapped but no mapping was found for it (attribution lost)".into());
+                }
+            }
+            let idx = self.findings.len();
+            self.findings.push(tf);
+            if let Some(key) = key {
+                self.episodes.entry(key).or_default().push(idx);
+            }
+        }
+    }
+
+    fn mapping_view(&self, m: &Mapping) -> crate::report::MappingView {
+        let mut slots = &self.slots;
+        let _ = &mut slots;
+        crate::report::MappingView {
+            domain: self.label_ro(m.domain.0 as usize),
+            device: m.device.as_ref().map(|d| d.to_string()),
+            iova: m.iova.get(),
+            phys: m.phys.get(),
+            len: m.len,
+            mapped_at: self.site(m.meta),
+        }
+    }
+
+    fn label_ro(&self, mut i: usize) -> Option<String> {
+        while let Some(&p) = self.slots.parent.get(i) {
+            if p == i {
+                break;
+            }
+            i = p;
+        }
+        self.slots.label(i)
+    }
+
+    fn lost_between(&self, from_ns: u64, to_ns: u64) -> bool {
+        self.lost.iter().any(|w| w.after_ns <= to_ns && w.before_ns.unwrap_or(u64::MAX) >= from_ns)
+    }
+
+    /// A finding that is not about a page run (map/unmap level).
+    fn plain(&self, ctx: &Ctx, f: Finding) -> TraceFinding {
+        let mut tf = TraceFinding::at(
+            f.kind,
+            ctx,
+            self.comms.get(&ctx.pid).cloned().unwrap_or_else(|| String::from_utf8_lossy(ctx.comm).into()),
+        );
+        tf.pfn = f.pfn.map(|p| p.get());
+        tf.npages = f.npages;
+        tf.phys = f.pfn.and_then(|p| p.get().checked_shl(self.opts.page_size.lg2()));
+        tf.iova = f.iova.map(|i| i.get());
+        tf.size = f.size;
+        tf.count = f.count;
+        if let Some(d) = f.domain.filter(|d| (d.0 as usize) < self.slots.slots.len()) {
+            tf.domain = self.label_ro(d.0 as usize);
+        }
+        if let Some(why) = f.invalid {
+            tf.note = Some(why.describe().to_string());
+        }
+        tf
+    }
+
+    fn domain_free(&mut self, ctx: &Ctx, ptr: u64) {
+        let Some(&i) = self.slots.by_ptr.get(&ptr) else { return };
+        let s = self.slots.find(i);
+        self.summary.domains_freed += 1;
+        let found = self.san.domain_destroyed(DomainId(s as u64), &self.slots.slot(s).shadow);
+        let device = self.slots.slot(s).shadow.device().map(|d| d.to_string());
+        for f in found {
+            let mut tf = self.plain(ctx, f);
+            tf.device = device.clone();
+            tf.domain = Some(format!("{ptr:#x}"));
+            tf.confirmed = !self.lost.iter().any(|w| w.after_ns <= ctx.ts_ns);
+            self.findings.push(tf);
+        }
+        let slot = self.slots.slot_mut(s);
+        slot.shadow.clear();
+        // The pointer may be reused by a later domain; devices move on too.
+        let ptrs = std::mem::take(&mut slot.ptrs);
+        let devs = std::mem::take(&mut slot.devices);
+        let dids = std::mem::take(&mut slot.dids);
+        for p in ptrs {
+            self.slots.by_ptr.remove(&p);
+        }
+        for d in devs {
+            if self.slots.by_dev.get(&d).is_some_and(|&x| self.slots.parent.get(x) == Some(&s) || x == s) {
+                self.slots.by_dev.remove(&d);
+            }
+        }
+        for d in dids {
+            self.slots.by_did.remove(&d);
+        }
+        self.unflushed.retain(|_, u| u.slot != s);
+    }
+
+    /// Ends the replay and builds the report.
+    #[must_use]
+    pub fn finish(mut self) -> Report {
+        let keys: Vec<_> = self.seqs.keys().copied().collect();
+        for k in keys {
+            self.finish_seq(k);
+        }
+        let end = self.summary.last_ns;
+        for u in self.unflushed.values() {
+            if let Some(f) = u.first_free_ns {
+                self.summary.exposure.longest_ns = self.summary.exposure.longest_ns.max(end.saturating_sub(f));
+                self.summary.exposure.unflushed_at_end += 1;
+            }
+        }
+        // Lost-event windows: confidence warnings.
+        for w in &self.lost {
+            let mut f = TraceFinding::blank(FindingKind::LostEvents);
+            f.time_ns = w.after_ns;
+            f.line = w.line;
+            f.cpu = w.cpu;
+            f.confirmed = false;
+            f.note = Some(format!(
+                "{} events lost on {} between {} and {}",
+                w.events.map_or("some".to_string(), |n| n.to_string()),
+                w.cpu.map_or("a CPU".to_string(), |c| format!("CPU {c}")),
+                fmt_ts(w.after_ns),
+                w.before_ns.map_or("the end".to_string(), fmt_ts)
+            ));
+            self.findings.push(f);
+        }
+        // Live mappings at the end, grouped by domain.
+        let page_lg2 = self.opts.page_size.lg2();
+        let mut groups: Vec<LiveGroup> = Vec::new();
+        for i in 0..self.slots.slots.len() {
+            if self.slots.find(i) != i || self.slots.slot(i).shadow.is_empty() {
+                continue;
+            }
+            let slot = self.slots.slot(i);
+            let device = slot.shadow.device().map(|d| d.to_string());
+            let domain = self.slots.label(i);
+            let mut g = LiveGroup {
+                device: device.clone(),
+                domain: domain.clone(),
+                attribution: slot.via,
+                mappings: 0,
+                bytes: 0,
+            };
+            for m in slot.shadow.iter() {
+                g.mappings += 1;
+                g.bytes = g.bytes.saturating_add(m.len());
+                let mut f = TraceFinding::blank(FindingKind::MappedAtEnd);
+                f.pfn = Some(m.phys.get() >> page_lg2);
+                f.npages = m.len().div_ceil(1 << page_lg2);
+                f.phys = Some(m.phys.get());
+                f.iova = Some(m.iova.start().get());
+                f.size = m.len();
+                f.device = device.clone();
+                f.domain = domain.clone();
+                f.attribution = slot.via;
+                f.time_ns = end;
+                f.mapped_at = Some(self.site(m.meta));
+                self.findings.push(f);
+            }
+            groups.push(g);
+        }
+        self.summary.live_at_end = groups;
+        let mut domains = 0;
+        for i in 0..self.slots.slots.len() {
+            if self.slots.find(i) == i && !self.slots.slot(i).anonymous {
+                domains += 1;
+            }
+        }
+        self.summary.domains = domains;
+        self.summary.anonymous_space_used = self.slots.anon.is_some();
+        self.summary.merges_refused = self.slots.merge_refused;
+        let st = self.san.stats();
+        self.summary.identity_pages_freed = st.identity_pages_freed + st.identity_pages_allocated;
+        self.summary.untracked_bytes = st.untracked_bytes;
+        self.summary.counter_bytes = st.counter_bytes;
+        self.summary.lost_windows = self.lost.clone();
+        self.summary.mode = if self.summary.lazy_evidence > 0 {
+            "lazy"
+        } else if self.summary.strict_evidence > 0 || self.summary.unmaps_by.did > 0 {
+            "strict"
+        } else {
+            "unknown"
+        };
+        self.findings.sort_by_key(|f| (f.kind == FindingKind::MappedAtEnd, f.time_ns, f.line));
+        Report { findings: self.findings, summary: self.summary }
+    }
+}
+
+enum Resolver {
+    Did(usize, u64, u64),
+    Dev(usize, Vec<(u64, u64)>),
+}
+
+/// Events that belong to a map or unmap call sequence on one CPU.
+fn is_sequence_event(ev: &Event) -> bool {
+    matches!(
+        ev,
+        Event::IommuMap(_)
+            | Event::IommuUnmap(_)
+            | Event::ProbeMap(_)
+            | Event::ProbeUnmap(_)
+            | Event::ProbeMapReturn(_)
+            | Event::ProbeUnmapReturn(_)
+            | Event::ProbeAttach(_)
+            | Event::CacheTagAssign(_)
+            | Event::CacheTagFlushRange(_)
+            | Event::CacheTagFlushRangeNp(_)
+            | Event::QiSubmit
+            | Event::DmaMapPage(_)
+            | Event::DmaMapResource(_)
+            | Event::DmaUnmapPage(_)
+            | Event::DmaUnmapResource(_)
+            | Event::DmaMapSg(_)
+            | Event::DmaUnmapSg(_)
+            | Event::DmaAlloc(_)
+            | Event::DmaAllocPages(_)
+            | Event::DmaFree(_)
+            | Event::DmaFreePages(_)
+            | Event::DmaAllocSgt(_)
+            | Event::DmaFreeSgt(_)
+            | Event::AttachDeviceToDomain { .. }
+            | Event::Console { .. }
+            | Event::PageAlloc(_)
+            | Event::PageFree(_)
+            | Event::PageFreeBatched(_)
+    )
+}
+
+struct SlotsSource<'a>(&'a Slots);
+
+impl MappingSource for SlotsSource<'_> {
+    fn mappings_covering(&self, phys: PhysAddr, len: u64, visit: &mut dyn FnMut(Mapping)) {
+        for (i, s) in self.0.slots.iter().enumerate() {
+            if self.0.parent.get(i) == Some(&i) && !s.shadow.is_empty() {
+                s.shadow.mappings_covering(phys, len, visit);
+            }
+        }
+    }
+}
+
+fn dir_name(d: DmaDirection) -> &'static str {
+    match d {
+        DmaDirection::Bidirectional => "BIDIRECTIONAL",
+        DmaDirection::ToDevice => "TO_DEVICE",
+        DmaDirection::FromDevice => "FROM_DEVICE",
+        DmaDirection::None => "NONE",
+    }
+}
+
+/// Seconds with 6 decimals, as ftrace prints them.
+#[must_use]
+pub fn fmt_ts(ns: u64) -> String {
+    format!("{}.{:06}", ns / 1_000_000_000, (ns % 1_000_000_000) / 1000)
+}
+
+/// Used by `Translate` users in this crate.
+#[allow(dead_code)]
+fn granule(d: &dyn Translate) -> u64 {
+    d.pgsize_bitmap() & d.pgsize_bitmap().wrapping_neg()
+}

@@ -1,0 +1,376 @@
+//! What an analysis produces: findings with provenance, and a summary.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use iosan_core::FindingKind;
+
+use crate::replay::Ctx;
+
+/// How a domain's identity was learnt, best first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Attribution {
+    /// A kprobe recorded the domain pointer.
+    Kprobe,
+    /// A VT-d domain id from an `intel_iommu` flush in the same call.
+    DomainId,
+    /// The device of a `dma:*` event wrapping the call.
+    Device,
+    /// Nothing identified the domain: one anonymous IOVA space.
+    #[default]
+    Anonymous,
+}
+
+impl Attribution {
+    /// Stable name used in reports.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Kprobe => "kprobe",
+            Self::DomainId => "vtd-did",
+            Self::Device => "dma-device",
+            Self::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// Where and when something was mapped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MapSite {
+    /// Trace timestamp, ns.
+    pub time_ns: u64,
+    /// CPU.
+    pub cpu: u32,
+    /// Task id.
+    pub pid: u32,
+    /// Task name.
+    pub task: String,
+    /// Stack, when the capture had the stacktrace option on.
+    pub stack: Vec<String>,
+}
+
+/// A live mapping covering a reported page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappingView {
+    /// Domain label (kprobe pointer, `did:N`, `dev:NAME`) or `None` for the anonymous space.
+    pub domain: Option<String>,
+    /// Device(s) using the domain.
+    pub device: Option<String>,
+    /// First IOVA of the mapping.
+    pub iova: u64,
+    /// Physical address of `iova`.
+    pub phys: u64,
+    /// Length, bytes.
+    pub len: u64,
+    /// When it was mapped.
+    pub mapped_at: MapSite,
+}
+
+/// A later event on the same pages while the same mapping still covered them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowUp {
+    /// Freed or allocated again.
+    pub kind: FindingKind,
+    /// When, ns.
+    pub time_ns: u64,
+    /// Task (`comm-pid`).
+    pub task: String,
+    /// First page.
+    pub pfn: u64,
+    /// Pages.
+    pub npages: u64,
+}
+
+/// One finding of a trace analysis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceFinding {
+    /// What.
+    pub kind: FindingKind,
+    /// First page, when about pages.
+    pub pfn: Option<u64>,
+    /// Contiguous pages.
+    pub npages: u64,
+    /// Physical address of the first page.
+    pub phys: Option<u64>,
+    /// Highest mapping count over the pages.
+    pub count: u32,
+    /// Device(s) of the mapping's domain.
+    pub device: Option<String>,
+    /// Domain label.
+    pub domain: Option<String>,
+    /// How the domain was identified.
+    pub attribution: Attribution,
+    /// IOVA that maps the first page (or of the call, for map/unmap findings).
+    pub iova: Option<u64>,
+    /// Bytes concerned.
+    pub size: u64,
+    /// False when attribution is uncertain or events were lost in between.
+    pub confirmed: bool,
+    /// When it happened, ns.
+    pub time_ns: u64,
+    /// Line of the event in the capture.
+    pub line: u64,
+    /// CPU of the event.
+    pub cpu: Option<u32>,
+    /// Task of the event (`comm-pid`).
+    pub task: Option<String>,
+    /// The map that still covers the pages.
+    pub mapped_at: Option<MapSite>,
+    /// Every live mapping covering the pages.
+    pub mappings: Vec<MappingView>,
+    /// Later frees/allocations of the same pages under the same mapping (capped).
+    pub follow_ups: Vec<FollowUp>,
+    /// Number of follow-ups (exact, uncapped).
+    pub follow_up_count: u64,
+    /// Extra explanation.
+    pub note: Option<String>,
+}
+
+impl TraceFinding {
+    /// An empty finding of `kind`.
+    #[must_use]
+    pub fn blank(kind: FindingKind) -> Self {
+        Self {
+            kind,
+            pfn: None,
+            npages: 0,
+            phys: None,
+            count: 0,
+            device: None,
+            domain: None,
+            attribution: Attribution::Anonymous,
+            iova: None,
+            size: 0,
+            confirmed: true,
+            time_ns: 0,
+            line: 0,
+            cpu: None,
+            task: None,
+            mapped_at: None,
+            mappings: Vec::new(),
+            follow_ups: Vec::new(),
+            follow_up_count: 0,
+            note: None,
+        }
+    }
+
+    /// A finding of `kind` at the event `ctx`.
+    #[must_use]
+    pub fn at(kind: FindingKind, ctx: &Ctx, comm: Arc<str>) -> Self {
+        let mut f = Self::blank(kind);
+        f.time_ns = ctx.ts_ns;
+        f.line = ctx.line;
+        f.cpu = Some(ctx.cpu);
+        f.task = Some(format!("{comm}-{}", ctx.pid));
+        f
+    }
+
+    /// Why this kind matters, in one line.
+    #[must_use]
+    pub fn why(&self) -> &'static str {
+        match self.kind {
+            FindingKind::FreedWhileMapped => {
+                "the page allocator got this memory back while a device could still DMA into it: the next owner's data can be corrupted or leaked"
+            }
+            FindingKind::AllocatedWhileMapped => {
+                "this memory was handed to a new owner while a device could still DMA into it"
+            }
+            FindingKind::DoubleUnmap => "an unmap found nothing mapped",
+            FindingKind::UnmapOverlapsUnmapped => "an unmap range was only partly mapped",
+            FindingKind::RefcountUnderflow => "more was unmapped than was mapped: the analysis lost track of a mapping",
+            FindingKind::RefcountOverflow => "a page counter overflowed",
+            FindingKind::InvalidMapArgs => "a map or unmap had impossible arguments",
+            FindingKind::LeakAtTeardown => "a domain was freed with this memory still mapped in it",
+            FindingKind::MappedAtEnd => "still mapped when the capture ended (informational)",
+            FindingKind::LostEvents => "the ring buffer dropped events: nearby results are incomplete",
+            FindingKind::DmaUnmapMismatch => "the DMA-API unmap differs from its map in size or direction",
+            FindingKind::UnmappedMoreThanRequested => "the IOMMU removed more than the caller asked",
+            FindingKind::IdentityWindow => {
+                "a static identity mapping made at boot: every page inside is device-reachable by design"
+            }
+        }
+    }
+}
+
+/// How often something was attributed by each method.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttributionCounts {
+    /// By kprobe domain pointer.
+    pub kprobe: u64,
+    /// By VT-d domain id.
+    pub did: u64,
+    /// By dma:* device.
+    pub device: u64,
+    /// By which domain's shadow translated the range (unmaps only).
+    pub content: u64,
+    /// By the likeliest of several candidates (unmaps only; uncertain).
+    pub ambiguous: u64,
+    /// Nowhere: no domain translated it (the mapping predates the capture).
+    pub none: u64,
+    /// To the anonymous space (maps only).
+    pub anonymous: u64,
+}
+
+/// Pages freed after their unmap but before the IOTLB flush that made the
+/// unmap effective (lazy mode's accepted exposure).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exposure {
+    /// Free events concerned.
+    pub frees: u64,
+    /// Pages.
+    pub pages: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Longest time from such a free to the flush, ns.
+    pub longest_ns: u64,
+    /// Ranges freed and never flushed before the capture ended.
+    pub unflushed_at_end: u64,
+}
+
+/// Mappings still live at the end, per domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveGroup {
+    /// Device(s).
+    pub device: Option<String>,
+    /// Domain label.
+    pub domain: Option<String>,
+    /// How the domain was identified.
+    pub attribution: Attribution,
+    /// Mappings.
+    pub mappings: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Where events were lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostWindow {
+    /// CPU, when the marker names one.
+    pub cpu: Option<u32>,
+    /// How many, when it says.
+    pub events: Option<u64>,
+    /// Line of the marker.
+    pub line: u64,
+    /// Last event time before the loss on that CPU, ns.
+    pub after_ns: u64,
+    /// First event time after it, ns.
+    pub before_ns: Option<u64>,
+}
+
+/// Lines skipped for one reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SkipCount {
+    /// How many.
+    pub count: u64,
+    /// First such line.
+    pub first_line: u64,
+    /// Its byte offset.
+    pub first_offset: u64,
+}
+
+/// Statistics of one analysis.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Semantics used.
+    pub semantics: &'static str,
+    /// Input name.
+    pub input: String,
+    /// Lines read.
+    pub lines: u64,
+    /// Bytes read (decompressed).
+    pub bytes: u64,
+    /// Events read (known and unknown).
+    pub events_read: u64,
+    /// Known events by name.
+    pub events_by_kind: BTreeMap<&'static str, u64>,
+    /// Events of unknown names.
+    pub unknown_events: u64,
+    /// Unknown events by name (first 256 names).
+    pub unknown_by_name: BTreeMap<String, u64>,
+    /// Lines skipped, by reason.
+    pub skipped: BTreeMap<String, SkipCount>,
+    /// `# iosan-meta:` header entries written by `iosan record`.
+    pub meta: Vec<(String, String)>,
+    /// First and last timestamps, ns.
+    pub first_ns: Option<u64>,
+    /// Last timestamp, ns.
+    pub last_ns: u64,
+    /// Events lost per `[LOST]` markers.
+    pub lost_events: u64,
+    /// Events overwritten before the capture was read (header counts).
+    pub overwritten_events: u64,
+    /// Lost-event windows.
+    pub lost_windows: Vec<LostWindow>,
+    /// Times a CPU's clock went backwards.
+    pub time_went_backwards: u64,
+    /// Domains identified.
+    pub domains: u64,
+    /// Whether the anonymous space was needed.
+    pub anonymous_space_used: bool,
+    /// Devices seen attaching.
+    pub devices: Vec<String>,
+    /// Domains freed (kprobe on iommu_domain_free).
+    pub domains_freed: u64,
+    /// Maps by attribution method.
+    pub maps_by: AttributionCounts,
+    /// Unmaps by attribution method.
+    pub unmaps_by: AttributionCounts,
+    /// Maps waiting for attribution (transient).
+    pub maps_pending: u64,
+    /// Unmaps waiting for attribution (transient).
+    pub unmaps_pending: u64,
+    /// Unmaps with no recorded translation (mapping made before the capture, or a double unmap).
+    pub unmaps_without_translation: u64,
+    /// Unmaps whose range was only partly recorded.
+    pub unmaps_partly_translated: u64,
+    /// Unmaps that removed more than asked.
+    pub unmapped_more_than_requested: u64,
+    /// Maps over a range the analysis still thought mapped (an unmap was missed).
+    pub stale_mappings_replaced: u64,
+    /// Alias merges refused because the domains overlapped.
+    pub merges_refused: u64,
+    /// Counter inconsistencies (should be 0).
+    pub count_inconsistencies: u64,
+    /// `mm_page_free_batched` events ignored (duplicates of `mm_page_free`).
+    pub free_batched_ignored: u64,
+    /// Failed allocations (pfn 0, null page).
+    pub failed_allocs: u64,
+    /// kprobe events seen.
+    pub kprobe_events: u64,
+    /// dma:* events seen.
+    pub dma_events: u64,
+    /// intel_iommu events seen.
+    pub vtd_events: u64,
+    /// Evidence of lazy mode (DMA-FQ domains, flush-queue events).
+    pub lazy_evidence: u64,
+    /// Evidence of strict mode.
+    pub strict_evidence: u64,
+    /// "strict", "lazy" or "unknown".
+    pub mode: &'static str,
+    /// Lazy-mode exposure.
+    pub exposure: Exposure,
+    /// Pages freed or allocated inside static identity windows.
+    pub identity_pages_freed: u64,
+    /// Bytes mapped outside tracked memory.
+    pub untracked_bytes: u64,
+    /// Bytes of counter storage used.
+    pub counter_bytes: u64,
+    /// Live mappings at the end, per domain.
+    pub live_at_end: Vec<LiveGroup>,
+}
+
+/// Findings and summary of one capture.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Findings, bug kinds first by time, then mappings live at the end.
+    pub findings: Vec<TraceFinding>,
+    /// Statistics.
+    pub summary: Summary,
+}
+
+impl Report {
+    /// Findings of bug kinds (they decide the exit status).
+    pub fn bugs(&self) -> impl Iterator<Item = &TraceFinding> {
+        self.findings.iter().filter(|f| f.kind.is_bug())
+    }
+}

@@ -1,0 +1,209 @@
+//! `iosan record`: set up tracefs for a capture, record, collect, clean up.
+//!
+//! Without `--apply` (or with `--print`) it only prints the plan as shell
+//! commands, each with its reason, and the warnings (what this kernel cannot
+//! show and what that costs). With `--apply` it performs the set-up, records
+//! while `-- COMMAND...` runs (or for `--duration` seconds), writes the
+//! capture to `--out` and removes everything it added. `--cleanup` removes a
+//! crashed run's instance and kprobes.
+//!
+//! Exit status: 0 done, 2 error.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use iosan_record::{
+    apply, cleanup, collect, execute, run as record_run, Action, LiveOps, Plan, PlanOptions, ProbeInput, SystemProbe,
+    Tracefs, Workload, DEFAULT_DURATION_S,
+};
+
+/// Arguments of `iosan record`.
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    /// Print the set-up as shell commands with reasons (the default).
+    #[arg(long)]
+    pub print: bool,
+    /// Perform the set-up, record, write the capture to --out, then clean up.
+    #[arg(long, conflicts_with = "cleanup")]
+    pub apply: bool,
+    /// Seconds to record when there is no COMMAND; the time limit of COMMAND
+    /// otherwise. Also sizes the ring buffer.
+    #[arg(long, value_name = "S")]
+    pub duration: Option<u64>,
+    /// The capture file to write.
+    #[arg(long, value_name = "FILE", default_value = "iosan-capture.txt")]
+    pub out: PathBuf,
+    /// Remove iosan's tracefs instance and kprobes (left by a crashed run).
+    #[arg(long)]
+    pub cleanup: bool,
+    /// Per-CPU ring buffer size in KiB, instead of the computed one.
+    #[arg(long = "buffer-kb", value_name = "KIB")]
+    pub buffer_kb: Option<u64>,
+    /// Expected events per second on the whole machine (sizes the buffer).
+    #[arg(long, value_name = "N")]
+    pub rate: Option<u64>,
+    /// Root directory of the system to probe (for tests on a fake tree).
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub root: PathBuf,
+    /// Command to record while it runs (after `--`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Effective uid from `/proc/self/status` (`Uid: real effective saved fs`).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+fn probe(root: &Path) -> SystemProbe {
+    SystemProbe::read(
+        root,
+        &ProbeInput { uid: effective_uid(), fallback_arch: Some(std::env::consts::ARCH.to_owned()) },
+    )
+}
+
+fn warn(msg: &str) {
+    eprintln!("iosan record: warning: {msg}");
+}
+
+fn fail(msg: &str) -> i32 {
+    eprintln!("iosan record: error: {msg}");
+    2
+}
+
+/// Runs `iosan record`. Returns the exit status.
+///
+/// # Errors
+/// Only when stdout cannot be written for a reason other than a closed pipe.
+pub fn run(args: &RecordArgs) -> anyhow::Result<i32> {
+    let probe_now = probe(&args.root);
+    if args.cleanup {
+        return Ok(do_cleanup(&probe_now));
+    }
+    let opts = PlanOptions { duration_s: args.duration, events_per_sec: args.rate, buffer_kb: args.buffer_kb };
+    if !args.apply {
+        let plan = Plan::build(&probe_now, &opts);
+        for w in &plan.warnings {
+            warn(w);
+        }
+        let mut out = io::stdout().lock();
+        match out.write_all(plan.to_shell().as_bytes()).and_then(|()| out.flush()) {
+            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => {}
+        }
+        return Ok(0);
+    }
+    Ok(apply_and_record(args, probe_now, &opts))
+}
+
+fn do_cleanup(probe: &SystemProbe) -> i32 {
+    let Some(t) = probe.tracefs_dir() else {
+        eprintln!("iosan record: nothing to clean up (tracefs is not mounted)");
+        return 0;
+    };
+    match cleanup(t) {
+        Ok(r) => {
+            eprintln!(
+                "iosan record: cleanup: instance {}, {} kprobe(s) deleted{}",
+                if r.removed_instance { "removed" } else { "absent" },
+                r.removed_kprobes.len(),
+                if r.removed_kprobes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", r.removed_kprobes.join(", "))
+                }
+            );
+            0
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn apply_and_record(args: &RecordArgs, mut probe_now: SystemProbe, opts: &PlanOptions) -> i32 {
+    // tracefs not mounted: mount it, then look again (the event list and
+    // everything else depend on it).
+    if let Tracefs::Unmounted(p) = &probe_now.tracefs {
+        let step = iosan_record::Step {
+            action: Action::MountTracefs(p.clone()),
+            reason: "mount tracefs".into(),
+            required: true,
+        };
+        if let Err(e) = execute(&mut LiveOps, &step) {
+            return fail(&e.to_string());
+        }
+        probe_now = probe(&args.root);
+    }
+    let plan = Plan::build(&probe_now, opts);
+    for w in &plan.warnings {
+        warn(w);
+    }
+    let Some(tracefs) = plan.tracefs.clone().filter(|_| plan.recordable) else {
+        return fail("tracefs is not available, nothing can be recorded");
+    };
+    let undo = |why: &str| -> i32 {
+        let code = fail(why);
+        if let Err(e) = cleanup(&tracefs) {
+            warn(&format!("cleanup after the error failed too: {e}"));
+        }
+        code
+    };
+    match apply(&plan) {
+        Ok(report) => {
+            for s in &report.skipped {
+                warn(&format!("skipped: {s}"));
+            }
+        }
+        Err(e) => return undo(&e.to_string()),
+    }
+    let (workload, limit) = if args.command.is_empty() {
+        let secs = args.duration.unwrap_or(DEFAULT_DURATION_S);
+        (Workload::Wait(Duration::from_secs(secs)), None)
+    } else {
+        (Workload::Command(args.command.clone()), args.duration.map(Duration::from_secs))
+    };
+    eprintln!(
+        "iosan record: recording {} events and {} kprobes, {} KiB buffer per CPU, {}",
+        plan.events.len(),
+        plan.kprobes.len(),
+        plan.buffer_size_kb,
+        match &workload {
+            Workload::Command(c) => format!("while `{}` runs", c.join(" ")),
+            Workload::Wait(d) => format!("for {} s", d.as_secs()),
+        }
+    );
+    let outcome = match record_run(&plan, &workload, limit) {
+        Ok(o) => o,
+        Err(e) => return undo(&e.to_string()),
+    };
+    if outcome.timed_out {
+        warn("the command was stopped by the --duration limit");
+    }
+    match outcome.exit_code {
+        Some(0) | None if outcome.command.is_none() => {}
+        Some(0) => {}
+        Some(c) => warn(&format!("the command exited with status {c}")),
+        None => warn("the command was killed by a signal"),
+    }
+    let summary = match collect(&plan, &probe_now, Some(&outcome), &args.out) {
+        Ok(s) => s,
+        Err(e) => return undo(&e.to_string()),
+    };
+    eprintln!(
+        "iosan record: wrote {} ({} bytes of trace in {:.1} s; lost events: {}; kprobe misses: {})",
+        args.out.display(),
+        summary.trace_bytes,
+        outcome.elapsed.as_secs_f64(),
+        summary.lost_events,
+        summary.kprobe_missed
+    );
+    if summary.lost_events > 0 {
+        warn("the ring buffer lost events: results are incomplete; use a larger --buffer-kb or a shorter recording");
+    }
+    match cleanup(&tracefs) {
+        Ok(_) => 0,
+        Err(e) => fail(&format!("capture written, but cleanup failed: {e}")),
+    }
+}

@@ -468,10 +468,25 @@ impl Sanitizer {
                 else {
                     return Vec::new();
                 };
+                // An IOMMU that removed more than asked removed whole leaves, which may
+                // start before `iova` (unmap inside a superpage): when the leaves touching
+                // the asked range add up to exactly what went, they went whole.
+                let asked = IovaRange::from_start_len(iova, size);
+                let touching = |r: &LeafRun| asked.zip(r.iova_range()).is_some_and(|(a, rr)| a.intersect(rr).is_some());
+                let whole: u64 = ticket.runs.iter().filter(|r| touching(r)).map(|r| r.len).fold(0, u64::saturating_add);
+                let leaves_went_whole = unmapped > size && whole == unmapped;
                 let mut short = Vec::new();
                 for run in &ticket.runs {
                     let Some(rr) = run.iova_range() else { continue };
-                    let Some(cut) = rr.intersect(gone) else { continue };
+                    let cut = if leaves_went_whole {
+                        if !touching(run) {
+                            continue;
+                        }
+                        rr
+                    } else {
+                        let Some(cut) = rr.intersect(gone) else { continue };
+                        cut
+                    };
                     let off = cut.start().get() - run.iova.get();
                     let Some(len) = cut.len() else { continue };
                     short.extend(self.exact_apply(run.phys.get().wrapping_add(off), len, self.step_lg2(g), false));

@@ -23,7 +23,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
-use spin::RwLock;
+use spin::{Mutex, RwLock};
 
 use crate::addr::{PageSize, PhysAddr, PhysRange};
 
@@ -86,6 +86,10 @@ pub struct PageStore {
     ram: Vec<PfnSpan>,
     levels: [Level; LEVELS],
     nodes: AtomicU64,
+    /// Serialises the slow path (pushing block counts down, descending into
+    /// children), so a decrement that finds its counter short never races
+    /// with a push-down that is half done.
+    pushdown: Mutex<()>,
 }
 
 /// What a map of a physical range touched.
@@ -116,7 +120,7 @@ impl PageStore {
                 _ => merged.push(s),
             }
         }
-        Self { page, ram: merged, levels: Default::default(), nodes: AtomicU64::new(0) }
+        Self { page, ram: merged, levels: Default::default(), nodes: AtomicU64::new(0), pushdown: Mutex::new(()) }
     }
 
     /// The CPU page size.
@@ -284,12 +288,27 @@ impl PageStore {
 
     fn sub_slot(&self, level: usize, slot: u64, want: u32, borrow: bool, short: &mut Vec<Shortfall>) {
         let mut rem = want - self.take(level, slot, want);
-        if rem > 0 && borrow {
-            rem -= self.borrow_from_ancestors(level, slot, rem);
-        }
         if rem == 0 {
             return;
         }
+        if borrow {
+            // Slow path: wait for any push-down in progress, then look again.
+            let _guard = self.pushdown.lock();
+            rem -= self.take(level, slot, rem);
+            if rem > 0 {
+                rem -= self.borrow_from_ancestors(level, slot, rem);
+            }
+            if rem > 0 {
+                self.descend(level, slot, rem, short);
+            }
+            return;
+        }
+        self.descend(level, slot, rem, short);
+    }
+
+    /// Takes `rem` from every child of `(level, slot)`; what is missing at
+    /// the pages is a shortfall. Called with the push-down lock held.
+    fn descend(&self, level: usize, slot: u64, rem: u32, short: &mut Vec<Shortfall>) {
         let shift = FANOUT_LG2 * level as u32;
         if level == 0 {
             push_run(short, Shortfall { first: slot, npages: 1, missing: rem });

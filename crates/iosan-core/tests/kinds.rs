@@ -195,3 +195,21 @@ fn hostile_arguments_are_bounded() {
     assert_eq!(none.count(Pfn(4)), 0);
     let _ = PhysRange::from_start_len(PhysAddr(0), 1);
 }
+
+#[test]
+fn unmap_inside_a_superpage_that_goes_whole() {
+    // A VT-d/AMD-style IOMMU asked to unmap 4 KiB in the middle of a 2 MiB
+    // superpage removes the whole superpage and returns its size.
+    let san = Sanitizer::default();
+    let mut d = ShadowDomain::with_block_leaves(D, 0x1000 | 0x20_0000);
+    d.map(Iova(0x20_0000), PhysAddr(0x80_0000), 0x20_0000, MapMeta::default());
+    assert!(san.map(D, &d, Iova(0x20_0000), PhysAddr(0x80_0000), 0x20_0000).is_empty());
+    let (t, f) = san.unmap_begin(D, &d, Iova(0x20_5000), 0x1000);
+    assert!(f.is_empty());
+    d.clear();
+    assert!(san.unmap_end(t, &d, 0x20_0000).is_empty());
+    for p in 0x800..0xa00 {
+        assert_eq!(san.count(Pfn(p)), 0, "pfn {p:#x}");
+    }
+    assert!(san.check_free(Pfn(0x800), 9, &d).is_empty());
+}

@@ -95,6 +95,8 @@ struct Slot {
     anonymous: bool,
     /// How this domain's identity was learnt.
     via: Attribution,
+    /// Ranges unmapped recently and not mapped since: start -> (last, time ns).
+    recent_unmaps: BTreeMap<u64, (u64, u64)>,
 }
 
 #[derive(Default)]
@@ -121,6 +123,7 @@ impl Slots {
             dtype: None,
             anonymous,
             via,
+            recent_unmaps: BTreeMap::new(),
         });
         self.parent.push(id);
         id
@@ -227,6 +230,7 @@ impl Slots {
                 dtype: None,
                 anonymous: false,
                 via: Attribution::Device,
+                recent_unmaps: BTreeMap::new(),
             },
         );
         for m in moved {
@@ -267,7 +271,7 @@ impl Slots {
 #[derive(Clone, Debug)]
 enum Item {
     Map { iova: IovaRange, phys: PhysAddr, meta: MapMeta, slot: Option<usize> },
-    Unmap { iova: Iova, size: u64, unmapped: u64, slot: Option<usize>, ts_ns: u64 },
+    Unmap { iova: Iova, size: u64, unmapped: u64, slot: Option<usize>, ts_ns: u64, line: u64 },
 }
 
 #[derive(Default, Debug)]
@@ -282,6 +286,10 @@ struct Seq {
 }
 
 const MAX_SEQ_ITEMS: usize = 8192;
+/// Recently unmapped ranges remembered per domain (for certain double unmaps).
+const MAX_RECENT_UNMAPS: usize = 4096;
+/// Longest recent-unmap range looked back over when a map forgets them.
+const MAX_RECENT_SPAN: u64 = 1 << 30;
 /// Resolved items kept when a sequence is pruned.
 const KEEP_RESOLVED: usize = 256;
 
@@ -291,7 +299,6 @@ struct Unflushed {
     slot: usize,
     iova: IovaRange,
     pfn_last: u64,
-    unmap_ns: u64,
     first_free_ns: Option<u64>,
 }
 
@@ -711,6 +718,19 @@ impl Analyzer {
     /// stale entries are dropped first, and counted.
     fn insert_map(&mut self, slot: usize, range: IovaRange, phys: PhysAddr, meta: MapMeta) {
         let slot = self.slots.find(slot);
+        let recent = &mut self.slots.slot_mut(slot).recent_unmaps;
+        if !recent.is_empty() {
+            let hits: Vec<u64> = recent
+                .range(..=range.last().get())
+                .rev()
+                .take_while(|(&s, _)| s.saturating_add(MAX_RECENT_SPAN) >= range.start().get())
+                .filter(|(_, &(l, _))| l >= range.start().get())
+                .map(|(&s, _)| s)
+                .collect();
+            for s in hits {
+                recent.remove(&s);
+            }
+        }
         let len = range.len().unwrap_or(u64::MAX);
         loop {
             match self.slots.slot_mut(slot).shadow.map(range.start(), phys, len, meta) {
@@ -719,7 +739,7 @@ impl Analyzer {
                     self.summary.stale_mappings_replaced += 1;
                     let stale: Vec<_> = self.slots.slot(slot).shadow.overlapping(range).collect();
                     for m in stale {
-                        self.apply_unmap_in(slot, m.iova.start(), m.len(), m.len(), 0, true);
+                        self.apply_unmap_in(slot, m.iova.start(), m.len(), m.len(), 0, 0, true);
                     }
                 }
             }
@@ -753,35 +773,27 @@ impl Analyzer {
         }
         match slot {
             Some(s) => {
-                self.apply_unmap_in(s, Iova(iova), size, unmapped, ctx.ts_ns, false);
-                self.seq(key).items.push(Item::Unmap {
-                    iova: Iova(iova),
-                    size,
-                    unmapped,
-                    slot: Some(s),
-                    ts_ns: ctx.ts_ns,
-                });
+                self.apply_unmap_in(s, Iova(iova), size, unmapped, ctx.ts_ns, ctx.line, false);
+                self.push_item(key, Item::Unmap { iova: Iova(iova), size, unmapped, slot: Some(s), ts_ns: ctx.ts_ns, line: ctx.line });
             }
             None => {
                 self.summary.unmaps_pending += 1;
-                self.seq(key).items.push(Item::Unmap {
-                    iova: Iova(iova),
-                    size,
-                    unmapped,
-                    slot: None,
-                    ts_ns: ctx.ts_ns,
-                });
+                self.push_item(key, Item::Unmap { iova: Iova(iova), size, unmapped, slot: None, ts_ns: ctx.ts_ns, line: ctx.line });
             }
         }
     }
 
-    fn apply_unmap_in(&mut self, slot: usize, iova: Iova, size: u64, unmapped: u64, ts_ns: u64, stale: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn apply_unmap_in(&mut self, slot: usize, iova: Iova, size: u64, unmapped: u64, ts_ns: u64, line: u64, stale: bool) {
         let slot = self.slots.find(slot);
         let did_known = !self.slots.slot(slot).dids.is_empty();
         let (ticket, begin) = self.san.unmap_begin(DomainId(slot as u64), &self.slots.slot(slot).shadow, iova, size);
         for f in &begin {
             match f.kind {
-                FindingKind::DoubleUnmap => self.summary.unmaps_without_translation += 1,
+                FindingKind::DoubleUnmap => {
+                    self.summary.unmaps_without_translation += 1;
+                    self.double_unmap(slot, iova, size, unmapped, ts_ns, line);
+                }
                 FindingKind::UnmapOverlapsUnmapped => self.summary.unmaps_partly_translated += 1,
                 _ => {}
             }
@@ -796,6 +808,15 @@ impl Analyzer {
         if unmapped > size {
             self.summary.unmapped_more_than_requested += 1;
         }
+        if !stale && !gone.is_empty() {
+            let recent = &mut self.slots.slot_mut(slot).recent_unmaps;
+            if recent.len() >= MAX_RECENT_UNMAPS {
+                recent.pop_first();
+            }
+            for m in &gone {
+                recent.insert(m.iova.start().get(), (m.iova.last().get(), ts_ns));
+            }
+        }
         if !stale && did_known && self.flush_events_seen && self.unflushed.len() < self.opts.max_unflushed {
             let page_lg2 = self.opts.page_size.lg2();
             for m in gone {
@@ -805,10 +826,43 @@ impl Analyzer {
                 self.unflushed_max_pages = self.unflushed_max_pages.max(last - first + 1);
                 self.unflushed.insert(
                     (first, self.unflushed_seq),
-                    Unflushed { slot, iova: m.iova, pfn_last: last, unmap_ns: ts_ns, first_free_ns: None },
+                    Unflushed { slot, iova: m.iova, pfn_last: last, first_free_ns: None },
                 );
             }
         }
+    }
+
+    /// An unmap found nothing in its domain's shadow. Reported only when
+    /// certain: the kernel found nothing either (`unmapped_size=0`), or this
+    /// capture saw the range unmapped before and not mapped since. Otherwise
+    /// the mapping predates the capture.
+    fn double_unmap(&mut self, slot: usize, iova: Iova, size: u64, unmapped: u64, ts_ns: u64, line: u64) {
+        let last = iova.get().saturating_add(size.max(1) - 1);
+        let earlier = self
+            .slots
+            .slot(slot)
+            .recent_unmaps
+            .range(..=last)
+            .rev()
+            .find(|(_, &(l, _))| l >= iova.get())
+            .map(|(_, &(_, t))| t);
+        if earlier.is_none() && !(unmapped == 0 && size > 0) {
+            return;
+        }
+        let mut f = TraceFinding::blank(FindingKind::DoubleUnmap);
+        f.time_ns = ts_ns;
+        f.line = line;
+        f.iova = Some(iova.get());
+        f.size = size;
+        f.device = self.slots.slot(slot).shadow.device().map(|d| d.to_string());
+        f.domain = self.slots.label(slot);
+        f.attribution = self.slots.slot(slot).via;
+        f.confirmed = !self.lost_between(earlier.unwrap_or(0), ts_ns);
+        f.note = Some(match earlier {
+            Some(t) => format!("already unmapped at {}, not mapped since", fmt_ts(t)),
+            None => "the IOMMU found nothing mapped (unmapped_size=0)".into(),
+        });
+        self.findings.push(f);
     }
 
     // -------------------------------------------------------------- attribution
@@ -845,10 +899,10 @@ impl Analyzer {
                         }
                     }
                 }
-                Item::Unmap { iova, size, unmapped, slot, ts_ns } if unmaps && in_range(iova.get()) => match slot {
+                Item::Unmap { iova, size, unmapped, slot, ts_ns, line } if unmaps && in_range(iova.get()) => match slot {
                     Some(s) => {
                         let merged = self.slots.union(s, target);
-                        kept.push(Item::Unmap { iova, size, unmapped, slot: Some(merged), ts_ns });
+                        kept.push(Item::Unmap { iova, size, unmapped, slot: Some(merged), ts_ns, line });
                     }
                     None => {
                         if via_dev {
@@ -857,8 +911,8 @@ impl Analyzer {
                             self.summary.unmaps_by.did += 1;
                         }
                         self.summary.unmaps_pending = self.summary.unmaps_pending.saturating_sub(1);
-                        self.apply_unmap_in(target, iova, size, unmapped, ts_ns, false);
-                        kept.push(Item::Unmap { iova, size, unmapped, slot: Some(target), ts_ns });
+                        self.apply_unmap_in(target, iova, size, unmapped, ts_ns, line, false);
+                        kept.push(Item::Unmap { iova, size, unmapped, slot: Some(target), ts_ns, line });
                     }
                 },
                 other => kept.push(other),
@@ -888,9 +942,9 @@ impl Analyzer {
                     let a = self.slots.anon();
                     self.insert_map(a, iova, phys, meta);
                 }
-                Item::Unmap { iova, size, unmapped, slot: None, ts_ns } => {
+                Item::Unmap { iova, size, unmapped, slot: None, ts_ns, line } => {
                     self.summary.unmaps_pending = self.summary.unmaps_pending.saturating_sub(1);
-                    self.resolve_unmap_by_content(iova, size, unmapped, ts_ns);
+                    self.resolve_unmap_by_content(iova, size, unmapped, ts_ns, line);
                 }
                 _ => {}
             }
@@ -898,7 +952,7 @@ impl Analyzer {
     }
 
     /// An unmap nothing attributed: the domain whose shadow translates it.
-    fn resolve_unmap_by_content(&mut self, iova: Iova, size: u64, unmapped: u64, ts_ns: u64) {
+    fn resolve_unmap_by_content(&mut self, iova: Iova, size: u64, unmapped: u64, ts_ns: u64, line: u64) {
         let Some(range) = IovaRange::from_start_len(iova, unmapped.max(size).max(1)) else { return };
         let mut candidates: Vec<(usize, u64)> = Vec::new();
         for i in 0..self.slots.slots.len() {
@@ -914,16 +968,27 @@ impl Analyzer {
             0 => {
                 self.summary.unmaps_by.none += 1;
                 self.summary.unmaps_without_translation += 1;
+                if unmapped == 0 && size > 0 {
+                    // The kernel itself found nothing there: certain, though the domain is not known.
+                    let mut f = TraceFinding::blank(FindingKind::DoubleUnmap);
+                    f.time_ns = ts_ns;
+                    f.line = line;
+                    f.iova = Some(iova.get());
+                    f.size = size;
+                    f.confirmed = !self.lost_between(0, ts_ns);
+                    f.note = Some("the IOMMU found nothing mapped (unmapped_size=0); domain unknown".into());
+                    self.findings.push(f);
+                }
             }
             1 => {
                 self.summary.unmaps_by.content += 1;
-                self.apply_unmap_in(candidates[0].0, iova, size, unmapped, ts_ns, false);
+                self.apply_unmap_in(candidates[0].0, iova, size, unmapped, ts_ns, line, false);
             }
             _ => {
                 // Ambiguous: the most recent mapping is the likeliest owner.
                 self.summary.unmaps_by.ambiguous += 1;
                 let best = candidates.iter().max_by_key(|c| c.1).map_or(0, |c| c.0);
-                self.apply_unmap_in(best, iova, size, unmapped, ts_ns, false);
+                self.apply_unmap_in(best, iova, size, unmapped, ts_ns, line, false);
             }
         }
     }
@@ -996,6 +1061,7 @@ impl Analyzer {
             let mut f = TraceFinding::at(FindingKind::DmaUnmapMismatch, ctx, self.comm(ctx));
             f.device = self.slots.slot(dev).shadow.device().map(|d| d.to_string());
             f.domain = self.slots.label(dev);
+            f.attribution = self.slots.slot(dev).via;
             f.iova = Some(dma);
             f.size = size;
             f.note = Some(format!(
@@ -1032,9 +1098,9 @@ impl Analyzer {
                 seq.items = rest;
             }
             for it in touching {
-                if let Item::Unmap { iova, size, unmapped, ts_ns, .. } = it {
+                if let Item::Unmap { iova, size, unmapped, ts_ns, line, .. } = it {
                     self.summary.unmaps_pending = self.summary.unmaps_pending.saturating_sub(1);
-                    self.resolve_unmap_by_content(iova, size, unmapped, ts_ns);
+                    self.resolve_unmap_by_content(iova, size, unmapped, ts_ns, line);
                 }
             }
         }
@@ -1187,6 +1253,7 @@ impl Analyzer {
         tf.count = f.count;
         if let Some(d) = f.domain.filter(|d| (d.0 as usize) < self.slots.slots.len()) {
             tf.domain = self.label_ro(d.0 as usize);
+            tf.attribution = self.slots.slot(d.0 as usize).via;
         }
         if let Some(why) = f.invalid {
             tf.note = Some(why.describe().to_string());
@@ -1204,6 +1271,7 @@ impl Analyzer {
             let mut tf = self.plain(ctx, f);
             tf.device = device.clone();
             tf.domain = Some(format!("{ptr:#x}"));
+            tf.attribution = Attribution::Kprobe;
             tf.confirmed = !self.lost.iter().any(|w| w.after_ns <= ctx.ts_ns);
             self.findings.push(tf);
         }

@@ -275,6 +275,8 @@ pub struct Summary {
     pub semantics: &'static str,
     /// Input name.
     pub input: String,
+    /// True when the report comes from the kernel model, not a capture.
+    pub from_model: bool,
     /// Lines read.
     pub lines: u64,
     /// Bytes read (decompressed).

@@ -3,8 +3,9 @@
 //! Glue only: arguments, output formats, progress, exit codes.
 
 mod output;
+mod simulate;
 
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,31 +31,33 @@ enum Cmd {
     Analyze(AnalyzeArgs),
     /// Analyse an embedded real capture (Linux 6.12, QEMU VT-d, injected DMA use-after-free).
     Demo(OutputArgs),
+    /// Run a workload on the kernel model, optionally injecting a bug; print the model sanitizer's findings.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Human,
     Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum SemanticsArg {
+pub(crate) enum SemanticsArg {
     Exact,
     Upstream,
 }
 
 #[derive(clap::Args, Clone)]
-struct OutputArgs {
+pub(crate) struct OutputArgs {
     /// Output format: a human report, or JSON Lines (schema in the iosan crate docs / README).
     #[arg(long, value_enum, default_value = "human")]
-    format: Format,
+    pub(crate) format: Format,
     /// `exact` (default) or `upstream`: what CONFIG_IOMMU_DEBUG_PAGEALLOC would have reported.
     #[arg(long, value_enum, default_value = "exact")]
-    semantics: SemanticsArg,
+    pub(crate) semantics: SemanticsArg,
     /// CPU page size of the traced kernel, bytes (4096, 16384, 65536).
     #[arg(long, default_value_t = 4096)]
-    page_size: u64,
+    pub(crate) page_size: u64,
     /// Colour: auto (only on a terminal), always, never.
     #[arg(long, default_value = "auto")]
     color: String,
@@ -121,7 +124,7 @@ fn options(o: &OutputArgs) -> Result<AnalyzeOptions> {
     Ok(opts)
 }
 
-fn emit(report: &Report, o: &OutputArgs) -> io::Result<()> {
+pub(crate) fn emit(report: &Report, o: &OutputArgs) -> io::Result<()> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let color = match o.color.as_str() {
@@ -180,6 +183,7 @@ fn main() -> ExitCode {
     let r = match &cli.cmd {
         Cmd::Analyze(a) => run_analyze(a),
         Cmd::Demo(o) => run_demo(o),
+        Cmd::Simulate(a) => simulate::run(a),
     };
     match r {
         Ok(code) => ExitCode::from(code),
@@ -190,9 +194,3 @@ fn main() -> ExitCode {
     }
 }
 
-#[allow(dead_code)]
-fn read_all(mut r: impl Read) -> io::Result<Vec<u8>> {
-    let mut v = Vec::new();
-    r.read_to_end(&mut v)?;
-    Ok(v)
-}

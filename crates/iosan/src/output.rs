@@ -242,6 +242,17 @@ fn write_summary(out: &mut dyn Write, r: &Report, st: &Style, verbose: bool) -> 
     } else {
         writeln!(out, "  {} findings covering {} pages", st.paint("1;31", &bugs.to_string()), pages)?;
     }
+    if s.from_model {
+        let e = &s.exposure;
+        if s.mode == "lazy" {
+            writeln!(
+                out,
+                "  exposure  {} pages ({} bytes) freed inside the flush-queue window, longest {:.3} ms (lazy mode's accepted cost, not a finding)",
+                e.pages, e.bytes, e.longest_ns as f64 / 1e6
+            )?;
+        }
+        return Ok(());
+    }
     writeln!(out, "  input     {} lines, {} bytes, {} events ({} unknown)", s.lines, s.bytes, s.events_read, s.unknown_events)?;
     let span = s.first_ns.map_or("-".into(), |f| format!("{} - {}", fmt_ts(f), fmt_ts(s.last_ns)));
     writeln!(out, "  time      {span}   iommu mode: {}", s.mode)?;

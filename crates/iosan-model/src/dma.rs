@@ -146,12 +146,12 @@ pub struct Device {
 }
 
 /// One unmap waiting in the flush queue.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct FqEntry {
     dev: u32,
     iova: u64,
-    pfn_first: u64,
-    pfn_count: u64,
+    /// The CPU page runs `(first, count)` the unmapped range translated to.
+    pfns: Vec<(u64, u64)>,
 }
 
 /// The flush queue of lazy mode (`struct iova_fq`, one for the model):
@@ -297,7 +297,7 @@ impl Kernel<'_> {
         let off = dma & ((1u64 << g) - 1);
         let iova = dma - off;
         let len = align_up(off.saturating_add(size), g)?;
-        let pfns = if self.cfg.strict { None } else { self.leaf_pfns(dom, iova, len) };
+        let pfns = if self.cfg.strict { Vec::new() } else { self.leaf_pfns(dom, iova, len) };
         let unmapped = self.unmap_inner(dom, Iova(iova), len, true);
         if self.cfg.strict {
             self.flush_strict(dom, iova, len.max(unmapped));
@@ -306,14 +306,15 @@ impl Kernel<'_> {
             }
         } else {
             self.exposure.queued_unmaps += 1;
-            let (pfn_first, pfn_count) = pfns.unwrap_or((0, 0));
-            for p in pfn_first..pfn_first + pfn_count {
-                *self.fq_pages.entry(p).or_insert(0) += 1;
+            for &(first, count) in &pfns {
+                for p in first..first + count {
+                    *self.fq_pages.entry(p).or_insert(0) += 1;
+                }
             }
             if self.fq.entries.is_empty() {
                 self.fq.first_ns = self.now;
             }
-            self.fq.entries.push(FqEntry { dev, iova, pfn_first, pfn_count });
+            self.fq.entries.push(FqEntry { dev, iova, pfns });
             if self.fq.entries.len() >= FQ_SIZE {
                 self.fq_flush(false);
             }
@@ -321,29 +322,23 @@ impl Kernel<'_> {
         Ok(())
     }
 
-    /// The CPU pages behind `[iova, iova + len)` if they are one physically
-    /// contiguous run (what the flush-queue exposure needs).
-    fn leaf_pfns(&self, dom: u32, iova: u64, len: u64) -> Option<(u64, u64)> {
-        let d = self.domains.get(&dom)?;
-        let range = IovaRange::from_start_len(Iova(iova), len)?;
+    /// The CPU page runs behind `[iova, iova + len)` (several for a
+    /// scatter-gather mapping), which stay device-reachable until the flush.
+    fn leaf_pfns(&self, dom: u32, iova: u64, len: u64) -> Vec<(u64, u64)> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let Some(d) = self.domains.get(&dom) else { return runs };
+        let Some(range) = IovaRange::from_start_len(Iova(iova), len) else { return runs };
         let page = self.cfg.page_size;
-        let mut first: Option<(u64, u64)> = None;
-        let mut contiguous = true;
         d.pgtable.walk_leaves(range, &mut |r| {
             let s = r.phys.get() >> page.lg2();
             let n = r.len.div_ceil(page.bytes());
-            match first.as_mut() {
-                None => first = Some((s, n)),
+            match runs.last_mut() {
                 Some((fs, fnn)) if *fs + *fnn == s => *fnn += n,
-                Some(_) => contiguous = false,
+                _ => runs.push((s, n)),
             }
             std::ops::ControlFlow::Continue(())
         });
-        if contiguous {
-            first
-        } else {
-            None
-        }
+        runs
     }
 
     /// Runs the flush-queue timer if it is due.
@@ -385,11 +380,13 @@ impl Kernel<'_> {
             if let Some(d) = self.devices.get_mut(e.dev as usize) {
                 d.iovad.free(e.iova);
             }
-            for p in e.pfn_first..e.pfn_first + e.pfn_count {
-                if let Some(c) = self.fq_pages.get_mut(&p) {
-                    *c -= 1;
-                    if *c == 0 {
-                        self.fq_pages.remove(&p);
+            for &(first, count) in &e.pfns {
+                for p in first..first + count {
+                    if let Some(c) = self.fq_pages.get_mut(&p) {
+                        *c -= 1;
+                        if *c == 0 {
+                            self.fq_pages.remove(&p);
+                        }
                     }
                 }
             }

@@ -817,7 +817,7 @@ impl Analyzer {
                 recent.insert(m.iova.start().get(), (m.iova.last().get(), ts_ns));
             }
         }
-        if !stale && did_known && self.flush_events_seen && self.unflushed.len() < self.opts.max_unflushed {
+        if !stale && did_known && self.unflushed.len() < self.opts.max_unflushed {
             let page_lg2 = self.opts.page_size.lg2();
             for m in gone {
                 let first = m.phys.get() >> page_lg2;
@@ -1024,25 +1024,40 @@ impl Analyzer {
         }
         let last = first.saturating_add(n - 1);
         let lo = first.saturating_sub(self.unflushed_max_pages);
-        let mut pages = 0u64;
-        for (_, u) in self.unflushed.range_mut((lo, 0)..=(last, u64::MAX)) {
-            let ustart = u
-                .pfn_last
-                .saturating_sub(u.iova.len().unwrap_or(u64::MAX) >> self.opts.page_size.lg2())
-                .saturating_add(1);
-            let a = first.max(ustart);
+        let page_lg2 = self.opts.page_size.lg2();
+        // Pages of the freed block inside any unflushed range, each counted once.
+        let mut spans: Vec<(u64, u64)> = Vec::new();
+        for (&(ufirst, _), u) in self.unflushed.range_mut((lo, 0)..=(last, u64::MAX)) {
+            let a = first.max(ufirst);
             let b = last.min(u.pfn_last);
             if a <= b {
-                pages += b - a + 1;
+                spans.push((a, b));
                 u.first_free_ns.get_or_insert(ts_ns);
             }
         }
-        if pages > 0 {
-            let e = &mut self.summary.exposure;
-            e.frees += 1;
-            e.pages += pages;
-            e.bytes += pages << self.opts.page_size.lg2();
+        if spans.is_empty() {
+            return;
         }
+        spans.sort_unstable();
+        let mut pages = 0u64;
+        let mut cur: Option<(u64, u64)> = None;
+        for (a, b) in spans {
+            cur = match cur {
+                Some((ca, cb)) if a <= cb.saturating_add(1) => Some((ca, cb.max(b))),
+                Some((ca, cb)) => {
+                    pages += cb - ca + 1;
+                    Some((a, b))
+                }
+                None => Some((a, b)),
+            };
+        }
+        if let Some((ca, cb)) = cur {
+            pages += cb - ca + 1;
+        }
+        let e = &mut self.summary.exposure;
+        e.frees += 1;
+        e.pages += pages;
+        e.bytes += pages << page_lg2;
     }
 
     // -------------------------------------------------------------- DMA API checks
@@ -1303,6 +1318,11 @@ impl Analyzer {
             self.finish_seq(k);
         }
         let end = self.summary.last_ns;
+        if !self.flush_events_seen {
+            // Without IOTLB flush events the window cannot be measured.
+            self.summary.exposure = crate::report::Exposure::default();
+            self.unflushed.clear();
+        }
         for u in self.unflushed.values() {
             if let Some(f) = u.first_free_ns {
                 self.summary.exposure.longest_ns = self.summary.exposure.longest_ns.max(end.saturating_sub(f));

@@ -3,6 +3,7 @@
 //! Glue only: arguments, output formats, progress, exit codes.
 
 mod output;
+mod record_cmd;
 mod simulate;
 
 use std::io::{self, IsTerminal, Write};
@@ -33,6 +34,8 @@ enum Cmd {
     Demo(OutputArgs),
     /// Run a workload on the kernel model, optionally injecting a bug; print the model sanitizer's findings.
     Simulate(simulate::SimulateArgs),
+    /// Print (or with --apply, perform) the tracefs set-up that captures what `analyze` needs on a live system.
+    Record(record_cmd::RecordArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -184,6 +187,7 @@ fn main() -> ExitCode {
         Cmd::Analyze(a) => run_analyze(a),
         Cmd::Demo(o) => run_demo(o),
         Cmd::Simulate(a) => simulate::run(a),
+        Cmd::Record(a) => record_cmd::run(a).map(|c| u8::try_from(c).unwrap_or(2)),
     };
     match r {
         Ok(code) => ExitCode::from(code),

@@ -5,7 +5,8 @@
 //! show and what that costs). With `--apply` it performs the set-up, records
 //! while `-- COMMAND...` runs (or for `--duration` seconds), writes the
 //! capture to `--out` and removes everything it added. `--cleanup` removes a
-//! crashed run's instance and kprobes.
+//! crashed run's instance and kprobes: if iosan is killed while recording,
+//! tracing stays on and the kprobes stay defined until then.
 //!
 //! Exit status: 0 done, 2 error.
 

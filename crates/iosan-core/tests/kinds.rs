@@ -1,8 +1,8 @@
 //! Every finding kind the engine produces, once produced and once not.
 
 use iosan_core::{
-    Config, DomainId, FindingKind, InvalidArgs, Iova, IovaRange, MapMeta, NoMappings, PageSize, Pfn, PhysAddr,
-    PhysRange, Sanitizer, Semantics, ShadowDomain,
+    Config, DomainId, FindingKind, InvalidArgs, Iova, IovaRange, MapMeta, PageSize, Pfn, PhysAddr, PhysRange,
+    Sanitizer, Semantics, ShadowDomain,
 };
 
 const D: DomainId = DomainId(7);

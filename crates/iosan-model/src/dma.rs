@@ -555,8 +555,14 @@ impl Kernel<'_> {
     /// # Errors
     /// [`ModelError::NoDevice`].
     pub fn remove_device(&mut self, dev: u32) -> Result<()> {
-        let dom = self.dev(dev)?.domain;
+        let (dom, name) = {
+            let d = self.dev(dev)?;
+            (d.domain, d.name.clone())
+        };
         self.fq_flush(false);
+        // Hot-unplug: the device leaves its group (a stock tracepoint), then
+        // the group's default domain is freed.
+        self.emit(|t, c, ts| t.remove_device_from_group(c, ts, dev, &name));
         self.domain_free(dom)
     }
 }

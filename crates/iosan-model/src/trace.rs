@@ -236,6 +236,13 @@ impl<W: Write> TraceWriter<W> {
         self.end();
     }
 
+    /// `iommu:remove_device_from_group`.
+    pub fn remove_device_from_group(&mut self, ctx: &TraceCtx, ts: u64, group: u32, dev: &str) {
+        self.prefix(ctx, ts, "remove_device_from_group");
+        let _ = write!(self.buf, "IOMMU: groupID={group} device={dev}");
+        self.end();
+    }
+
     /// `iommu:attach_device_to_domain`.
     pub fn attach_device_to_domain(&mut self, ctx: &TraceCtx, ts: u64, dev: &str) {
         self.prefix(ctx, ts, "attach_device_to_domain");

@@ -21,9 +21,7 @@ use iosan_core::{
 };
 
 use crate::parse::event::{DmaDirection, Event};
-use crate::report::{
-    Attribution, FollowUp, LiveGroup, LostWindow, MapSite, Report, SkipCount, Summary, TraceFinding,
-};
+use crate::report::{Attribution, FollowUp, LiveGroup, LostWindow, MapSite, Report, SkipCount, Summary, TraceFinding};
 
 /// Analysis options.
 #[derive(Clone, Debug)]
@@ -290,6 +288,8 @@ const MAX_SEQ_ITEMS: usize = 8192;
 const MAX_RECENT_UNMAPS: usize = 4096;
 /// Longest recent-unmap range looked back over when a map forgets them.
 const MAX_RECENT_SPAN: u64 = 1 << 30;
+/// Live DMA-API mappings remembered for unmap checks.
+const MAX_DMA_LIVE: usize = 1 << 22;
 /// Resolved items kept when a sequence is pruned.
 const KEEP_RESOLVED: usize = 256;
 
@@ -327,6 +327,8 @@ pub struct Analyzer {
     last_ts_by_cpu: HashMap<u32, u64>,
     summary: Summary,
     dma_live: HashMap<(usize, u64), (u64, DmaDirection, u64)>,
+    /// Live scatter-gather maps: (device, first phys) -> (entries, direction, time).
+    sg_live: HashMap<(usize, u64), (usize, DmaDirection, u64)>,
 }
 
 const MAX_STACKS: usize = 1 << 16;
@@ -356,6 +358,7 @@ impl Analyzer {
             last_ts_by_cpu: HashMap::new(),
             summary,
             dma_live: HashMap::new(),
+            sg_live: HashMap::new(),
         }
     }
 
@@ -544,6 +547,7 @@ impl Analyzer {
                     self.summary.devices.push(name.to_string());
                 }
             }
+            Event::RemoveDeviceFromGroup { device, .. } => self.device_removed(ctx, device),
             Event::IommuMap(m) => self.on_map(ctx, key, m.iova, m.paddr, m.size, stack),
             Event::IommuUnmap(u) => self.on_unmap(ctx, key, u.iova, u.size, u.unmapped_size),
             Event::CacheTagFlushRangeNp(f) => {
@@ -592,6 +596,12 @@ impl Analyzer {
                 // A truncated list may not name every segment: match any map of the sequence.
                 let ranges = if m.truncated || ranges.is_empty() { vec![(0, u64::MAX)] } else { ranges };
                 self.resolve(key, Resolver::Dev(dev, ranges), true, false);
+                if let (false, Some(&first)) = (m.truncated, m.phys_addrs.first()) {
+                    if self.sg_live.len() < MAX_DMA_LIVE {
+                        let dev = self.slots.find(dev);
+                        self.sg_live.insert((dev, first), (m.phys_addrs.len(), m.dir, ctx.ts_ns));
+                    }
+                }
             }
             Event::DmaAllocSgt(m) => {
                 self.summary.dma_events += 1;
@@ -603,6 +613,21 @@ impl Analyzer {
                 self.summary.dma_events += 1;
                 let dev = self.slots.dev(m.device);
                 self.seq(key).unmap_sg_dev = Some(dev);
+                if let (false, Some(&first)) = (m.truncated, m.phys_addrs.first()) {
+                    let root = self.slots.find(dev);
+                    if let Some((n, dir, ts)) = self.sg_live.remove(&(root, first)) {
+                        if n != m.phys_addrs.len() || dir != m.dir {
+                            let note = format!(
+                                "mapped {n} entries {} at {}, unmapped {} entries {}",
+                                dir_name(dir),
+                                fmt_ts(ts),
+                                m.phys_addrs.len(),
+                                dir_name(m.dir)
+                            );
+                            self.dma_mismatch(ctx, root, None, 0, note);
+                        }
+                    }
+                }
             }
             Event::DmaFreeSgt(m) => {
                 self.summary.dma_events += 1;
@@ -774,17 +799,32 @@ impl Analyzer {
         match slot {
             Some(s) => {
                 self.apply_unmap_in(s, Iova(iova), size, unmapped, ctx.ts_ns, ctx.line, false);
-                self.push_item(key, Item::Unmap { iova: Iova(iova), size, unmapped, slot: Some(s), ts_ns: ctx.ts_ns, line: ctx.line });
+                self.push_item(
+                    key,
+                    Item::Unmap { iova: Iova(iova), size, unmapped, slot: Some(s), ts_ns: ctx.ts_ns, line: ctx.line },
+                );
             }
             None => {
                 self.summary.unmaps_pending += 1;
-                self.push_item(key, Item::Unmap { iova: Iova(iova), size, unmapped, slot: None, ts_ns: ctx.ts_ns, line: ctx.line });
+                self.push_item(
+                    key,
+                    Item::Unmap { iova: Iova(iova), size, unmapped, slot: None, ts_ns: ctx.ts_ns, line: ctx.line },
+                );
             }
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn apply_unmap_in(&mut self, slot: usize, iova: Iova, size: u64, unmapped: u64, ts_ns: u64, line: u64, stale: bool) {
+    fn apply_unmap_in(
+        &mut self,
+        slot: usize,
+        iova: Iova,
+        size: u64,
+        unmapped: u64,
+        ts_ns: u64,
+        line: u64,
+        stale: bool,
+    ) {
         let slot = self.slots.find(slot);
         let did_known = !self.slots.slot(slot).dids.is_empty();
         let (ticket, begin) = self.san.unmap_begin(DomainId(slot as u64), &self.slots.slot(slot).shadow, iova, size);
@@ -899,7 +939,8 @@ impl Analyzer {
                         }
                     }
                 }
-                Item::Unmap { iova, size, unmapped, slot, ts_ns, line } if unmaps && in_range(iova.get()) => match slot {
+                Item::Unmap { iova, size, unmapped, slot, ts_ns, line } if unmaps && in_range(iova.get()) => match slot
+                {
                     Some(s) => {
                         let merged = self.slots.union(s, target);
                         kept.push(Item::Unmap { iova, size, unmapped, slot: Some(merged), ts_ns, line });
@@ -1063,7 +1104,7 @@ impl Analyzer {
     // -------------------------------------------------------------- DMA API checks
 
     fn dma_map_seen(&mut self, ctx: &Ctx, dev: usize, dma: u64, size: u64, dir: DmaDirection) {
-        if self.dma_live.len() < (1 << 22) {
+        if self.dma_live.len() < MAX_DMA_LIVE {
             let dev = self.slots.find(dev);
             self.dma_live.insert((dev, dma), (size, dir, ctx.ts_ns));
         }
@@ -1073,20 +1114,25 @@ impl Analyzer {
         let dev = self.slots.find(dev);
         let Some((msize, mdir, mts)) = self.dma_live.remove(&(dev, dma)) else { return };
         if msize != size || mdir != dir {
-            let mut f = TraceFinding::at(FindingKind::DmaUnmapMismatch, ctx, self.comm(ctx));
-            f.device = self.slots.slot(dev).shadow.device().map(|d| d.to_string());
-            f.domain = self.slots.label(dev);
-            f.attribution = self.slots.slot(dev).via;
-            f.iova = Some(dma);
-            f.size = size;
-            f.note = Some(format!(
+            let note = format!(
                 "mapped {msize} bytes {} at {}, unmapped {size} bytes {}",
                 dir_name(mdir),
                 fmt_ts(mts),
                 dir_name(dir)
-            ));
-            self.findings.push(f);
+            );
+            self.dma_mismatch(ctx, dev, Some(dma), size, note);
         }
+    }
+
+    fn dma_mismatch(&mut self, ctx: &Ctx, dev: usize, dma: Option<u64>, size: u64, note: String) {
+        let mut f = TraceFinding::at(FindingKind::DmaUnmapMismatch, ctx, self.comm(ctx));
+        f.device = self.slots.slot(dev).shadow.device().map(|d| d.to_string());
+        f.domain = self.slots.label(dev);
+        f.attribution = self.slots.slot(dev).via;
+        f.iova = dma;
+        f.size = size;
+        f.note = Some(note);
+        self.findings.push(f);
     }
 
     // -------------------------------------------------------------- checks
@@ -1276,17 +1322,38 @@ impl Analyzer {
         tf
     }
 
+    /// `iommu:remove_device_from_group`: the device is gone (hot-unplug or
+    /// release). When it was the last device of its domain, the domain is
+    /// torn down with it (its default domain goes with the group).
+    fn device_removed(&mut self, ctx: &Ctx, device: &[u8]) {
+        let name: Arc<str> = String::from_utf8_lossy(device).into();
+        let Some(&i) = self.slots.by_dev.get(&name) else { return };
+        let s = self.slots.find(i);
+        self.slots.by_dev.remove(&name);
+        let slot = self.slots.slot_mut(s);
+        slot.devices.retain(|d| *d != name);
+        if slot.devices.is_empty() && !slot.anonymous {
+            self.teardown(ctx, s, None);
+        }
+    }
+
     fn domain_free(&mut self, ctx: &Ctx, ptr: u64) {
         let Some(&i) = self.slots.by_ptr.get(&ptr) else { return };
         let s = self.slots.find(i);
+        self.teardown(ctx, s, Some(ptr));
+    }
+
+    fn teardown(&mut self, ctx: &Ctx, s: usize, ptr: Option<u64>) {
         self.summary.domains_freed += 1;
         let found = self.san.domain_destroyed(DomainId(s as u64), &self.slots.slot(s).shadow);
         let device = self.slots.slot(s).shadow.device().map(|d| d.to_string());
         for f in found {
             let mut tf = self.plain(ctx, f);
             tf.device = device.clone();
-            tf.domain = Some(format!("{ptr:#x}"));
-            tf.attribution = Attribution::Kprobe;
+            if let Some(ptr) = ptr {
+                tf.domain = Some(format!("{ptr:#x}"));
+                tf.attribution = Attribution::Kprobe;
+            }
             tf.confirmed = !self.lost.iter().any(|w| w.after_ns <= ctx.ts_ns);
             self.findings.push(tf);
         }

@@ -98,7 +98,7 @@ fn mutate(rng: &mut Rng, seed: &[u8], out: &mut Vec<u8>) {
                 // a run of digits: overflowing numbers
                 let at = rng.below(len + 1);
                 let digit = b"0f9"[rng.below(3)];
-                out.splice(at..at, std::iter::repeat(digit).take(1 + rng.below(40)));
+                out.splice(at..at, std::iter::repeat_n(digit, 1 + rng.below(40)));
             }
             6 if len > 0 => {
                 let i = rng.below(len);

@@ -20,7 +20,11 @@ use iosan_trace::{analyze, AnalyzeOptions, Progress, Report};
 static DEMO_CAPTURE: &[u8] = include_bytes!("../../../fixtures/captures/bug-strict.trace.txt.xz");
 
 #[derive(Parser)]
-#[command(name = "iosan", version, about = "Find DMA use-after-free: pages freed or re-allocated while a device can still reach them through an IOMMU mapping")]
+#[command(
+    name = "iosan",
+    version,
+    about = "Find DMA use-after-free: pages freed or re-allocated while a device can still reach them through an IOMMU mapping"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -97,7 +101,13 @@ impl Progress for Bar {
             Some(t) if t > 0 => {
                 let pct = (bytes.min(t) * 100) / t;
                 let filled = (pct / 4) as usize;
-                let _ = write!(err, "\r[{}{}] {pct:>3}% {:>6} MB", "#".repeat(filled), " ".repeat(25 - filled), bytes >> 20);
+                let _ = write!(
+                    err,
+                    "\r[{}{}] {pct:>3}% {:>6} MB",
+                    "#".repeat(filled),
+                    " ".repeat(25 - filled),
+                    bytes >> 20
+                );
             }
             _ => {
                 let _ = write!(err, "\r{:>6} MB read", bytes >> 20);
@@ -149,7 +159,8 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
         let name = path.display().to_string();
         let reader = open_input(path).with_context(|| format!("cannot open {name}"))?;
         let total = if name == "-" { None } else { std::fs::metadata(path).ok().map(|m| m.len()) };
-        let mut bar = Bar { total, enabled: io::stderr().is_terminal() && total.is_none_or(|t| t > 8 << 20), shown: false };
+        let mut bar =
+            Bar { total, enabled: io::stderr().is_terminal() && total.is_none_or(|t| t > 8 << 20), shown: false };
         let report = analyze(reader, &name, &opts, &mut bar).with_context(|| format!("reading {name}"))?;
         drop(bar);
         if i > 0 && a.out.format == Format::Human {
@@ -171,7 +182,12 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
 fn run_demo(o: &OutputArgs) -> Result<u8> {
     let opts = options(o)?;
     let reader = decode_reader(io::Cursor::new(DEMO_CAPTURE)).context("embedded capture")?;
-    let report = analyze(reader, "embedded capture: Linux 6.12 + QEMU VT-d, injected DMA use-after-free (bug-strict)", &opts, &mut ())?;
+    let report = analyze(
+        reader,
+        "embedded capture: Linux 6.12 + QEMU VT-d, injected DMA use-after-free (bug-strict)",
+        &opts,
+        &mut (),
+    )?;
     if let Err(e) = emit(&report, o) {
         if e.kind() != io::ErrorKind::BrokenPipe {
             return Err(e.into());
@@ -197,4 +213,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

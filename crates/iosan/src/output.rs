@@ -180,7 +180,11 @@ pub fn write_human(out: &mut dyn Write, r: &Report, color: bool, verbose: bool) 
         writeln!(out, "{}", st.paint(if f.confirmed { "1;31" } else { "1;33" }, &title))?;
         if let (Some(pfn), Some(phys)) = (f.pfn, f.phys) {
             let last = pfn + f.npages.max(1) - 1;
-            let pages = if f.npages > 1 { format!("pfn {pfn:#x}-{last:#x} ({} pages)", f.npages) } else { format!("pfn {pfn:#x}") };
+            let pages = if f.npages > 1 {
+                format!("pfn {pfn:#x}-{last:#x} ({} pages)", f.npages)
+            } else {
+                format!("pfn {pfn:#x}")
+            };
             writeln!(out, "  page      {pages}, phys {phys:#x}")?;
         }
         writeln!(
@@ -211,13 +215,27 @@ pub fn write_human(out: &mut dyn Write, r: &Report, color: bool, verbose: bool) 
         if f.mappings.len() > 1 {
             writeln!(out, "  also mapped by:")?;
             for m in f.mappings.iter().skip(1) {
-                writeln!(out, "    iova {:#x} size {} device {} mapped at {}", m.iova, m.len, esc(m.device.as_deref().unwrap_or("unknown")), fmt_ts(m.mapped_at.time_ns))?;
+                writeln!(
+                    out,
+                    "    iova {:#x} size {} device {} mapped at {}",
+                    m.iova,
+                    m.len,
+                    esc(m.device.as_deref().unwrap_or("unknown")),
+                    fmt_ts(m.mapped_at.time_ns)
+                )?;
             }
         }
         if f.follow_up_count > 0 {
             writeln!(out, "  then      {} more free/alloc of these pages while still mapped:", f.follow_up_count)?;
             for u in &f.follow_ups {
-                writeln!(out, "              {} {} pfn {:#x} by {}", fmt_ts(u.time_ns), u.kind.name(), u.pfn, esc(&u.task))?;
+                writeln!(
+                    out,
+                    "              {} {} pfn {:#x} by {}",
+                    fmt_ts(u.time_ns),
+                    u.kind.name(),
+                    u.pfn,
+                    esc(&u.task)
+                )?;
             }
             if f.follow_up_count > f.follow_ups.len() as u64 {
                 writeln!(out, "              ...")?;
@@ -253,18 +271,30 @@ fn write_summary(out: &mut dyn Write, r: &Report, st: &Style, verbose: bool) -> 
         }
         return Ok(());
     }
-    writeln!(out, "  input     {} lines, {} bytes, {} events ({} unknown)", s.lines, s.bytes, s.events_read, s.unknown_events)?;
+    writeln!(
+        out,
+        "  input     {} lines, {} bytes, {} events ({} unknown)",
+        s.lines, s.bytes, s.events_read, s.unknown_events
+    )?;
     let span = s.first_ns.map_or("-".into(), |f| format!("{} - {}", fmt_ts(f), fmt_ts(s.last_ns)));
     writeln!(out, "  time      {span}   iommu mode: {}", s.mode)?;
     let mut kinds: Vec<_> = s.events_by_kind.iter().collect();
     kinds.sort_by(|a, b| b.1.cmp(a.1));
-    let shown: Vec<String> = kinds.iter().take(if verbose { usize::MAX } else { 10 }).map(|(k, v)| format!("{k} {v}")).collect();
+    let shown: Vec<String> =
+        kinds.iter().take(if verbose { usize::MAX } else { 10 }).map(|(k, v)| format!("{k} {v}")).collect();
     writeln!(out, "  events    {}{}", shown.join(", "), if kinds.len() > shown.len() { ", ..." } else { "" })?;
     if s.skipped.is_empty() {
         writeln!(out, "  skipped   0 lines")?;
     } else {
         for (why, c) in &s.skipped {
-            writeln!(out, "  skipped   {} lines: {} (first at line {}, byte offset {})", c.count, esc(why), c.first_line, c.first_offset)?;
+            writeln!(
+                out,
+                "  skipped   {} lines: {} (first at line {}, byte offset {})",
+                c.count,
+                esc(why),
+                c.first_line,
+                c.first_offset
+            )?;
         }
     }
     writeln!(
@@ -281,18 +311,41 @@ fn write_summary(out: &mut dyn Write, r: &Report, st: &Style, verbose: bool) -> 
         s.unmaps_by.kprobe, s.unmaps_by.did, s.unmaps_by.device, s.unmaps_by.content, s.unmaps_by.ambiguous
     )?;
     if s.kprobe_events == 0 {
-        writeln!(out, "  note      no domain kprobes in this capture: domains identified from dma:* and intel_iommu events")?;
+        writeln!(
+            out,
+            "  note      no domain kprobes in this capture: domains identified from dma:* and intel_iommu events"
+        )?;
     }
     if s.dma_events == 0 {
         writeln!(out, "  note      no dma:* events (kernel before 6.12, or not enabled): device names come only from kprobes or VT-d attach pairing")?;
     }
     if s.unmaps_without_translation > 0 {
-        writeln!(out, "  unmaps    {} with no recorded translation (mapped before the capture started)", s.unmaps_without_translation)?;
+        writeln!(
+            out,
+            "  unmaps    {} with no recorded translation (mapped before the capture started)",
+            s.unmaps_without_translation
+        )?;
     }
     if s.lost_events > 0 || s.overwritten_events > 0 {
-        writeln!(out, "  {}", st.paint("33", &format!("LOST      {} events lost, {} overwritten: results near these windows are unconfirmed", s.lost_events, s.overwritten_events)))?;
+        writeln!(
+            out,
+            "  {}",
+            st.paint(
+                "33",
+                &format!(
+                    "LOST      {} events lost, {} overwritten: results near these windows are unconfirmed",
+                    s.lost_events, s.overwritten_events
+                )
+            )
+        )?;
         for w in &s.lost_windows {
-            writeln!(out, "            cpu {} from {} to {}", w.cpu.map_or("?".into(), |c| c.to_string()), fmt_ts(w.after_ns), w.before_ns.map_or("end".into(), fmt_ts))?;
+            writeln!(
+                out,
+                "            cpu {} from {} to {}",
+                w.cpu.map_or("?".into(), |c| c.to_string()),
+                fmt_ts(w.after_ns),
+                w.before_ns.map_or("end".into(), fmt_ts)
+            )?;
         }
     }
     let e = &s.exposure;
@@ -304,7 +357,11 @@ fn write_summary(out: &mut dyn Write, r: &Report, st: &Style, verbose: bool) -> 
         )?;
     }
     if s.identity_pages_freed > 0 {
-        writeln!(out, "  identity  {} pages freed/allocated inside boot-time identity windows (device-reachable by design)", s.identity_pages_freed)?;
+        writeln!(
+            out,
+            "  identity  {} pages freed/allocated inside boot-time identity windows (device-reachable by design)",
+            s.identity_pages_freed
+        )?;
     }
     if !s.live_at_end.is_empty() {
         writeln!(out, "  live at end (informational):")?;

@@ -67,7 +67,8 @@ pub fn run(a: &SimulateArgs) -> Result<u8> {
             SemanticsArg::Upstream => Semantics::Upstream,
         },
         strict: !a.lazy,
-        iommu: IommuKind::from_name(&a.iommu).with_context(|| format!("--iommu {}: expected vtd, arm-4k, arm-16k or arm-64k", a.iommu))?,
+        iommu: IommuKind::from_name(&a.iommu)
+            .with_context(|| format!("--iommu {}: expected vtd, arm-4k, arm-16k or arm-64k", a.iommu))?,
         kprobes: !a.no_kprobes,
         page_size: PageSize::from_bytes(a.out.page_size).context("--page-size: expected 4096, 16384 or 65536")?,
     };

@@ -168,6 +168,8 @@ pub struct Sanitizer {
     config: Config,
     store: PageStore,
     identity: RwLock<Vec<IdentityWindow>>,
+    /// Fast check before taking the `identity` lock.
+    has_identity: AtomicBool,
     allocator_seen: AtomicBool,
     warned_unmapped_more: AtomicBool,
     stats: Stats,
@@ -192,6 +194,7 @@ impl Sanitizer {
             config,
             store,
             identity: RwLock::new(Vec::new()),
+            has_identity: AtomicBool::new(false),
             allocator_seen: AtomicBool::new(false),
             warned_unmapped_more: AtomicBool::new(false),
             stats: Stats::default(),
@@ -258,8 +261,8 @@ impl Sanitizer {
     fn exact_apply(&self, phys: u64, len: u64, step_lg2: u32, add: bool) -> Vec<Shortfall> {
         let page_lg2 = self.config.page_size.lg2();
         let Some((first, last)) = self.store.pages_of(PhysAddr(phys), len) else { return Vec::new() };
-        let untracked = self.store.untracked_pages(first, last);
-        if add && untracked > 0 {
+        let untracked = if add { self.store.untracked_pages(first, last) } else { 0 };
+        if untracked > 0 {
             let bytes = untracked.saturating_mul(self.config.page_size.bytes()).min(len);
             self.stats.untracked_bytes.fetch_add(bytes, Relaxed);
         }
@@ -348,6 +351,7 @@ impl Sanitizer {
         if iova.get() == phys.get() && !self.allocator_seen.load(Relaxed) {
             let (first, last) = self.store.pages_of(phys, size).unwrap_or((0, 0));
             self.identity.write().push(IdentityWindow { domain, first, last });
+            self.has_identity.store(true, Relaxed);
             out.push(Finding::range(FindingKind::IdentityWindow, domain, iova, size));
         }
         let short = self.exact_apply(phys.get(), size, self.step_lg2(g), true);
@@ -473,8 +477,8 @@ impl Sanitizer {
                 // the asked range add up to exactly what went, they went whole.
                 let asked = IovaRange::from_start_len(iova, size);
                 let touching = |r: &LeafRun| asked.zip(r.iova_range()).is_some_and(|(a, rr)| a.intersect(rr).is_some());
-                let whole: u64 = ticket.runs.iter().filter(|r| touching(r)).map(|r| r.len).fold(0, u64::saturating_add);
-                let leaves_went_whole = unmapped > size && whole == unmapped;
+                let leaves_went_whole = unmapped > size
+                    && ticket.runs.iter().filter(|r| touching(r)).map(|r| r.len).fold(0, u64::saturating_add) == unmapped;
                 let mut short = Vec::new();
                 for run in &ticket.runs {
                     let Some(rr) = run.iova_range() else { continue };
@@ -537,7 +541,7 @@ impl Sanitizer {
     /// Drops identity windows of `domain` that an unmap touched: they are no
     /// longer static.
     fn forget_identity(&self, domain: DomainId, runs: &[LeafRun], gone: IovaRange) {
-        if self.identity.read().is_empty() {
+        if !self.has_identity.load(Relaxed) {
             return;
         }
         let page_lg2 = self.config.page_size.lg2();
@@ -578,7 +582,9 @@ impl Sanitizer {
         let n = n.min(u64::MAX - pfn.get()).max(1);
         let mut runs: Vec<(u64, u64, u32)> = Vec::new();
         let mut exposed = 0u64;
-        let windows = self.identity.read();
+        let no_windows = alloc::vec::Vec::new();
+        let guard = self.has_identity.load(Relaxed).then(|| self.identity.read());
+        let windows = guard.as_deref().unwrap_or(&no_windows);
         let mut record = |p: u64, c: u64| {
             if c == 0 {
                 return;
@@ -608,7 +614,7 @@ impl Sanitizer {
                 }
             }
         }
-        drop(windows);
+        drop(guard);
         if exposed > 0 {
             let stat = match kind {
                 FindingKind::FreedWhileMapped => &self.stats.identity_pages_freed,

@@ -280,6 +280,16 @@ impl Translate for ShadowDomain {
         };
         let Some(wide) = IovaRange::from_start_last(Iova(lo), Iova(hi)) else { return };
         let wide = if self.block_leaves { range } else { wide };
+        // Common case: one mapping holds the whole range (one tree probe).
+        if let Some((&s, e)) = self.by_iova.range(..=wide.last().get()).next_back() {
+            if s <= wide.start().get() && e.last >= wide.last().get() {
+                let (a, b) = if self.block_leaves { (s, e.last) } else { (wide.start().get(), wide.last().get()) };
+                if let Some(len) = (b - a).checked_add(1) {
+                    let _ = visit(LeafRun { iova: Iova(a), phys: PhysAddr(e.phys.wrapping_add(a - s)), len });
+                }
+                return;
+            }
+        }
         for m in self.overlapping(wide) {
             let s = m.iova.start().get().max(lo);
             let l = m.iova.last().get().min(hi);

@@ -19,9 +19,11 @@
 //! when the host serialises map/unmap of overlapping ranges.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use core::hash::{BuildHasherDefault, Hasher};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use hashbrown::HashMap;
 
 use spin::{Mutex, RwLock};
 
@@ -46,9 +48,28 @@ impl Node {
     }
 }
 
+/// Node keys are small integers: a multiplicative hash spreads them well
+/// and costs one multiply (the nodes map is the hot lookup).
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 #[derive(Default)]
 struct Level {
-    nodes: RwLock<BTreeMap<u64, Box<Node>>>,
+    nodes: RwLock<HashMap<u64, Box<Node>, BuildHasherDefault<KeyHasher>>>,
 }
 
 /// An inclusive span of page frame numbers.
@@ -162,6 +183,11 @@ impl PageStore {
     /// Pages of `[first, last]` outside registered RAM.
     #[must_use]
     pub fn untracked_pages(&self, first: u64, last: u64) -> u64 {
+        // Common case: inside one region.
+        let i = self.ram.partition_point(|s| s.last < first);
+        if self.ram.get(i).is_some_and(|s| s.first <= first && s.last >= last) {
+            return 0;
+        }
         let mut tracked = 0u64;
         self.for_each_tracked(first, last, |a, b| tracked += b - a + 1);
         (last - first).saturating_add(1).saturating_sub(tracked)
@@ -239,6 +265,20 @@ impl PageStore {
         if delta == 0 {
             return overflow;
         }
+        if last == first {
+            // One page: the common case of 4 KiB maps.
+            if self.is_tracked(first) {
+                self.with_node(0, first >> FANOUT_LG2, true, |n| {
+                    // One atomic; an overflow (4 billion mappings of one page) is undone.
+                    let c = n.at(first);
+                    if c.fetch_add(delta, Relaxed).checked_add(delta).is_none() {
+                        c.fetch_sub(delta, Relaxed);
+                        overflow.push(Shortfall { first, npages: 1, missing: delta });
+                    }
+                });
+            }
+            return overflow;
+        }
         self.for_each_tracked(first, last, |a, b| {
             Self::for_each_block_run(a, b, |level, s0, s1| {
                 let shift = FANOUT_LG2 * level as u32;
@@ -263,6 +303,12 @@ impl PageStore {
     pub fn sub(&self, first: u64, last: u64, delta: u32) -> Vec<Shortfall> {
         let mut short = Vec::new();
         if delta == 0 {
+            return short;
+        }
+        if last == first {
+            if self.is_tracked(first) {
+                self.sub_slot(0, first, delta, true, &mut short);
+            }
             return short;
         }
         self.for_each_tracked(first, last, |a, b| {

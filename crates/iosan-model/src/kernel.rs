@@ -58,6 +58,8 @@ impl DomainType {
 pub struct KernelConfig {
     /// Sanitizer semantics.
     pub semantics: Semantics,
+    /// Run the sanitizer hooks at all (false measures the model alone).
+    pub sanitize: bool,
     /// CPU page size (`PAGE_SIZE`).
     pub page_size: PageSize,
     /// `iommu.strict=1` (true) or the flush queue (false).
@@ -76,6 +78,7 @@ impl Default for KernelConfig {
     fn default() -> Self {
         Self {
             semantics: Semantics::Exact,
+            sanitize: true,
             page_size: PageSize::SIZE_4K,
             strict: true,
             kprobes: true,
@@ -442,8 +445,10 @@ impl<'w> Kernel<'w> {
 
     fn after_alloc(&mut self, pfn: Pfn, order: u32, gfp: &'static str) {
         self.stats.page_allocs += 1;
-        let found = self.san.check_alloc(pfn, order, &Provenance(&self.domains));
-        self.record(found);
+        if self.cfg.sanitize {
+            let found = self.san.check_alloc(pfn, order, &Provenance(&self.domains));
+            self.record(found);
+        }
         self.emit(|t, c, ts| t.mm_page_alloc(c, ts, pfn.get(), order, 0, gfp));
     }
 
@@ -458,8 +463,10 @@ impl<'w> Kernel<'w> {
             return Err(ModelError::BadFree { pfn, order });
         }
         self.stats.page_frees += 1;
-        let found = self.san.check_free(pfn, order, &Provenance(&self.domains));
-        self.record(found);
+        if self.cfg.sanitize {
+            let found = self.san.check_free(pfn, order, &Provenance(&self.domains));
+            self.record(found);
+        }
         if !self.fq_pages.is_empty() {
             for p in pfn.get()..pfn.get() + (1u64 << order) {
                 if self.fq_pages.contains_key(&p) {
@@ -589,7 +596,7 @@ impl<'w> Kernel<'w> {
         if mapped > 0 {
             self.emit(|t, c, ts| t.iommu_map(c, ts, iova.get(), paddr.get(), mapped));
             let now = self.now;
-            if let Some(d) = self.domains.get_mut(&dom) {
+            if let Some(d) = self.domains.get_mut(&dom).filter(|_| self.cfg.sanitize) {
                 let found = self.san.map(DomainId(kptr), &d.pgtable, iova, paddr, mapped);
                 let _ = d.prov.map(iova, paddr, mapped, MapMeta { when: now, tag: u64::from(dom) });
                 self.findings.extend(found);
@@ -656,7 +663,7 @@ impl<'w> Kernel<'w> {
         let Some(d) = self.domains.get_mut(&dom) else {
             return 0;
         };
-        let (ticket, mut found) = self.san.unmap_begin(DomainId(kptr), &d.pgtable, iova, size);
+        let begun = self.cfg.sanitize.then(|| self.san.unmap_begin(DomainId(kptr), &d.pgtable, iova, size));
         let mut unmapped = 0u64;
         while unmapped < size {
             let i = iova.get() + unmapped;
@@ -669,11 +676,13 @@ impl<'w> Kernel<'w> {
             }
             unmapped = unmapped.saturating_add(n);
         }
-        found.extend(self.san.unmap_end(ticket, &d.pgtable, unmapped));
-        if let Some(gone) = IovaRange::from_start_len(iova, unmapped) {
-            d.prov.unmap(gone);
+        if let Some((ticket, mut found)) = begun {
+            found.extend(self.san.unmap_end(ticket, &d.pgtable, unmapped));
+            if let Some(gone) = IovaRange::from_start_len(iova, unmapped) {
+                d.prov.unmap(gone);
+            }
+            self.findings.extend(found);
         }
-        self.findings.extend(found);
         let (allocated, freed) = (tables.allocated, tables.freed);
         self.settle_tables(allocated, freed);
         self.stats.bytes_unmapped += unmapped;
@@ -746,8 +755,10 @@ impl<'w> Kernel<'w> {
         if self.kprobes() {
             self.emit(|t, c, ts| t.kp_iommu_domain_free(c, ts, kptr, dtype));
         }
-        let found = self.san.domain_destroyed(DomainId(kptr), &d.pgtable);
-        self.record(found);
+        if self.cfg.sanitize {
+            let found = self.san.domain_destroyed(DomainId(kptr), &d.pgtable);
+            self.record(found);
+        }
         let mut tables = BuddyTables { mem: &mut self.mem, allocated: Vec::new(), freed: Vec::new() };
         d.pgtable.free(&mut tables);
         let (allocated, freed) = (tables.allocated, tables.freed);

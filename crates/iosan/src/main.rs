@@ -2,6 +2,7 @@
 //!
 //! Glue only: arguments, output formats, progress, exit codes.
 
+mod bench;
 mod output;
 mod record_cmd;
 mod simulate;
@@ -40,6 +41,8 @@ enum Cmd {
     Simulate(simulate::SimulateArgs),
     /// Print (or with --apply, perform) the tracefs set-up that captures what `analyze` needs on a live system.
     Record(record_cmd::RecordArgs),
+    /// Run the built-in benchmarks (core engine, kernel model, trace analysis).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -203,6 +206,7 @@ fn main() -> ExitCode {
         Cmd::Analyze(a) => run_analyze(a),
         Cmd::Demo(o) => run_demo(o),
         Cmd::Simulate(a) => simulate::run(a),
+        Cmd::Bench(a) => bench::run(a),
         Cmd::Record(a) => record_cmd::run(a).map(|c| u8::try_from(c).unwrap_or(2)),
     };
     match r {

@@ -411,37 +411,30 @@ impl PageStore {
         (0..LEVELS).map(|k| u64::from(self.get(k, pfn >> (FANOUT_LG2 * k as u32)))).sum()
     }
 
-    /// Calls `f(pfn, count)` for every page of `[first, first + n)`, reading
-    /// each block counter once. Untracked pages report 0.
+    /// Calls `f(pfn, count)` for every page of `[first, first + n)`, with one
+    /// lookup per level per 512 pages. Untracked pages report 0.
     pub fn counts(&self, first: u64, n: u64, mut f: impl FnMut(u64, u64)) {
         let Some(last) = n.checked_sub(1).and_then(|m| first.checked_add(m)) else { return };
-        let mut cache: [(u64, u64); LEVELS] = [(u64::MAX, 0); LEVELS];
-        let mut node0: (u64, Option<Box<[u32]>>) = (u64::MAX, None);
         let mut p = first;
         loop {
-            let mut total = 0u64;
-            if self.is_tracked(p) {
-                for (k, c) in cache.iter_mut().enumerate().skip(1) {
-                    let slot = p >> (FANOUT_LG2 * k as u32);
-                    if c.0 != slot {
-                        *c = (slot, u64::from(self.get(k, slot)));
-                    }
-                    total += c.1;
+            // Pages of one level-0 node share every higher-level counter.
+            let node_last = (p | (FANOUT - 1)).min(last);
+            let upper: u64 = (1..LEVELS).map(|k| u64::from(self.get(k, p >> (FANOUT_LG2 * k as u32)))).sum();
+            let found = self.with_node(0, p >> FANOUT_LG2, false, |node| {
+                for q in p..=node_last {
+                    let c = if self.is_tracked(q) { upper + u64::from(node.at(q).load(Relaxed)) } else { 0 };
+                    f(q, c);
                 }
-                let key = p >> FANOUT_LG2;
-                if node0.0 != key {
-                    node0 =
-                        (key, self.with_node(0, key, false, |n| n.counters.iter().map(|c| c.load(Relaxed)).collect()));
-                }
-                if let Some(v) = node0.1.as_ref().and_then(|v| v.get((p & (FANOUT - 1)) as usize)) {
-                    total += u64::from(*v);
+            });
+            if found.is_none() {
+                for q in p..=node_last {
+                    f(q, if upper > 0 && self.is_tracked(q) { upper } else { 0 });
                 }
             }
-            f(p, total);
-            if p == last {
+            if node_last == last {
                 break;
             }
-            p += 1;
+            p = node_last + 1;
         }
     }
 

@@ -3,7 +3,7 @@
 use std::io::BufRead;
 
 use crate::parse::event::parse_event;
-use crate::parse::line::{classify_line, LineKind};
+use crate::parse::line::{classify_line, EventLine, LineKind};
 use crate::parse::reader::{LineReader, ReadError, DEFAULT_MAX_LINE_LEN};
 use crate::replay::{Analyzer, Ctx, Options};
 use crate::report::Report;
@@ -62,54 +62,57 @@ pub fn analyze(
 ) -> Result<Report, AnalyzeError> {
     let mut reader = LineReader::with_max_line_len(input, opts.max_line_len);
     let mut an = Analyzer::new(opts.replay.clone());
-    // One event of lookahead, so stack lines printed after an event reach it.
+    // Events are processed straight from the read buffer. Once the capture
+    // shows stack lines (the stacktrace option), each event is held back one
+    // line so that the stack printed after it reaches it.
+    let mut stack_mode = false;
     let mut prev: Vec<u8> = Vec::with_capacity(512);
     let mut prev_loc: Option<(u64, u64)> = None;
     let mut stack: Vec<Vec<u8>> = Vec::new();
     let mut next_progress = 4u64 << 20;
     loop {
-        let (bytes_owned_loc, done) = match reader.next_line() {
-            None => (None, true),
+        let line = match reader.next_line() {
+            None => break,
             Some(Err(e)) if e.is_fatal() => return Err(AnalyzeError { input: name.to_string(), source: e }),
             Some(Err(ReadError::LineTooLong { line, offset, .. })) => {
                 an.skipped("line longer than the limit", line, offset);
                 continue;
             }
             Some(Err(_)) => continue,
-            Some(Ok(line)) => {
-                if reader_bytes(&line) >= next_progress {
-                    progress.advance(line.offset);
-                    next_progress = line.offset + (4 << 20);
-                }
-                if prev_loc.is_some() && is_stack_line(line.bytes) {
-                    if stack.len() < 128 {
-                        stack.push(line.bytes.to_vec());
-                    }
-                    continue;
-                }
-                // Flush the previous event with its stack.
-                if let Some((l, o)) = prev_loc.take() {
-                    process(&mut an, &prev, l, o, &stack);
-                    stack.clear();
-                }
-                match classify_line(line.bytes) {
-                    Ok(LineKind::Event(_)) => {
-                        prev.clear();
-                        prev.extend_from_slice(line.bytes);
-                        prev_loc = Some((line.number, line.offset));
-                    }
-                    Ok(LineKind::Header(h)) => an.header(h),
-                    Ok(LineKind::Lost { cpu, events }) => an.lost(cpu, events, line.number),
-                    Ok(LineKind::Stack(_)) => an.skipped("stack line without an event", line.number, line.offset),
-                    Ok(LineKind::CpusHeader(_) | LineKind::CpuEmpty(_) | LineKind::Blank) => {}
-                    Err(e) => an.skipped(&format!("malformed line ({})", e.kind.field()), line.number, line.offset),
-                }
-                (None::<()>, false)
-            }
+            Some(Ok(line)) => line,
         };
-        let _ = bytes_owned_loc;
-        if done {
-            break;
+        if line.offset >= next_progress {
+            progress.advance(line.offset);
+            next_progress = line.offset + (4 << 20);
+        }
+        if is_stack_line(line.bytes) {
+            if !stack_mode {
+                stack_mode = true;
+                an.skipped("stack line of an event read before stack lines appeared", line.number, line.offset);
+            } else if prev_loc.is_some() && stack.len() < 128 {
+                stack.push(line.bytes.to_vec());
+            }
+            continue;
+        }
+        if let Some((l, o)) = prev_loc.take() {
+            process(&mut an, &prev, l, o, &stack);
+            stack.clear();
+        }
+        match classify_line(line.bytes) {
+            Ok(LineKind::Event(ev)) => {
+                if stack_mode {
+                    prev.clear();
+                    prev.extend_from_slice(line.bytes);
+                    prev_loc = Some((line.number, line.offset));
+                } else {
+                    process_event(&mut an, &ev, line.number, line.offset, &[]);
+                }
+            }
+            Ok(LineKind::Header(h)) => an.header(h),
+            Ok(LineKind::Lost { cpu, events }) => an.lost(cpu, events, line.number),
+            Ok(LineKind::Stack(_)) => an.skipped("stack line without an event", line.number, line.offset),
+            Ok(LineKind::CpusHeader(_) | LineKind::CpuEmpty(_) | LineKind::Blank) => {}
+            Err(e) => an.skipped(&format!("malformed line ({})", e.kind.field()), line.number, line.offset),
         }
     }
     if let Some((l, o)) = prev_loc.take() {
@@ -125,21 +128,20 @@ pub fn analyze(
     Ok(report)
 }
 
-fn reader_bytes(line: &crate::parse::reader::Line) -> u64 {
-    line.offset
+fn process(an: &mut Analyzer, bytes: &[u8], line: u64, offset: u64, stack: &[Vec<u8>]) {
+    if let Ok(LineKind::Event(ev)) = classify_line(bytes) {
+        let frames: Vec<&[u8]> = stack.iter().map(|s| s.as_slice()).collect();
+        process_event(an, &ev, line, offset, &frames);
+    }
 }
 
-fn process(an: &mut Analyzer, bytes: &[u8], line: u64, offset: u64, stack: &[Vec<u8>]) {
-    let Ok(LineKind::Event(ev)) = classify_line(bytes) else { return };
+fn process_event(an: &mut Analyzer, ev: &EventLine, line: u64, offset: u64, stack: &[&[u8]]) {
     match parse_event(ev.name, ev.body) {
         Ok(Some(event)) => {
             let ctx = Ctx { line, ts_ns: ev.ts_ns, cpu: ev.cpu, pid: ev.pid, comm: ev.comm, flags: ev.flags };
-            let frames: Vec<&[u8]> = stack.iter().map(|s| s.as_slice()).collect();
-            an.event(&ctx, &event, &frames);
+            an.event(&ctx, &event, stack);
         }
         Ok(None) => an.unknown_event(ev.name),
-        Err(e) => {
-            an.skipped(&format!("bad field: event `{}` field `{}`: {}", e.event, e.field, e.problem), line, offset)
-        }
+        Err(e) => an.skipped(&format!("bad field: event `{}` field `{}`: {}", e.event, e.field, e.problem), line, offset),
     }
 }

@@ -12,7 +12,8 @@
 //! Timestamps are nanoseconds of the trace clock. Counters are per CPU page
 //! ([`Options::page_size`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use iosan_core::{
@@ -80,6 +81,37 @@ impl Ctx<'_> {
         }
     }
 }
+
+/// A fast, non-cryptographic hasher for the replay's small integer keys.
+/// The maps are keyed by values from the capture, but each is bounded in
+/// size, so collisions chosen by an attacker cost time, never memory.
+#[derive(Default, Clone, Copy)]
+struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7cc1_b727_220a_95);
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+}
+
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 // ------------------------------------------------------------------ domains
 
@@ -329,6 +361,8 @@ pub struct Analyzer {
     dma_live: HashMap<(usize, u64), (u64, DmaDirection, u64)>,
     /// Live scatter-gather maps: (device, first phys) -> (entries, direction, time).
     sg_live: HashMap<(usize, u64), (usize, DmaDirection, u64)>,
+    /// Events per kind (few distinct labels: a list beats a map).
+    kind_counts: Vec<(&'static str, u64)>,
 }
 
 const MAX_STACKS: usize = 1 << 16;
@@ -344,21 +378,22 @@ impl Analyzer {
             opts,
             san,
             slots,
-            seqs: HashMap::new(),
-            comms: HashMap::new(),
+            seqs: HashMap::default(),
+            comms: HashMap::default(),
             stacks: Vec::new(),
-            stack_ids: HashMap::new(),
+            stack_ids: HashMap::default(),
             findings: Vec::new(),
-            episodes: HashMap::new(),
+            episodes: HashMap::default(),
             unflushed: BTreeMap::new(),
             unflushed_seq: 0,
             unflushed_max_pages: 0,
             flush_events_seen: false,
             lost: Vec::new(),
-            last_ts_by_cpu: HashMap::new(),
+            last_ts_by_cpu: HashMap::default(),
             summary,
-            dma_live: HashMap::new(),
-            sg_live: HashMap::new(),
+            dma_live: HashMap::default(),
+            sg_live: HashMap::default(),
+            kind_counts: Vec::new(),
         }
     }
 
@@ -465,7 +500,11 @@ impl Analyzer {
     /// One event, with the stack lines printed after it (if any).
     pub fn event(&mut self, ctx: &Ctx, ev: &Event, stack: &[&[u8]]) {
         self.summary.events_read += 1;
-        *self.summary.events_by_kind.entry(ev.label()).or_insert(0) += 1;
+        let label = ev.label();
+        match self.kind_counts.iter_mut().find(|(l, _)| std::ptr::eq(*l, label)) {
+            Some((_, n)) => *n += 1,
+            None => self.kind_counts.push((label, 1)),
+        }
         self.summary.first_ns.get_or_insert(ctx.ts_ns);
         self.summary.last_ns = self.summary.last_ns.max(ctx.ts_ns);
         if let Some(prev) = self.last_ts_by_cpu.insert(ctx.cpu, ctx.ts_ns) {
@@ -481,11 +520,14 @@ impl Analyzer {
         let key = (ctx.cpu, ctx.context());
         // A different task, or an event outside any map/unmap sequence, ends the sequence.
         let continues = is_sequence_event(ev);
-        let pid_changed = self.seqs.get(&key).is_some_and(|s| s.pid != ctx.pid);
-        if pid_changed || !continues {
+        let seq = self.seqs.entry(key).or_default();
+        let open = !seq.items.is_empty() || seq.kp_map.is_some() || seq.kp_unmap.is_some() || seq.unmap_sg_dev.is_some();
+        if open && (seq.pid != ctx.pid || !continues) {
             self.finish_seq(key);
         }
-        self.seqs.entry(key).or_default().pid = ctx.pid;
+        if let Some(seq) = self.seqs.get_mut(&key) {
+            seq.pid = ctx.pid;
+        }
 
         match ev {
             Event::ProbeMap(p) => {
@@ -1145,9 +1187,13 @@ impl Analyzer {
         // A pending unmap elsewhere may concern these pages: settle such sequences first.
         // (The traced free happens after such an unmap returned.) Only those
         // unmaps are settled; the rest of their sequences keeps waiting.
-        let keys: Vec<(u32, u8)> = self.seqs.keys().copied().collect();
+        let keys: Vec<(u32, u8)> =
+            if self.summary.unmaps_pending == 0 { Vec::new() } else { self.seqs.keys().copied().collect() };
         for k in keys {
             let Some(seq) = self.seqs.get_mut(&k) else { continue };
+            if !seq.items.iter().any(|i| matches!(i, Item::Unmap { slot: None, .. })) {
+                continue;
+            }
             let items = std::mem::take(&mut seq.items);
             let (touching, rest): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| match i {
                 Item::Unmap { iova, size, unmapped, slot: None, .. } => {
@@ -1380,6 +1426,9 @@ impl Analyzer {
     /// Ends the replay and builds the report.
     #[must_use]
     pub fn finish(mut self) -> Report {
+        for (label, n) in std::mem::take(&mut self.kind_counts) {
+            *self.summary.events_by_kind.entry(label).or_insert(0) += n;
+        }
         let keys: Vec<_> = self.seqs.keys().copied().collect();
         for k in keys {
             self.finish_seq(k);

@@ -111,7 +111,8 @@ fuzz_target!(|case: Case| {
             Op::Map { d, iova_slot, phys_slot, n } => {
                 let d = usize::from(d % 4);
                 let g = DOMAINS[d].0;
-                let (iova_slot, phys_slot, n) = (u64::from(iova_slot % 48), u64::from(phys_slot % 200), u64::from(n % 5) + 1);
+                let (iova_slot, phys_slot, n) =
+                    (u64::from(iova_slot % 48), u64::from(phys_slot % 200), u64::from(n % 5) + 1);
                 let (iova, phys, len) = (IOVA_BASE + (iova_slot << g), phys_slot << g, n << g);
                 if phys + len > RAM_BYTES {
                     continue;
@@ -222,7 +223,8 @@ fuzz_target!(|case: Case| {
                 };
                 let counts = r.counts();
                 let expect: Vec<u64> = (first..first + n).filter(|&q| counts[q as usize] != 0).collect();
-                let got: Vec<u64> = f.iter().flat_map(|f| f.pfn.unwrap().get()..f.pfn.unwrap().get() + f.npages).collect();
+                let got: Vec<u64> =
+                    f.iter().flat_map(|f| f.pfn.unwrap().get()..f.pfn.unwrap().get() + f.npages).collect();
                 assert_eq!(got, expect, "step {step} op {o:?}");
                 if semantics == Semantics::Exact {
                     assert!(f.iter().all(|f| !f.mappings.is_empty()), "finding without provenance");

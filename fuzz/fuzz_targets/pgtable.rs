@@ -15,11 +15,29 @@ use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Map { at: (u8, u8, u8), size: u8, count: u8, phys: u16 },
-    Unmap { at: (u8, u8, u8), size: u8, count: u8 },
-    Lookup { at: (u8, u8, u8), off: u16 },
+    Map {
+        at: (u8, u8, u8),
+        size: u8,
+        count: u8,
+        phys: u16,
+    },
+    Unmap {
+        at: (u8, u8, u8),
+        size: u8,
+        count: u8,
+    },
+    Lookup {
+        at: (u8, u8, u8),
+        off: u16,
+    },
     /// Arguments the table must refuse or handle without panicking.
-    Wild { iova: u64, size: u64, count: u64, phys: u64, map: bool },
+    Wild {
+        iova: u64,
+        size: u64,
+        count: u64,
+        phys: u64,
+        map: bool,
+    },
 }
 
 #[derive(Arbitrary, Debug)]

@@ -22,7 +22,7 @@ use iosan_core::{
 };
 
 use crate::parse::event::{DmaDirection, Event};
-use crate::report::{Attribution, FollowUp, LiveGroup, LostWindow, MapSite, Report, SkipCount, Summary, TraceFinding};
+use crate::report::{Attribution, Doubt, FollowUp, LiveGroup, LostWindow, MapSite, Report, SkipCount, Summary, TraceFinding};
 
 /// Analysis options.
 #[derive(Clone, Debug)]
@@ -136,7 +136,9 @@ struct Slots {
     by_ptr: HashMap<u64, usize>,
     by_did: HashMap<u32, usize>,
     by_dev: HashMap<Arc<str>, usize>,
-    anon: Option<usize>,
+    /// Anonymous IOVA spaces: maps nothing identified. IOVAs of different
+    /// domains collide, so a map that overlaps one layer goes to the next.
+    anon: Vec<usize>,
     merge_refused: u64,
     pgsize_bitmap: u64,
 }
@@ -223,12 +225,24 @@ impl Slots {
         self.by_dev.insert(name, i);
     }
 
-    fn anon(&mut self) -> usize {
-        if let Some(a) = self.anon {
-            return a;
+    fn is_anonymous(&mut self, i: usize) -> bool {
+        let r = self.find(i);
+        self.slot(r).anonymous
+    }
+
+    /// The first anonymous layer where `range` is free (a new one if none is).
+    fn anon_for(&mut self, range: IovaRange) -> usize {
+        for &a in &self.anon {
+            if self.slot(a).shadow.first_mapped_in(range).is_none() {
+                return a;
+            }
+        }
+        if self.anon.len() >= MAX_ANON_LAYERS {
+            // Bounded: the last layer takes it (its overlapped entries are dropped as stale).
+            return self.anon.last().copied().unwrap_or(0);
         }
         let a = self.new_slot(Attribution::Anonymous, true);
-        self.anon = Some(a);
+        self.anon.push(a);
         a
     }
 
@@ -322,6 +336,10 @@ const MAX_RECENT_UNMAPS: usize = 4096;
 const MAX_RECENT_SPAN: u64 = 1 << 30;
 /// Live DMA-API mappings remembered for unmap checks.
 const MAX_DMA_LIVE: usize = 1 << 22;
+/// Most anonymous IOVA spaces (layers of colliding IOVAs).
+const MAX_ANON_LAYERS: usize = 64;
+/// Items after which a sequence's unattributed maps stop waiting for an identity.
+const PENDING_MAP_WINDOW: usize = 512;
 /// Resolved items kept when a sequence is pruned.
 const KEEP_RESOLVED: usize = 256;
 
@@ -363,6 +381,9 @@ pub struct Analyzer {
     sg_live: HashMap<(usize, u64), (usize, DmaDirection, u64)>,
     /// Events per kind (few distinct labels: a list beats a map).
     kind_counts: Vec<(&'static str, u64)>,
+    /// An event that can identify a domain (kprobe, dma:*, VT-d) was seen:
+    /// until then maps cannot wait for an identity.
+    identity_seen: bool,
 }
 
 const MAX_STACKS: usize = 1 << 16;
@@ -394,6 +415,7 @@ impl Analyzer {
             dma_live: HashMap::default(),
             sg_live: HashMap::default(),
             kind_counts: Vec::new(),
+            identity_seen: false,
         }
     }
 
@@ -529,6 +551,9 @@ impl Analyzer {
             seq.pid = ctx.pid;
         }
 
+        if !self.identity_seen && is_identity_event(ev) {
+            self.identity_seen = true;
+        }
         match ev {
             Event::ProbeMap(p) => {
                 self.summary.kprobe_events += 1;
@@ -751,6 +776,16 @@ impl Analyzer {
                 self.summary.maps_by.kprobe += 1;
                 self.insert_map(s, range, PhysAddr(paddr), meta);
             }
+            None if !self.identity_seen => {
+                // Nothing in this capture identified a domain so far: no use waiting.
+                // The item stays in its call sequence, so an identity that does come
+                // in this call adopts it out of the anonymous space.
+                self.summary.maps_by.anonymous += 1;
+                let a = self.slots.anon_for(range);
+                self.insert_map(a, range, PhysAddr(paddr), meta);
+                self.push_item(key, Item::Map { iova: range, phys: PhysAddr(paddr), meta, slot: Some(a) });
+                return;
+            }
             None => self.summary.maps_pending += 1,
         }
         self.push_item(key, Item::Map { iova: range, phys: PhysAddr(paddr), meta, slot });
@@ -762,6 +797,31 @@ impl Analyzer {
     fn push_item(&mut self, key: (u32, u8), item: Item) {
         let seq = self.seq(key);
         seq.items.push(item);
+        if seq.items.len() > PENDING_MAP_WINDOW {
+            // Unattributed maps this old will get no identity from this call any more.
+            let cut = seq.items.len() - PENDING_MAP_WINDOW;
+            let aged: Vec<(IovaRange, PhysAddr, MapMeta)> = seq.items[..cut]
+                .iter()
+                .filter_map(|i| match i {
+                    Item::Map { iova, phys, meta, slot: None } => Some((*iova, *phys, *meta)),
+                    _ => None,
+                })
+                .collect();
+            if !aged.is_empty() {
+                let mut n = 0usize;
+                seq.items.retain(|i| {
+                    n += 1;
+                    n > cut || !matches!(i, Item::Map { slot: None, .. })
+                });
+                for (iova, phys, meta) in aged {
+                    self.summary.maps_pending = self.summary.maps_pending.saturating_sub(1);
+                    self.summary.maps_by.anonymous += 1;
+                    let a = self.slots.anon_for(iova);
+                    self.insert_map(a, iova, phys, meta);
+                }
+            }
+        }
+        let seq = self.seq(key);
         if seq.items.len() > MAX_SEQ_ITEMS {
             let resolved = |i: &Item| matches!(i, Item::Map { slot: Some(_), .. } | Item::Unmap { slot: Some(_), .. });
             let n_resolved = seq.items.iter().filter(|i| resolved(i)).count();
@@ -939,7 +999,7 @@ impl Analyzer {
         f.device = self.slots.slot(slot).shadow.device().map(|d| d.to_string());
         f.domain = self.slots.label(slot);
         f.attribution = self.slots.slot(slot).via;
-        f.confirmed = !self.lost_between(earlier.unwrap_or(0), ts_ns);
+        f.set_doubt(self.lost_between(earlier.unwrap_or(0), ts_ns).then_some(Doubt::LostEvents));
         f.note = Some(match earlier {
             Some(t) => format!("already unmapped at {}, not mapped since", fmt_ts(t)),
             None => "the IOMMU found nothing mapped (unmapped_size=0)".into(),
@@ -964,6 +1024,22 @@ impl Analyzer {
             match it {
                 Item::Map { iova, phys, meta, slot } if maps && in_range(iova.start().get()) => {
                     match slot {
+                        Some(s) if self.slots.is_anonymous(s) => {
+                            // Put in the anonymous space before any identity was seen: adopt it.
+                            let a = self.slots.find(s);
+                            let here = self.slots.slot(a).shadow.overlapping(iova).any(|m| m.iova == iova && m.meta == meta);
+                            if here {
+                                self.slots.slot_mut(a).shadow.unmap(iova);
+                                self.summary.maps_by.anonymous = self.summary.maps_by.anonymous.saturating_sub(1);
+                                if via_dev {
+                                    self.summary.maps_by.device += 1;
+                                } else {
+                                    self.summary.maps_by.did += 1;
+                                }
+                                self.insert_map(target, iova, phys, meta);
+                            }
+                            kept.push(Item::Map { iova, phys, meta, slot: Some(target) });
+                        }
                         Some(s) => {
                             // Already attributed: the two identities are one domain.
                             let merged = self.slots.union(s, target);
@@ -1022,7 +1098,7 @@ impl Analyzer {
                 Item::Map { iova, phys, meta, slot: None } => {
                     self.summary.maps_pending = self.summary.maps_pending.saturating_sub(1);
                     self.summary.maps_by.anonymous += 1;
-                    let a = self.slots.anon();
+                    let a = self.slots.anon_for(iova);
                     self.insert_map(a, iova, phys, meta);
                 }
                 Item::Unmap { iova, size, unmapped, slot: None, ts_ns, line } => {
@@ -1037,14 +1113,41 @@ impl Analyzer {
     /// An unmap nothing attributed: the domain whose shadow translates it.
     fn resolve_unmap_by_content(&mut self, iova: Iova, size: u64, unmapped: u64, ts_ns: u64, line: u64) {
         let Some(range) = IovaRange::from_start_len(iova, unmapped.max(size).max(1)) else { return };
-        let mut candidates: Vec<(usize, u64)> = Vec::new();
+        // A map still waiting for its identity in another sequence may be the one:
+        // let those sequences settle first.
+        let waiting: Vec<(u32, u8)> = if self.summary.maps_pending == 0 {
+            Vec::new()
+        } else {
+            self.seqs
+                .iter()
+                .filter(|(_, s)| {
+                    s.items.iter().any(|i| matches!(i, Item::Map { iova: r, slot: None, .. } if r.intersect(range).is_some()))
+                })
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        for k in waiting {
+            self.finish_seq(k);
+        }
+        // Candidates: domains whose shadow translates the range. Best first: a
+        // mapping that starts at `iova` with the unmapped size, then one that
+        // starts at `iova`, then the most recent.
+        let mut candidates: Vec<(usize, (u8, u64))> = Vec::new();
         for i in 0..self.slots.slots.len() {
             if self.slots.find(i) != i {
                 continue;
             }
             let sh = &self.slots.slot(i).shadow;
             if let Some(m) = sh.overlapping(range).next() {
-                candidates.push((i, m.meta.when));
+                let exact = u8::from(m.iova.start() == iova) + u8::from(m.iova.start() == iova && m.len() == size.max(unmapped));
+                candidates.push((i, (exact, m.meta.when)));
+            }
+        }
+        if candidates.len() > 1 {
+            candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
+            // A unique exact match is as good as a single candidate.
+            if candidates[0].1 .0 == 2 && candidates[1].1 .0 < 2 {
+                candidates.truncate(1);
             }
         }
         match candidates.len() {
@@ -1058,7 +1161,7 @@ impl Analyzer {
                     f.line = line;
                     f.iova = Some(iova.get());
                     f.size = size;
-                    f.confirmed = !self.lost_between(0, ts_ns);
+                    f.set_doubt(self.lost_between(0, ts_ns).then_some(Doubt::LostEvents));
                     f.note = Some("the IOMMU found nothing mapped (unmapped_size=0); domain unknown".into());
                     self.findings.push(f);
                 }
@@ -1068,9 +1171,9 @@ impl Analyzer {
                 self.apply_unmap_in(candidates[0].0, iova, size, unmapped, ts_ns, line, false);
             }
             _ => {
-                // Ambiguous: the most recent mapping is the likeliest owner.
+                // Ambiguous: the best-ranked mapping is the likeliest owner.
                 self.summary.unmaps_by.ambiguous += 1;
-                let best = candidates.iter().max_by_key(|c| c.1).map_or(0, |c| c.0);
+                let best = candidates.first().map_or(0, |c| c.0);
                 self.apply_unmap_in(best, iova, size, unmapped, ts_ns, line, false);
             }
         }
@@ -1302,11 +1405,17 @@ impl Analyzer {
                     // In the anonymous space, only an unmap given to a domain by a guess
                     // could have left this mapping behind by mistake.
                     let anon_doubt = self.slots.slot(s).anonymous && self.summary.unmaps_by.ambiguous > 0;
-                    tf.confirmed = !anon_doubt && !self.lost_between(m.meta.when, ctx.ts_ns);
+                    tf.set_doubt(if self.lost_between(m.meta.when, ctx.ts_ns) {
+                        Some(Doubt::LostEvents)
+                    } else if anon_doubt {
+                        Some(Doubt::Attribution)
+                    } else {
+                        None
+                    });
                 }
                 None => {
                     tf.attribution = Attribution::Anonymous;
-                    tf.confirmed = false;
+                    tf.set_doubt(Some(Doubt::Attribution));
                     tf.note = Some("counted as mapped but no mapping was found for it (attribution lost)".into());
                 }
             }
@@ -1400,7 +1509,7 @@ impl Analyzer {
                 tf.domain = Some(format!("{ptr:#x}"));
                 tf.attribution = Attribution::Kprobe;
             }
-            tf.confirmed = !self.lost.iter().any(|w| w.after_ns <= ctx.ts_ns);
+            tf.set_doubt(self.lost.iter().any(|w| w.after_ns <= ctx.ts_ns).then_some(Doubt::LostEvents));
             self.findings.push(tf);
         }
         let slot = self.slots.slot_mut(s);
@@ -1451,7 +1560,7 @@ impl Analyzer {
             f.time_ns = w.after_ns;
             f.line = w.line;
             f.cpu = w.cpu;
-            f.confirmed = false;
+            f.set_doubt(Some(Doubt::LostEvents));
             f.note = Some(format!(
                 "{} events lost on {} between {} and {}",
                 w.events.map_or("some".to_string(), |n| n.to_string()),
@@ -1504,7 +1613,7 @@ impl Analyzer {
             }
         }
         self.summary.domains = domains;
-        self.summary.anonymous_space_used = self.slots.anon.is_some();
+        self.summary.anonymous_space_used = !self.slots.anon.is_empty();
         self.summary.merges_refused = self.slots.merge_refused;
         let st = self.san.stats();
         self.summary.identity_pages_freed = st.identity_pages_freed + st.identity_pages_allocated;
@@ -1526,6 +1635,23 @@ impl Analyzer {
 enum Resolver {
     Did(usize, u64, u64),
     Dev(usize, Vec<(u64, u64)>),
+}
+
+/// Events that can tell which domain a map or unmap belongs to.
+fn is_identity_event(ev: &Event) -> bool {
+    matches!(
+        ev,
+        Event::ProbeMap(_)
+            | Event::ProbeUnmap(_)
+            | Event::CacheTagFlushRange(_)
+            | Event::CacheTagFlushRangeNp(_)
+            | Event::DmaMapPage(_)
+            | Event::DmaMapSg(_)
+            | Event::DmaAlloc(_)
+            | Event::DmaUnmapPage(_)
+            | Event::DmaUnmapSg(_)
+            | Event::DmaFree(_)
+    )
 }
 
 /// Events that belong to a map or unmap call sequence on one CPU.

@@ -34,6 +34,27 @@ impl Attribution {
     }
 }
 
+/// Why a finding is not confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Doubt {
+    /// The ring buffer lost events between the map and the event: the unmap may be among them.
+    LostEvents,
+    /// The mapping lies in an anonymous IOVA space where some unmap had to be
+    /// attributed by a guess (no kprobe, dma or VT-d identity): it may belong to another domain.
+    Attribution,
+}
+
+impl Doubt {
+    /// Stable name used in reports.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::LostEvents => "lost-events",
+            Self::Attribution => "attribution",
+        }
+    }
+}
+
 /// Where and when something was mapped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapSite {
@@ -106,6 +127,8 @@ pub struct TraceFinding {
     pub size: u64,
     /// False when attribution is uncertain or events were lost in between.
     pub confirmed: bool,
+    /// Why it is not confirmed.
+    pub doubt: Option<Doubt>,
     /// When it happened, ns.
     pub time_ns: u64,
     /// Line of the event in the capture.
@@ -142,6 +165,7 @@ impl TraceFinding {
             iova: None,
             size: 0,
             confirmed: true,
+            doubt: None,
             time_ns: 0,
             line: 0,
             cpu: None,
@@ -152,6 +176,20 @@ impl TraceFinding {
             follow_up_count: 0,
             note: None,
         }
+    }
+
+    /// Marks the finding unconfirmed for `doubt` (or confirmed for `None`).
+    pub fn set_doubt(&mut self, doubt: Option<Doubt>) {
+        self.doubt = doubt;
+        self.confirmed = doubt.is_none();
+    }
+
+    /// A bug finding that decides the exit status: confirmed, or doubted
+    /// only because events were lost. Findings whose attribution is a guess
+    /// are reported but do not count.
+    #[must_use]
+    pub fn counts_as_bug(&self) -> bool {
+        self.kind.is_bug() && self.doubt != Some(Doubt::Attribution)
     }
 
     /// A finding of `kind` at the event `ctx`.
@@ -371,8 +409,14 @@ pub struct Report {
 }
 
 impl Report {
-    /// Findings of bug kinds (they decide the exit status).
+    /// Findings of bug kinds that decide the exit status (see
+    /// [`TraceFinding::counts_as_bug`]).
     pub fn bugs(&self) -> impl Iterator<Item = &TraceFinding> {
-        self.findings.iter().filter(|f| f.kind.is_bug())
+        self.findings.iter().filter(|f| f.counts_as_bug())
+    }
+
+    /// Bug-kind findings whose attribution is a guess.
+    pub fn uncertain(&self) -> impl Iterator<Item = &TraceFinding> {
+        self.findings.iter().filter(|f| f.kind.is_bug() && !f.counts_as_bug())
     }
 }

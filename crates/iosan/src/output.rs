@@ -10,13 +10,15 @@
 //!   `refcount-overflow`, `invalid-map-args`, `leak-at-teardown`,
 //!   `mapped-at-end` (informational), `lost-events` (confidence warning),
 //!   `dma-unmap-mismatch`, `unmapped-more-than-requested`, `identity-window`;
-//! - `bug`: true for kinds that make the exit status 1;
+//! - `bug`: true for findings that make the exit status 1: bug kinds, confirmed or doubted only
+//!   because events were lost (a bug kind whose attribution is a guess has `bug: false`);
 //! - `pfn` (hex string `0x…`, first page, or null), `npages`, `phys` (hex string or null);
 //! - `device` (string or null: comma-separated when a domain serves several), `domain`
 //!   (kprobe domain pointer `0x…`, `did:N`, `dev:NAME`, or null for the anonymous space),
 //!   `attribution` (`kprobe`, `vtd-did`, `dma-device`, `anonymous`);
 //! - `iova` (hex string of the IOVA mapping the first page, or null), `size` (bytes);
 //! - `confirmed`: false when attribution is uncertain or events were lost between map and event;
+//! - `doubt`: why not confirmed: `lost-events`, `attribution`, or null;
 //! - `time` (seconds, as printed in the trace), `line`, `cpu`, `task`;
 //! - `mapped_at` (seconds, or null), `mapped_by` (`{cpu, task, stack}` or null);
 //! - `mappings`: every live mapping covering the pages (`domain`, `device`, `iova`, `phys`, `size`, `mapped_at`);
@@ -61,7 +63,7 @@ pub fn finding_json(f: &TraceFinding, input: &str) -> Value {
         "schema_version": SCHEMA_VERSION,
         "type": "finding",
         "kind": f.kind.name(),
-        "bug": f.kind.is_bug(),
+        "bug": f.counts_as_bug(),
         "pfn": hex(f.pfn),
         "npages": f.npages,
         "phys": hex(f.phys),
@@ -71,6 +73,7 @@ pub fn finding_json(f: &TraceFinding, input: &str) -> Value {
         "iova": hex(f.iova),
         "size": f.size,
         "confirmed": f.confirmed,
+        "doubt": f.doubt.map(|d| d.name()),
         "time": ts(f.time_ns),
         "line": f.line,
         "cpu": f.cpu,
@@ -172,7 +175,7 @@ impl Style {
 pub fn write_human(out: &mut dyn Write, r: &Report, color: bool, verbose: bool) -> io::Result<()> {
     let st = Style { color };
     let s = &r.summary;
-    let bugs: Vec<&TraceFinding> = r.findings.iter().filter(|f| f.kind.is_bug()).collect();
+    let bugs: Vec<&TraceFinding> = r.bugs().collect();
     writeln!(out, "{}", st.paint("1", &format!("iosan analyze: {} ({} semantics)", esc(&s.input), s.semantics)))?;
     writeln!(out)?;
     for (i, f) in bugs.iter().enumerate() {
@@ -247,15 +250,47 @@ pub fn write_human(out: &mut dyn Write, r: &Report, color: bool, verbose: bool) 
         writeln!(out, "  why       {}", f.why())?;
         writeln!(out)?;
     }
+    let uncertain: Vec<&TraceFinding> = r.uncertain().collect();
+    if !uncertain.is_empty() {
+        writeln!(
+            out,
+            "{}",
+            st.paint("1;33", &format!("{} more findings whose domain attribution is a guess (not counted; no kprobe, dma or VT-d identity)", uncertain.len()))
+        )?;
+        let shown = if verbose { uncertain.len() } else { 5 };
+        for f in uncertain.iter().take(shown) {
+            writeln!(
+                out,
+                "  {} pfn {:#x} ({} pages) iova {} at {} (line {})",
+                f.kind.name(),
+                f.pfn.unwrap_or(0),
+                f.npages,
+                f.iova.map_or("?".into(), |i| format!("{i:#x}")),
+                fmt_ts(f.time_ns),
+                f.line
+            )?;
+        }
+        if uncertain.len() > shown {
+            writeln!(out, "  ... (-v or --format json lists them all)")?;
+        }
+        writeln!(out)?;
+    }
     write_summary(out, r, &st, verbose)
 }
 
 fn write_summary(out: &mut dyn Write, r: &Report, st: &Style, verbose: bool) -> io::Result<()> {
     let s: &Summary = &r.summary;
-    let bugs = r.findings.iter().filter(|f| f.kind.is_bug()).count();
-    let pages: u64 = r.findings.iter().filter(|f| f.kind.is_bug()).map(|f| f.npages).sum();
+    let bugs = r.bugs().count();
+    let pages: u64 = r.bugs().map(|f| f.npages).sum();
     writeln!(out, "{}", st.paint("1", "Summary"))?;
-    if bugs == 0 {
+    let uncertain = r.uncertain().count();
+    if bugs == 0 && uncertain > 0 {
+        writeln!(
+            out,
+            "  {}",
+            st.paint("33", &format!("no confirmed DMA use-after-free; {uncertain} findings whose domain is a guess (listed above)"))
+        )?;
+    } else if bugs == 0 {
         writeln!(out, "  {}", st.paint("32", "no DMA use-after-free found"))?;
     } else {
         writeln!(out, "  {} findings covering {} pages", st.paint("1;31", &bugs.to_string()), pages)?;

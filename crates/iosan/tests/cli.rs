@@ -225,6 +225,14 @@ fn iommu_and_kmem_events_alone_still_find_every_page() {
         assert!(found.contains(&pfn), "pfn {pfn:#x} missing");
     }
     assert_eq!(summary(&r)["anonymous_space_used"], true);
+    // Guessed attribution is reported as such and never counts as a bug.
+    let clean = filtered("clean-strict", "bare", &|e| {
+        is_lab_kprobe(e) || e.starts_with("dma_") || e.starts_with("cache_tag") || e == "qi_submit"
+    });
+    let r = run_json(&["analyze", clean.to_str().unwrap()]);
+    assert_eq!(r.code, 0);
+    assert!(bug_set(&r).is_empty());
+    assert!(r.lines.iter().filter(|l| l["type"] == "finding" && l["kind"] == "freed-while-mapped").all(|l| l["doubt"] == "attribution"));
 }
 
 #[test]

@@ -16,6 +16,8 @@ pub struct Tok<'a> {
     pub val: &'a [u8],
 }
 
+use super::scan::{find_blank, find_blank_or_eq, is_blank};
+
 /// Iterator over the tokens of a body.
 #[derive(Debug, Clone)]
 pub struct Toks<'a> {
@@ -31,11 +33,6 @@ impl<'a> Toks<'a> {
     }
 }
 
-#[inline]
-fn is_blank(b: u8) -> bool {
-    b == b' ' || b == b'\t'
-}
-
 impl<'a> Iterator for Toks<'a> {
     type Item = Tok<'a>;
 
@@ -46,28 +43,21 @@ impl<'a> Iterator for Toks<'a> {
         while s.get(i).is_some_and(|&b| is_blank(b)) {
             i += 1;
         }
-        if i >= s.len() {
-            self.i = i;
+        let Some(tail) = s.get(i..).filter(|t| !t.is_empty()) else {
+            self.i = s.len();
             return None;
-        }
+        };
         let start = i;
-        while let Some(&b) = s.get(i) {
-            if is_blank(b) || b == b'=' {
-                break;
-            }
-            i += 1;
-        }
-        if s.get(i) != Some(&b'=') || i == start {
+        let k = find_blank_or_eq(tail);
+        if k == 0 || tail.get(k) != Some(&b'=') {
             // bare word (a leading '=' makes the whole token a bare word)
-            while s.get(i).is_some_and(|&b| !is_blank(b)) {
-                i += 1;
-            }
-            self.i = i;
-            return Some(Tok { key: &[], val: s.get(start..i).unwrap_or_default() });
+            let (val, _) = tail.split_at_checked(find_blank(tail)).unwrap_or((tail, &[]));
+            self.i = start + val.len();
+            return Some(Tok { key: &[], val });
         }
-        let key = s.get(start..i).unwrap_or_default();
-        let vstart = i + 1;
-        let rest = s.get(vstart..).unwrap_or_default();
+        let key = tail.get(..k).unwrap_or_default();
+        let vstart = start + k + 1;
+        let rest = tail.get(k + 1..).unwrap_or_default();
         let (val, next) = match rest.first() {
             Some(b'"') => {
                 let inner = rest.get(1..).unwrap_or_default();
@@ -79,10 +69,7 @@ impl<'a> Iterator for Toks<'a> {
             Some(b'{') => delimited(rest, b'}', vstart, s.len()),
             Some(b'A') if rest.starts_with(b"ARRAY[") => delimited(rest, b']', vstart, s.len()),
             _ => {
-                let mut j = 0;
-                while rest.get(j).is_some_and(|&b| !is_blank(b)) {
-                    j += 1;
-                }
+                let j = find_blank(rest);
                 (rest.get(..j).unwrap_or_default(), vstart + j)
             }
         };

@@ -34,6 +34,7 @@ pub mod fields;
 pub mod line;
 pub mod num;
 pub mod reader;
+mod scan;
 
 pub use event::{parse_event, Event, FieldError, FieldProblem};
 pub use line::{classify_line, EventLine, LineError, LineErrorKind, LineKind};

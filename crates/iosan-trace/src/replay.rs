@@ -906,6 +906,10 @@ impl Analyzer {
                     Item::Unmap { iova: Iova(iova), size, unmapped, slot: Some(s), ts_ns: ctx.ts_ns, line: ctx.line },
                 );
             }
+            None if !self.identity_seen => {
+                // Nothing identifies domains in this capture so far: decide now.
+                self.resolve_unmap_by_content(Iova(iova), size, unmapped, ctx.ts_ns, ctx.line);
+            }
             None => {
                 self.summary.unmaps_pending += 1;
                 self.push_item(
@@ -1333,7 +1337,8 @@ impl Analyzer {
         let page_lg2 = self.opts.page_size.lg2();
         let last = pfn.saturating_add(n - 1);
         self.slots.slots.iter().any(|s| {
-            s.shadow.overlapping(range).any(|m| {
+            !s.shadow.is_empty()
+                && s.shadow.overlapping(range).any(|m| {
                 let a = m.phys.get() >> page_lg2;
                 let b = m.phys.get().saturating_add(m.len() - 1) >> page_lg2;
                 a <= last && b >= pfn

@@ -478,7 +478,8 @@ impl Sanitizer {
                 let asked = IovaRange::from_start_len(iova, size);
                 let touching = |r: &LeafRun| asked.zip(r.iova_range()).is_some_and(|(a, rr)| a.intersect(rr).is_some());
                 let leaves_went_whole = unmapped > size
-                    && ticket.runs.iter().filter(|r| touching(r)).map(|r| r.len).fold(0, u64::saturating_add) == unmapped;
+                    && ticket.runs.iter().filter(|r| touching(r)).map(|r| r.len).fold(0, u64::saturating_add)
+                        == unmapped;
                 let mut short = Vec::new();
                 for run in &ticket.runs {
                     let Some(rr) = run.iova_range() else { continue };

@@ -142,6 +142,8 @@ fn process_event(an: &mut Analyzer, ev: &EventLine, line: u64, offset: u64, stac
             an.event(&ctx, &event, stack);
         }
         Ok(None) => an.unknown_event(ev.name),
-        Err(e) => an.skipped(&format!("bad field: event `{}` field `{}`: {}", e.event, e.field, e.problem), line, offset),
+        Err(e) => {
+            an.skipped(&format!("bad field: event `{}` field `{}`: {}", e.event, e.field, e.problem), line, offset)
+        }
     }
 }

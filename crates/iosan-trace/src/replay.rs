@@ -22,7 +22,9 @@ use iosan_core::{
 };
 
 use crate::parse::event::{DmaDirection, Event};
-use crate::report::{Attribution, Doubt, FollowUp, LiveGroup, LostWindow, MapSite, Report, SkipCount, Summary, TraceFinding};
+use crate::report::{
+    Attribution, Doubt, FollowUp, LiveGroup, LostWindow, MapSite, Report, SkipCount, Summary, TraceFinding,
+};
 
 /// Analysis options.
 #[derive(Clone, Debug)]
@@ -94,7 +96,7 @@ impl Hasher for FastHasher {
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7cc1_b727_220a_95);
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
         }
     }
     fn write_u8(&mut self, v: u8) {
@@ -107,7 +109,7 @@ impl Hasher for FastHasher {
         self.write_u64(v as u64);
     }
     fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7cc1_b727_220a_95);
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 }
 
@@ -127,6 +129,11 @@ struct Slot {
     via: Attribution,
     /// Ranges unmapped recently and not mapped since: start -> (last, time ns).
     recent_unmaps: BTreeMap<u64, (u64, u64)>,
+    /// A lazy (flush-queue) domain: DMA-FQ type, or flushed whole by the queue.
+    flush_queue: bool,
+    /// Frees inside unflushed ranges, held until a whole-domain flush shows
+    /// this is a flush-queue domain: (pages, time of the free).
+    held: Vec<(u64, u64)>,
 }
 
 #[derive(Default)]
@@ -156,6 +163,8 @@ impl Slots {
             anonymous,
             via,
             recent_unmaps: BTreeMap::new(),
+            flush_queue: false,
+            held: Vec::new(),
         });
         self.parent.push(id);
         id
@@ -275,6 +284,8 @@ impl Slots {
                 anonymous: false,
                 via: Attribution::Device,
                 recent_unmaps: BTreeMap::new(),
+                flush_queue: false,
+                held: Vec::new(),
             },
         );
         for m in moved {
@@ -285,6 +296,7 @@ impl Slots {
             b.ptrs.extend(small_slot.ptrs);
             b.dids.extend(small_slot.dids);
             b.dtype = b.dtype.or(small_slot.dtype);
+            b.flush_queue |= small_slot.flush_queue;
             b.via = b.via.min(small_slot.via);
         }
         for d in small_slot.devices {
@@ -340,6 +352,10 @@ const MAX_DMA_LIVE: usize = 1 << 22;
 const MAX_ANON_LAYERS: usize = 64;
 /// Items after which a sequence's unattributed maps stop waiting for an identity.
 const PENDING_MAP_WINDOW: usize = 512;
+/// Unflushed ranges tracked before any IOTLB flush event was seen.
+const MAX_UNFLUSHED_BEFORE_FLUSH: usize = 1 << 16;
+/// Frees held per domain until its kind of flush is known.
+const MAX_HELD_FREES: usize = 1 << 16;
 /// Resolved items kept when a sequence is pruned.
 const KEEP_RESOLVED: usize = 256;
 
@@ -349,6 +365,7 @@ struct Unflushed {
     slot: usize,
     iova: IovaRange,
     pfn_last: u64,
+    unmap_ns: u64,
     first_free_ns: Option<u64>,
 }
 
@@ -543,7 +560,8 @@ impl Analyzer {
         // A different task, or an event outside any map/unmap sequence, ends the sequence.
         let continues = is_sequence_event(ev);
         let seq = self.seqs.entry(key).or_default();
-        let open = !seq.items.is_empty() || seq.kp_map.is_some() || seq.kp_unmap.is_some() || seq.unmap_sg_dev.is_some();
+        let open =
+            !seq.items.is_empty() || seq.kp_map.is_some() || seq.kp_unmap.is_some() || seq.unmap_sg_dev.is_some();
         if open && (seq.pid != ctx.pid || !continues) {
             self.finish_seq(key);
         }
@@ -744,7 +762,9 @@ impl Analyzer {
                 self.summary.strict_evidence += 1;
             }
             let s = self.slots.ptr(domain);
-            self.slots.slot_mut(s).dtype = Some(t);
+            let slot = self.slots.slot_mut(s);
+            slot.dtype = Some(t);
+            slot.flush_queue |= t == 0xb;
         }
     }
 
@@ -963,7 +983,10 @@ impl Analyzer {
                 recent.insert(m.iova.start().get(), (m.iova.last().get(), ts_ns));
             }
         }
-        if !stale && did_known && self.unflushed.len() < self.opts.max_unflushed {
+        // Until a flush event shows up, keep only a bounded sample.
+        let cap =
+            if self.flush_events_seen || did_known { self.opts.max_unflushed } else { MAX_UNFLUSHED_BEFORE_FLUSH };
+        if !stale && self.unflushed.len() < cap {
             let page_lg2 = self.opts.page_size.lg2();
             for m in gone {
                 let first = m.phys.get() >> page_lg2;
@@ -972,7 +995,7 @@ impl Analyzer {
                 self.unflushed_max_pages = self.unflushed_max_pages.max(last - first + 1);
                 self.unflushed.insert(
                     (first, self.unflushed_seq),
-                    Unflushed { slot, iova: m.iova, pfn_last: last, first_free_ns: None },
+                    Unflushed { slot, iova: m.iova, pfn_last: last, unmap_ns: ts_ns, first_free_ns: None },
                 );
             }
         }
@@ -1031,7 +1054,8 @@ impl Analyzer {
                         Some(s) if self.slots.is_anonymous(s) => {
                             // Put in the anonymous space before any identity was seen: adopt it.
                             let a = self.slots.find(s);
-                            let here = self.slots.slot(a).shadow.overlapping(iova).any(|m| m.iova == iova && m.meta == meta);
+                            let here =
+                                self.slots.slot(a).shadow.overlapping(iova).any(|m| m.iova == iova && m.meta == meta);
                             if here {
                                 self.slots.slot_mut(a).shadow.unmap(iova);
                                 self.summary.maps_by.anonymous = self.summary.maps_by.anonymous.saturating_sub(1);
@@ -1125,7 +1149,9 @@ impl Analyzer {
             self.seqs
                 .iter()
                 .filter(|(_, s)| {
-                    s.items.iter().any(|i| matches!(i, Item::Map { iova: r, slot: None, .. } if r.intersect(range).is_some()))
+                    s.items
+                        .iter()
+                        .any(|i| matches!(i, Item::Map { iova: r, slot: None, .. } if r.intersect(range).is_some()))
                 })
                 .map(|(k, _)| *k)
                 .collect()
@@ -1143,7 +1169,8 @@ impl Analyzer {
             }
             let sh = &self.slots.slot(i).shadow;
             if let Some(m) = sh.overlapping(range).next() {
-                let exact = u8::from(m.iova.start() == iova) + u8::from(m.iova.start() == iova && m.len() == size.max(unmapped));
+                let exact = u8::from(m.iova.start() == iova)
+                    + u8::from(m.iova.start() == iova && m.len() == size.max(unmapped));
                 candidates.push((i, (exact, m.meta.when)));
             }
         }
@@ -1189,10 +1216,15 @@ impl Analyzer {
         if self.unflushed.is_empty() {
             return;
         }
-        let slot = slot.map(|s| self.slots.find(s));
+        let mut slot = slot.map(|s| self.slots.find(s));
+        if let (Some(d), None) = (slot, iova) {
+            let r = self.link_flushed_did(d);
+            self.slots.slot_mut(r).flush_queue = true;
+            slot = Some(r);
+        }
         let mut done = Vec::new();
         for (k, u) in &self.unflushed {
-            let same = slot.is_none_or(|s| self.slots.parent.get(u.slot).is_some_and(|_| s == u.slot));
+            let same = slot.is_none_or(|s| self.root_ro(u.slot) == s);
             let inside = iova.is_none_or(|(lo, hi)| u.iova.start().get() >= lo && u.iova.last().get() <= hi);
             if same && inside {
                 done.push(*k);
@@ -1200,12 +1232,72 @@ impl Analyzer {
         }
         for k in done {
             if let Some(u) = self.unflushed.remove(&k) {
+                if !self.slots.slot(self.root_ro(u.slot)).flush_queue {
+                    continue;
+                }
                 if let Some(f) = u.first_free_ns {
-                    self.summary.exposure.longest_ns =
-                        self.summary.exposure.longest_ns.max(ctx.ts_ns.saturating_sub(f));
+                    let e = &mut self.summary.exposure;
+                    e.longest_ns = e.longest_ns.max(ctx.ts_ns.saturating_sub(f));
                 }
             }
         }
+        // A whole-domain flush: the frees held for this domain were exposure.
+        if let (Some(s), None) = (slot, iova) {
+            let page_lg2 = self.opts.page_size.lg2();
+            let held = std::mem::take(&mut self.slots.slot_mut(s).held);
+            let e = &mut self.summary.exposure;
+            for (pages, at) in held {
+                e.frees += 1;
+                e.pages += pages;
+                e.bytes += pages << page_lg2;
+                e.longest_ns = e.longest_ns.max(ctx.ts_ns.saturating_sub(at));
+            }
+        } else if let Some(s) = slot {
+            // A range flush (strict): what was held up to now was not lazy exposure.
+            self.slots.slot_mut(s).held.clear();
+        }
+    }
+
+    /// A whole-domain flush for a VT-d domain id not yet tied to a domain
+    /// (the capture started after the devices attached). The flush queue
+    /// flushes a domain a fixed delay after the first unmap it queued, so
+    /// the id belongs to the domain with the oldest unflushed unmap.
+    fn link_flushed_did(&mut self, d: usize) -> usize {
+        let did_only = {
+            let s = self.slots.slot(d);
+            s.ptrs.is_empty() && s.devices.is_empty() && !s.anonymous
+        };
+        if !did_only || self.unflushed.values().any(|u| self.root_ro(u.slot) == d) {
+            return d;
+        }
+        let oldest = self
+            .unflushed
+            .values()
+            .filter(|u| {
+                let r = self.root_ro(u.slot);
+                let s = self.slots.slot(r);
+                s.dids.is_empty() && !s.anonymous
+            })
+            .min_by_key(|u| u.unmap_ns)
+            .map(|u| u.slot);
+        match oldest {
+            Some(c) => {
+                self.summary.dids_linked_by_flush += 1;
+                self.slots.union(c, d)
+            }
+            None => d,
+        }
+    }
+
+    /// The root of a domain's aliases, without path compression.
+    fn root_ro(&self, mut i: usize) -> usize {
+        while let Some(&p) = self.slots.parent.get(i) {
+            if p == i {
+                break;
+            }
+            i = p;
+        }
+        i
     }
 
     fn exposure_on_free(&mut self, ts_ns: u64, first: u64, n: u64) {
@@ -1215,39 +1307,66 @@ impl Analyzer {
         let last = first.saturating_add(n - 1);
         let lo = first.saturating_sub(self.unflushed_max_pages);
         let page_lg2 = self.opts.page_size.lg2();
-        // Pages of the freed block inside any unflushed range, each counted once.
-        let mut spans: Vec<(u64, u64)> = Vec::new();
+        // Pages of the freed block inside unflushed ranges, per domain, each
+        // counted once. Flush-queue domains count now; for other domains the
+        // free is held until a whole-domain flush tells what they are.
+        let parents = &self.slots.parent;
+        let root = |mut i: usize| {
+            while let Some(&p) = parents.get(i) {
+                if p == i {
+                    break;
+                }
+                i = p;
+            }
+            i
+        };
+        let mut spans: Vec<(usize, u64, u64)> = Vec::new();
         for (&(ufirst, _), u) in self.unflushed.range_mut((lo, 0)..=(last, u64::MAX)) {
             let a = first.max(ufirst);
             let b = last.min(u.pfn_last);
             if a <= b {
-                spans.push((a, b));
                 u.first_free_ns.get_or_insert(ts_ns);
+                spans.push((root(u.slot), a, b));
             }
         }
         if spans.is_empty() {
             return;
         }
         spans.sort_unstable();
-        let mut pages = 0u64;
-        let mut cur: Option<(u64, u64)> = None;
-        for (a, b) in spans {
+        let mut per_domain: Vec<(usize, u64)> = Vec::new();
+        let mut cur: Option<(usize, u64, u64)> = None;
+        let close = |c: (usize, u64, u64), out: &mut Vec<(usize, u64)>| match out.last_mut() {
+            Some((d, n)) if *d == c.0 => *n += c.2 - c.1 + 1,
+            _ => out.push((c.0, c.2 - c.1 + 1)),
+        };
+        for (d, a, b) in spans {
             cur = match cur {
-                Some((ca, cb)) if a <= cb.saturating_add(1) => Some((ca, cb.max(b))),
-                Some((ca, cb)) => {
-                    pages += cb - ca + 1;
-                    Some((a, b))
+                Some((cd, ca, cb)) if cd == d && a <= cb.saturating_add(1) => Some((cd, ca, cb.max(b))),
+                Some(c) => {
+                    close(c, &mut per_domain);
+                    Some((d, a, b))
                 }
-                None => Some((a, b)),
+                None => Some((d, a, b)),
             };
         }
-        if let Some((ca, cb)) = cur {
-            pages += cb - ca + 1;
+        if let Some(c) = cur {
+            close(c, &mut per_domain);
         }
-        let e = &mut self.summary.exposure;
-        e.frees += 1;
-        e.pages += pages;
-        e.bytes += pages << page_lg2;
+        let mut counted = 0u64;
+        for (d, pages) in per_domain {
+            let slot = self.slots.slot_mut(d);
+            if slot.flush_queue {
+                counted += pages;
+            } else if slot.held.len() < MAX_HELD_FREES {
+                slot.held.push((pages, ts_ns));
+            }
+        }
+        if counted > 0 {
+            let e = &mut self.summary.exposure;
+            e.frees += 1;
+            e.pages += counted;
+            e.bytes += counted << page_lg2;
+        }
     }
 
     // -------------------------------------------------------------- DMA API checks
@@ -1339,10 +1458,10 @@ impl Analyzer {
         self.slots.slots.iter().any(|s| {
             !s.shadow.is_empty()
                 && s.shadow.overlapping(range).any(|m| {
-                let a = m.phys.get() >> page_lg2;
-                let b = m.phys.get().saturating_add(m.len() - 1) >> page_lg2;
-                a <= last && b >= pfn
-            })
+                    let a = m.phys.get() >> page_lg2;
+                    let b = m.phys.get().saturating_add(m.len() - 1) >> page_lg2;
+                    a <= last && b >= pfn
+                })
         })
     }
 
@@ -1554,6 +1673,9 @@ impl Analyzer {
             self.unflushed.clear();
         }
         for u in self.unflushed.values() {
+            if !self.slots.slot(self.root_ro(u.slot)).flush_queue {
+                continue;
+            }
             if let Some(f) = u.first_free_ns {
                 self.summary.exposure.longest_ns = self.summary.exposure.longest_ns.max(end.saturating_sub(f));
                 self.summary.exposure.unflushed_at_end += 1;

@@ -367,6 +367,8 @@ pub struct Summary {
     pub unmapped_more_than_requested: u64,
     /// Maps over a range the analysis still thought mapped (an unmap was missed).
     pub stale_mappings_replaced: u64,
+    /// VT-d domain ids tied to a domain by the flush queue's timing.
+    pub dids_linked_by_flush: u64,
     /// Alias merges refused because the domains overlapped.
     pub merges_refused: u64,
     /// Counter inconsistencies (should be 0).

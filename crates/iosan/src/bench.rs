@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use iosan_core::{Config, DomainId, Iova, MapMeta, PhysAddr, Sanitizer, Semantics, ShadowDomain};
-use iosan_model::trace::DmaDir;
 use iosan_model::pgtable::PgtableCfg;
+use iosan_model::trace::DmaDir;
 use iosan_model::{simulate, Kernel, KernelConfig, SimSpec};
 
 /// Arguments of `iosan bench`.
@@ -166,7 +166,8 @@ fn model_kernel(sanitize: bool, semantics: Semantics) -> Result<(Kernel<'static>
 }
 
 fn model(out: &mut Out, budget: Duration) -> Result<()> {
-    let configs = [("off", false, Semantics::Exact), ("exact", true, Semantics::Exact), ("upstream", true, Semantics::Upstream)];
+    let configs =
+        [("off", false, Semantics::Exact), ("exact", true, Semantics::Exact), ("upstream", true, Semantics::Upstream)];
     let mut ns_4k = [0f64; 3];
     let mut ns_1m = [0f64; 3];
     for (i, (name, sanitize, sem)) in configs.iter().enumerate() {
@@ -267,7 +268,9 @@ fn vm_hwm_kb(pid: u32) -> Option<u64> {
 }
 
 fn analyze(out: &mut Out, size: u64, keep: Option<PathBuf>) -> Result<()> {
-    let path = keep.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("iosan-bench-{}.trace.txt", std::process::id())));
+    let path = keep
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("iosan-bench-{}.trace.txt", std::process::id())));
     let t0 = Instant::now();
     let bytes = generate(&path, size)?;
     let gen = t0.elapsed();

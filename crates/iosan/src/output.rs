@@ -288,7 +288,12 @@ fn write_summary(out: &mut dyn Write, r: &Report, st: &Style, verbose: bool) -> 
         writeln!(
             out,
             "  {}",
-            st.paint("33", &format!("no confirmed DMA use-after-free; {uncertain} findings whose domain is a guess (listed above)"))
+            st.paint(
+                "33",
+                &format!(
+                    "no confirmed DMA use-after-free; {uncertain} findings whose domain is a guess (listed above)"
+                )
+            )
         )?;
     } else if bugs == 0 {
         writeln!(out, "  {}", st.paint("32", "no DMA use-after-free found"))?;

@@ -18,6 +18,7 @@
 
 use super::fields::{Tok, Toks};
 use super::num::{self, NumError};
+use super::scan::{self, Cur};
 
 /// The most elements accepted in one array field (`dma_map_sg` address
 /// lists). The kernel prints at most 128 per `dma_map_sg` event, but
@@ -861,8 +862,43 @@ fn order(event: &'static str, v: Option<&[u8]>) -> Result<u32, FieldError> {
 
 // ---------------------------------------------------------------- iommu
 
+/// `IOMMU: iova=0x%016llx - 0x%016llx paddr=0x%016llx size=%zu`, exactly.
+#[inline]
+fn fast_iommu_map(body: &[u8]) -> Option<IommuMap> {
+    let mut c = Cur::new(body);
+    c.lit(b"IOMMU: iova=")?;
+    let iova = c.auto()?;
+    c.lit(b" - ")?;
+    let end = c.auto()?;
+    c.lit(b" paddr=")?;
+    let paddr = c.auto()?;
+    c.lit(b" size=")?;
+    let size = c.dec()?;
+    c.end()?;
+    (end == iova.wrapping_add(size)).then_some(IommuMap { iova, paddr, size })
+}
+
+/// `IOMMU: iova=0x%016llx - 0x%016llx size=%zu unmapped_size=%zu`, exactly.
+#[inline]
+fn fast_iommu_unmap(body: &[u8]) -> Option<IommuUnmap> {
+    let mut c = Cur::new(body);
+    c.lit(b"IOMMU: iova=")?;
+    let iova = c.auto()?;
+    c.lit(b" - ")?;
+    let end = c.auto()?;
+    c.lit(b" size=")?;
+    let size = c.dec()?;
+    c.lit(b" unmapped_size=")?;
+    let unmapped_size = c.dec()?;
+    c.end()?;
+    (end == iova.wrapping_add(size)).then_some(IommuUnmap { iova, size, unmapped_size })
+}
+
 fn parse_iommu_map(body: &[u8]) -> Result<IommuMap, FieldError> {
     const EV: &str = "map";
+    if let Some(m) = fast_iommu_map(body) {
+        return Ok(m);
+    }
     let (mut iova, mut paddr, mut size, mut end) = (None, None, None, None);
     let mut after_dash = false;
     for Tok { key, val } in Toks::new(body) {
@@ -884,6 +920,9 @@ fn parse_iommu_map(body: &[u8]) -> Result<IommuMap, FieldError> {
 
 fn parse_iommu_unmap(body: &[u8]) -> Result<IommuUnmap, FieldError> {
     const EV: &str = "unmap";
+    if let Some(u) = fast_iommu_unmap(body) {
+        return Ok(u);
+    }
     let (mut iova, mut size, mut unmapped, mut end) = (None, None, None, None);
     let mut after_dash = false;
     for Tok { key, val } in Toks::new(body) {
@@ -1134,7 +1173,68 @@ fn len_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// The device: the first word, which the tokenizer must see as a bare word
+/// (no `=`), and not libtraceevent's `[FAILED TO PARSE]`.
+#[inline]
+fn fast_dma_device<'a>(c: &mut Cur<'a>) -> Option<&'a [u8]> {
+    if c.s.first() == Some(&b'[') {
+        return None;
+    }
+    let device = c.word();
+    (!device.is_empty() && scan::find_byte(device, b'=') == device.len()).then_some(device)
+}
+
+#[inline]
+fn fast_direction(v: &[u8]) -> Option<DmaDirection> {
+    match v {
+        b"BIDIRECTIONAL" | b"0" => Some(DmaDirection::Bidirectional),
+        b"TO_DEVICE" | b"1" => Some(DmaDirection::ToDevice),
+        b"FROM_DEVICE" | b"2" => Some(DmaDirection::FromDevice),
+        b"NONE" | b"3" => Some(DmaDirection::None),
+        _ => None,
+    }
+}
+
+/// `%s dir=%s dma_addr=%llx size=%zu phys_addr=%llx attrs=%s`, exactly.
+#[inline]
+fn fast_dma_map(body: &[u8]) -> Option<DmaMap<'_>> {
+    let mut c = Cur::new(body);
+    let device = fast_dma_device(&mut c)?;
+    c.lit(b" dir=")?;
+    let dir = fast_direction(c.word())?;
+    c.lit(b" dma_addr=")?;
+    let dma_addr = c.hex_maybe_0x()?;
+    c.lit(b" size=")?;
+    let size = c.dec()?;
+    c.lit(b" phys_addr=")?;
+    let phys_addr = c.hex_maybe_0x()?;
+    c.lit(b" attrs=")?;
+    let attrs = c.plain_val()?;
+    c.end()?;
+    Some(DmaMap { device, dir, dma_addr, size, phys_addr, attrs })
+}
+
+/// `%s dir=%s dma_addr=%llx size=%zu attrs=%s`, exactly.
+#[inline]
+fn fast_dma_unmap(body: &[u8]) -> Option<DmaUnmap<'_>> {
+    let mut c = Cur::new(body);
+    let device = fast_dma_device(&mut c)?;
+    c.lit(b" dir=")?;
+    let dir = fast_direction(c.word())?;
+    c.lit(b" dma_addr=")?;
+    let dma_addr = c.hex_maybe_0x()?;
+    c.lit(b" size=")?;
+    let size = c.dec()?;
+    c.lit(b" attrs=")?;
+    let attrs = c.plain_val()?;
+    c.end()?;
+    Some(DmaUnmap { device, dir, dma_addr, size, attrs })
+}
+
 fn parse_dma_map<'a>(ev: &'static str, body: &'a [u8]) -> Result<DmaMap<'a>, FieldError> {
+    if let Some(m) = fast_dma_map(body) {
+        return Ok(m);
+    }
     let f = dma_fields(body);
     Ok(DmaMap {
         device: req(ev, "device", f.device)?,
@@ -1147,6 +1247,9 @@ fn parse_dma_map<'a>(ev: &'static str, body: &'a [u8]) -> Result<DmaMap<'a>, Fie
 }
 
 fn parse_dma_unmap<'a>(ev: &'static str, body: &'a [u8]) -> Result<DmaUnmap<'a>, FieldError> {
+    if let Some(u) = fast_dma_unmap(body) {
+        return Ok(u);
+    }
     let f = dma_fields(body);
     Ok(DmaUnmap {
         device: req(ev, "device", f.device)?,
@@ -1292,7 +1395,48 @@ fn page_is_null(v: Option<&[u8]>) -> bool {
     }
 }
 
+/// `page=%p pfn=0x%lx order=%d migratetype=%d gfp_flags=%s`, exactly, with
+/// a non-negative decimal migrate type.
+#[inline]
+fn fast_page_alloc(body: &[u8]) -> Option<PageAlloc<'_>> {
+    let mut c = Cur::new(body);
+    c.lit(b"page=")?;
+    let page = c.plain_val()?;
+    c.lit(b" pfn=")?;
+    let pfn = c.auto()?;
+    c.lit(b" order=")?;
+    let order = fast_order(&mut c)?;
+    c.lit(b" migratetype=")?;
+    let mt = i64::try_from(c.dec()?).ok()?;
+    c.lit(b" gfp_flags=")?;
+    let gfp_flags = c.plain_val()?;
+    c.end()?;
+    Some(PageAlloc { pfn, order, page_is_null: page_is_null(Some(page)), migratetype: Some(mt), gfp_flags })
+}
+
+#[inline]
+fn fast_order(c: &mut Cur<'_>) -> Option<u32> {
+    u32::try_from(c.dec()?).ok().filter(|&o| o <= MAX_ORDER)
+}
+
+/// `page=%p pfn=0x%lx order=%d`, exactly.
+#[inline]
+fn fast_page_block(body: &[u8]) -> Option<PageBlock> {
+    let mut c = Cur::new(body);
+    c.lit(b"page=")?;
+    c.plain_val()?;
+    c.lit(b" pfn=")?;
+    let pfn = c.auto()?;
+    c.lit(b" order=")?;
+    let order = fast_order(&mut c)?;
+    c.end()?;
+    Some(PageBlock { pfn, order })
+}
+
 fn parse_page_alloc<'a>(ev: &'static str, body: &'a [u8]) -> Result<PageAlloc<'a>, FieldError> {
+    if let Some(a) = fast_page_alloc(body) {
+        return Ok(a);
+    }
     let (mut page, mut pfn, mut ord, mut mt, mut gfp) = (None, None, None, None, None);
     for Tok { key, val } in Toks::new(body) {
         match key {
@@ -1317,6 +1461,9 @@ fn parse_page_alloc<'a>(ev: &'static str, body: &'a [u8]) -> Result<PageAlloc<'a
 }
 
 fn parse_page_block(ev: &'static str, body: &[u8]) -> Result<PageBlock, FieldError> {
+    if let Some(b) = fast_page_block(body) {
+        return Ok(b);
+    }
     let (mut pfn, mut ord) = (None, None);
     for Tok { key, val } in Toks::new(body) {
         match key {
@@ -1364,8 +1511,63 @@ fn parse_cache_tag<'a>(ev: &'static str, body: &'a [u8]) -> Result<CacheTag<'a>,
     })
 }
 
+/// A whole `' '`-separated word as [`num::auto_u64`] reads it.
+#[inline]
+fn whole_auto(w: &[u8]) -> Option<u64> {
+    let mut c = Cur::new(w);
+    let v = c.auto()?;
+    c.end()?;
+    Some(v)
+}
+
+/// `%s %s[%d] type %s did %d [0x%lx-0x%lx] addr 0x%lx pages 0x%lx mask 0x%lx`,
+/// exactly, with a tag type that the word-pair reader cannot mistake for a
+/// key.
+#[inline]
+fn fast_flush_range(body: &[u8]) -> Option<CacheTagFlushRange<'_>> {
+    let mut c = Cur::new(body);
+    let iommu = c.word_sp();
+    c.lit(b" ")?;
+    let devp = c.word_sp();
+    if iommu.is_empty() || devp.is_empty() {
+        return None;
+    }
+    let (dev, pasid) = match devp.split_at_checked(scan::find_byte(devp, b'[')) {
+        Some((dev, p)) if !p.is_empty() => {
+            let inner = p.get(1..)?;
+            let inner = inner.strip_suffix(b"]").unwrap_or(inner);
+            (dev, u32::try_from(whole_auto(inner)?).ok()?)
+        }
+        _ => (devp, 0),
+    };
+    c.lit(b" type ")?;
+    let tag_type = c.word_sp();
+    if tag_type.is_empty() || matches!(tag_type, b"type" | b"did" | b"addr" | b"pages" | b"mask") {
+        return None;
+    }
+    c.lit(b" did ")?;
+    let did = u32::try_from(whole_auto(c.word_sp())?).ok()?;
+    c.lit(b" ")?;
+    let range = c.word_sp();
+    let inner = range.strip_prefix(b"[")?.strip_suffix(b"]")?;
+    let (start, last) = inner.split_at_checked(scan::find_byte(inner, b'-'))?;
+    let start = whole_auto(start)?;
+    let last = whole_auto(last.get(1..)?)?;
+    c.lit(b" addr ")?;
+    let addr = whole_auto(c.word_sp())?;
+    c.lit(b" pages ")?;
+    let pages = whole_auto(c.word_sp())?;
+    c.lit(b" mask ")?;
+    let mask = whole_auto(c.word_sp())?;
+    c.end()?;
+    Some(CacheTagFlushRange { iommu, dev, pasid, tag_type, did, start, last, addr, pages, mask })
+}
+
 /// `iommu dev[pasid] type T did N [0xstart-0xlast] addr 0x.. pages 0x.. mask 0x..`.
 fn parse_flush_range<'a>(ev: &'static str, body: &'a [u8]) -> Result<CacheTagFlushRange<'a>, FieldError> {
+    if let Some(r) = fast_flush_range(body) {
+        return Ok(r);
+    }
     let mut words = body.split(|&b| b == b' ').filter(|w| !w.is_empty());
     let iommu = req(ev, "iommu", words.next())?;
     let devp = req(ev, "dev", words.next())?;
@@ -1434,23 +1636,23 @@ fn parse_print(body: &[u8]) -> Option<Event<'_>> {
 
 fn parse_site(tok: &[u8]) -> ProbeSite<'_> {
     // Drop a module suffix (`func+0x0/0x10 [nvme]`) or anything after a blank.
-    let tok = tok.split(|&b| b == b' ').next().unwrap_or_default();
-    if tok.len() >= 8 && tok.len() <= 16 && tok.iter().all(u8::is_ascii_hexdigit) {
-        if let Ok(a) = num::hex_u64(tok) {
+    let tok = tok.get(..scan::find_byte(tok, b' ')).unwrap_or(tok);
+    if tok.len() >= 8 && tok.len() <= 16 {
+        let (a, n) = scan::hex_prefix(tok);
+        if n == tok.len() {
             return ProbeSite::Address(a);
         }
     }
-    match memchr::memchr(b'+', tok) {
-        Some(p) => {
-            let func = tok.get(..p).unwrap_or_default();
-            let off = tok.get(p + 1..).unwrap_or_default();
-            let (o, s) = match memchr::memchr(b'/', off) {
-                Some(q) => (off.get(..q).unwrap_or_default(), off.get(q + 1..)),
-                None => (off, None),
+    match tok.split_at_checked(scan::find_byte(tok, b'+')) {
+        Some((func, off)) if !off.is_empty() => {
+            let off = off.get(1..).unwrap_or_default();
+            let (o, s) = match off.split_at_checked(scan::find_byte(off, b'/')) {
+                Some((o, s)) if !s.is_empty() => (o, s.get(1..)),
+                _ => (off, None),
             };
             ProbeSite::Symbol { func, offset: num::auto_u64(o).ok(), size: s.and_then(|s| num::auto_u64(s).ok()) }
         }
-        None => ProbeSite::Symbol { func: tok, offset: None, size: None },
+        _ => ProbeSite::Symbol { func: tok, offset: None, size: None },
     }
 }
 
@@ -1469,27 +1671,57 @@ struct ProbeFields<'a> {
     unmapped: Option<&'a [u8]>,
 }
 
-fn probe_fields(s: &[u8]) -> ProbeFields<'_> {
-    let mut f = ProbeFields::default();
-    for Tok { key, val } in Toks::new(s) {
+impl<'a> ProbeFields<'a> {
+    /// Keeps the first value of each known key.
+    #[inline]
+    fn set(&mut self, key: &[u8], val: &'a [u8]) {
         let slot = match key {
-            b"domain" | b"dom" => &mut f.domain,
-            b"dtype" => &mut f.dtype,
-            b"iova" => &mut f.iova,
-            b"paddr" | b"phys" | b"phys_addr" => &mut f.paddr,
-            b"size" | b"len" => &mut f.size,
-            b"prot" => &mut f.prot,
-            b"dev" | b"device" => &mut f.dev,
-            b"cookie" => &mut f.cookie,
-            b"ret" | b"retval" => &mut f.ret,
-            b"unmapped" => &mut f.unmapped,
-            _ => continue,
+            b"domain" | b"dom" => &mut self.domain,
+            b"dtype" => &mut self.dtype,
+            b"iova" => &mut self.iova,
+            b"paddr" | b"phys" | b"phys_addr" => &mut self.paddr,
+            b"size" | b"len" => &mut self.size,
+            b"prot" => &mut self.prot,
+            b"dev" | b"device" => &mut self.dev,
+            b"cookie" => &mut self.cookie,
+            b"ret" | b"retval" => &mut self.ret,
+            b"unmapped" => &mut self.unmapped,
+            _ => return,
         };
         if slot.is_none() {
             *slot = Some(val);
         }
     }
+}
+
+fn probe_fields(s: &[u8]) -> ProbeFields<'_> {
+    if let Some(f) = fast_probe_fields(s) {
+        return f;
+    }
+    let mut f = ProbeFields::default();
+    for Tok { key, val } in Toks::new(s) {
+        f.set(key, val);
+    }
     f
+}
+
+/// [`probe_fields`] for the kernel's layout: ` key=value` tokens, each
+/// after exactly one space, with values the tokenizer returns unchanged.
+/// `None` for anything else (bare words, quotes, tabs, runs of blanks).
+#[inline]
+fn fast_probe_fields(s: &[u8]) -> Option<ProbeFields<'_>> {
+    let mut f = ProbeFields::default();
+    let mut c = Cur::new(s);
+    while !c.s.is_empty() {
+        c.lit(b" ")?;
+        let (key, rest) = c.s.split_at_checked(scan::find_blank_or_eq(c.s))?;
+        c.s = rest.strip_prefix(b"=")?;
+        if key.is_empty() {
+            return None;
+        }
+        f.set(key, c.plain_val()?);
+    }
+    Some(f)
 }
 
 /// What a probe is, decided from its function (or, for raw addresses, its
@@ -1550,15 +1782,35 @@ fn kind_by_fields(ret: bool, f: &ProbeFields<'_>) -> Option<ProbeKind> {
     }
 }
 
+/// The first ` <- ` in `s` (a `memmem` searcher costs more to build than
+/// this short scan).
+#[inline]
+fn find_arrow(s: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    loop {
+        let hay = s.get(from..)?;
+        let lt = scan::find_byte(hay, b'<');
+        if lt == hay.len() {
+            return None;
+        }
+        let at = from + lt;
+        if at >= 1 && s.get(at - 1) == Some(&b' ') && s.get(at + 1..at + 3) == Some(b"- ") {
+            return Some(at - 1);
+        }
+        from = at + 1;
+    }
+}
+
 fn parse_probe(body: &[u8]) -> Result<Option<Event<'_>>, FieldError> {
-    let Some(close) = memchr::memchr(b')', body) else {
+    let close = scan::find_byte(body, b')');
+    if close == body.len() {
         return Ok(None);
-    };
+    }
     let inside = body.get(1..close).unwrap_or_default();
     let rest = body.get(close + 1..).unwrap_or_default();
     let f = probe_fields(rest);
 
-    let (site, caller) = match memchr::memmem::find(inside, b" <- ") {
+    let (site, caller) = match find_arrow(inside) {
         Some(p) => {
             let left = parse_site(inside.get(..p).unwrap_or_default());
             let right = parse_site(inside.get(p + 4..).unwrap_or_default());

@@ -20,7 +20,7 @@
 //!   the rest of the line after that `:` with leading spaces removed
 //!   (`trace-cmd report` pads names to a fixed width).
 
-use super::num;
+use super::{num, scan};
 
 /// What a line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +195,9 @@ fn trim(s: &[u8]) -> &[u8] {
 /// [`LineError`] when the line looks like an event line but a column is
 /// malformed, or when it matches no known kind.
 pub fn classify_line(line: &[u8]) -> Result<LineKind<'_>, LineError> {
+    if let Some(ev) = fast_event_line(line) {
+        return Ok(LineKind::Event(ev));
+    }
     let start = skip_blanks(line, 0);
     let rest = line.get(start..).unwrap_or_default();
     match rest.first() {
@@ -213,6 +216,124 @@ pub fn classify_line(line: &[u8]) -> Result<LineKind<'_>, LineError> {
         Parsed::Event(e) => LineKind::Event(e),
         Parsed::Stack(s) => LineKind::Stack(s),
     })
+}
+
+/// The event lines the kernel and `trace-cmd report` print, in one
+/// forward pass: the general path's first `[` candidate when it succeeds
+/// without a record-tgid column. `None` whenever anything differs (a special
+/// first byte, a tgid, a malformed or unusual column); the general path then
+/// decides, so this only has to be right when it returns `Some`.
+#[inline]
+fn fast_event_line(line: &[u8]) -> Option<EventLine<'_>> {
+    let start = scan::skip_spaces(line);
+    let rest = line.get(start..)?;
+    match rest.first()? {
+        b'#' | b'\t' => return None,
+        b'=' if rest.starts_with(b"=>") => return None,
+        b'<' if is_stack_marker(rest) => return None,
+        b'C' | b'c' | b'[' if !matches!(special_line(trim_end(rest), start), Ok(None)) => return None,
+        _ => {}
+    }
+    // TASK-PID before the first `[`.
+    let (head, after) = rest.split_at_checked(scan::find_byte(rest, b'['))?;
+    let head = trim_end(head);
+    let digits = head.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 {
+        return None;
+    }
+    let (comm_dash, pid) = head.split_at_checked(head.len().checked_sub(digits)?)?;
+    let comm = comm_dash.strip_suffix(b"-")?;
+    let pid = u32::try_from(small_dec(pid)).ok()?;
+
+    // [cpu]
+    let after = after.get(1..)?;
+    let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 {
+        return None;
+    }
+    let (cpu, after) = after.split_at_checked(digits)?;
+    let cpu = u32::try_from(small_dec(cpu)).ok()?;
+    let after = trim_start(after.strip_prefix(b"]")?);
+    if after.first() == Some(&b'(') {
+        return None;
+    }
+
+    // flags, timestamp
+    let (tok, after) = after.split_at_checked(scan::find_blank(after))?;
+    let (flags, ts, after) = if tok.last() == Some(&b':') && tok.first().is_some_and(u8::is_ascii_digit) {
+        (None, tok, after)
+    } else {
+        if !(4..=5).contains(&tok.len()) {
+            return None;
+        }
+        let after = trim_start(after);
+        let (ts, after) = after.split_at_checked(scan::find_blank(after))?;
+        (Some(tok), ts, after)
+    };
+    let ts_ns = fast_timestamp(ts)?;
+
+    // name: body
+    let after = trim_start(after);
+    let colon = scan::find_byte(after, b':');
+    let (name, body) = after.split_at_checked(colon)?;
+    if name.is_empty() || (name.first() == Some(&b'<') && is_stack_marker(after)) || name.iter().any(|&b| is_blank(b)) {
+        return None;
+    }
+    let body = trim_start(body.get(1..)?);
+    Some(EventLine { comm, pid, tgid: None, cpu, flags, ts_ns, name, body })
+}
+
+/// Up to 19 decimal digits, already checked to be digits.
+#[inline]
+fn small_dec(s: &[u8]) -> u64 {
+    s.iter().fold(0u64, |v, &b| v.wrapping_mul(10).wrapping_add(u64::from(b.wrapping_sub(b'0'))))
+}
+
+/// [`parse_timestamp`] for at most 10 digits of seconds (which cannot
+/// overflow); `None` for anything else.
+#[inline]
+fn fast_timestamp(tok: &[u8]) -> Option<u64> {
+    let mut it = tok.iter();
+    let mut secs = 0u64;
+    let mut n = 0;
+    loop {
+        let b = *it.next()?;
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            if b != b'.' || n == 0 {
+                return None;
+            }
+            break;
+        }
+        n += 1;
+        if n > 10 {
+            return None;
+        }
+        secs = secs * 10 + u64::from(d);
+    }
+    let mut frac = 0u64;
+    let mut n = 0;
+    loop {
+        let b = *it.next()?;
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            if b != b':' || it.next().is_some() {
+                return None;
+            }
+            break;
+        }
+        n += 1;
+        if n > 9 {
+            return None;
+        }
+        frac = frac * 10 + u64::from(d);
+    }
+    let scale = match n {
+        6 => 1_000,
+        9 => 1,
+        _ => return None,
+    };
+    Some(secs * 1_000_000_000 + frac * scale)
 }
 
 fn is_stack_marker(s: &[u8]) -> bool {

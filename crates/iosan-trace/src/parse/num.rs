@@ -109,6 +109,12 @@ pub fn hex_u64(s: &[u8]) -> Result<u64, NumError> {
     if s.is_empty() {
         return Err(NumError::Empty);
     }
+    let (v, n) = super::scan::hex_prefix(s);
+    if n == s.len() && n <= 16 {
+        return Ok(v);
+    }
+    // The slow loop decides which error: an invalid digit anywhere wins
+    // over the length.
     let mut v: u64 = 0;
     for &b in s {
         let d = hex_digit(b).ok_or(NumError::InvalidDigit)?;

@@ -116,6 +116,54 @@ fn hexval(b: u8) -> u8 {
     }
 }
 
+/// Eight hex digits (first digit in the lowest byte) as a 32-bit value, or
+/// `None` when any byte is not a hex digit.
+#[inline(always)]
+fn hex8(x: u64) -> Option<u64> {
+    if x & HI != 0 {
+        return None;
+    }
+    // Bytes are below 0x80, so adding up to 0x7f never carries into the
+    // next byte: the high bit of `x + (0x80 - c)` says "byte >= c".
+    let ge = |x: u64, c: u8| x.wrapping_add(LO * u64::from(0x80 - c));
+    let digit = ge(x, b'0') & !ge(x, b'9' + 1) & HI;
+    let lower = x | (LO * 0x20);
+    let alpha = ge(lower, b'a') & !ge(lower, b'f' + 1) & HI;
+    if digit | alpha != HI {
+        return None;
+    }
+    let n = (x & (LO * 0x0f)) + (alpha >> 7) * 9;
+    let n = ((n & 0x000f_000f_000f_000f) << 4) | ((n & 0x0f00_0f00_0f00_0f00) >> 8);
+    let n = ((n & 0x0000_00ff_0000_00ff) << 8) | ((n & 0x00ff_0000_00ff_0000) >> 16);
+    Some(((n & 0xffff) << 16) | ((n >> 32) & 0xffff))
+}
+
+/// The leading hex digits of `s`: their value (meaningful only for up to
+/// 16 digits) and their count (exact up to 16; 17 means "more than 16").
+#[inline]
+pub(crate) fn hex_prefix(s: &[u8]) -> (u64, usize) {
+    let mut v: u64 = 0;
+    let mut n = 0;
+    while n < 16 {
+        match s.get(n..).and_then(chunk).and_then(hex8) {
+            Some(h) => {
+                v = (v << 32) | h;
+                n += 8;
+            }
+            None => break,
+        }
+    }
+    for &b in s.get(n..).unwrap_or_default() {
+        let d = hexval(b);
+        if d == 0xff || n > 16 {
+            break;
+        }
+        v = (v << 4) | u64::from(d);
+        n += 1;
+    }
+    (v, n)
+}
+
 /// A forward cursor over a body. Every reader consumes what it matched and
 /// returns `None` (leaving the cursor in an unspecified position) when the
 /// bytes differ from what it expects.
@@ -184,21 +232,11 @@ impl<'a> Cur<'a> {
     /// [`super::num::hex_u64`].
     #[inline(always)]
     pub(crate) fn hex(&mut self) -> Option<u64> {
-        let mut v: u64 = 0;
-        let mut n = 0usize;
-        let s = self.s;
-        for &b in s {
-            let d = hexval(b);
-            if d == 0xff {
-                break;
-            }
-            v = (v << 4) | u64::from(d);
-            n += 1;
-        }
+        let (v, n) = hex_prefix(self.s);
         if n == 0 || n > 16 {
             return None;
         }
-        self.s = s.get(n..)?;
+        self.s = self.s.get(n..)?;
         self.at_boundary().then_some(v)
     }
 
@@ -287,19 +325,47 @@ mod tests {
     }
 
     #[test]
+    fn hex_prefixes() {
+        let digits = b"0123456789abcdefABCDEF";
+        let mut seed = 1u64;
+        for _ in 0..20000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 20) as usize;
+            let mut s: Vec<u8> =
+                (0..len).map(|i| digits[((seed >> (i % 8 * 8)) as usize + i) % digits.len()]).collect();
+            if seed % 3 == 0 && len > 0 {
+                let at = (seed >> 40) as usize % len;
+                s[at] = [b' ', b'g', b'/', b'G', b'@', b'`', b':', 0x80, 0xb0, b'x'][(seed >> 50) as usize % 10];
+            }
+            let n = s.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+            let (v, m) = hex_prefix(&s);
+            assert_eq!(m, n.min(17), "{}", s.escape_ascii());
+            if n <= 16 {
+                let want =
+                    if n == 0 { 0 } else { u64::from_str_radix(std::str::from_utf8(&s[..n]).unwrap(), 16).unwrap() };
+                assert_eq!(v, want, "{}", s.escape_ascii());
+            }
+        }
+    }
+
+    #[test]
     fn numbers() {
-        let num = |s: &[u8], f: fn(&mut Cur<'_>) -> Option<u64>| f(&mut Cur::new(s));
-        assert_eq!(num(b"ffffffffffffffff", Cur::hex), Some(u64::MAX));
-        assert_eq!(num(b"0ffffffffffffffff", Cur::hex), None);
-        assert_eq!(num(b"1f x", Cur::hex), Some(0x1f));
-        assert_eq!(num(b"1fg", Cur::hex), None);
-        assert_eq!(num(b"", Cur::hex), None);
-        assert_eq!(num(b"9999999999999999999", Cur::dec), Some(9_999_999_999_999_999_999));
-        assert_eq!(num(b"10000000000000000000", Cur::dec), None);
-        assert_eq!(num(b"0x10\t", Cur::auto), Some(16));
-        assert_eq!(num(b"0x", Cur::auto), None);
-        assert_eq!(num(b"12", Cur::auto), Some(12));
-        assert_eq!(num(b"12", Cur::hex_maybe_0x), Some(0x12));
-        assert_eq!(num(b"0X12", Cur::hex_maybe_0x), Some(0x12));
+        fn num(s: &[u8], f: impl Fn(&mut Cur<'_>) -> Option<u64>) -> Option<u64> {
+            f(&mut Cur::new(s))
+        }
+        assert_eq!(num(b"ffffffffffffffff", |c| c.hex()), Some(u64::MAX));
+        assert_eq!(num(b"0ffffffffffffffff", |c| c.hex()), None);
+        assert_eq!(num(b"1f x", |c| c.hex()), Some(0x1f));
+        assert_eq!(num(b"1fg", |c| c.hex()), None);
+        assert_eq!(num(b"", |c| c.hex()), None);
+        assert_eq!(num(b"9999999999999999999", |c| c.dec()), Some(9_999_999_999_999_999_999));
+        assert_eq!(num(b"10000000000000000000", |c| c.dec()), None);
+        assert_eq!(num(b"0x10\t", |c| c.auto()), Some(16));
+        assert_eq!(num(b"0x", |c| c.auto()), None);
+        assert_eq!(num(b"12", |c| c.auto()), Some(12));
+        assert_eq!(num(b"12", |c| c.hex_maybe_0x()), Some(0x12));
+        assert_eq!(num(b"0X12", |c| c.hex_maybe_0x()), Some(0x12));
     }
 }

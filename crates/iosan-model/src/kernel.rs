@@ -17,12 +17,14 @@
 //! Units: bytes, nanoseconds of model time.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use iosan_core::{
     Config, DomainId, Finding, Iova, IovaRange, MapMeta, Mapping, MappingSource, PageSize, Pfn, PhysAddr, PhysRange,
-    Sanitizer, Semantics, ShadowDomain, Translate,
+    Sanitizer, Semantics, Translate,
 };
 
 use crate::error::{ModelError, Result};
@@ -100,8 +102,30 @@ pub struct Domain {
     pub dtype: DomainType,
     /// The page table.
     pub pgtable: IoPgtable,
-    /// What was mapped, with provenance (for findings).
-    pub(crate) prov: ShadowDomain,
+    /// The device using the domain (for findings' provenance).
+    pub(crate) device: Option<Arc<str>>,
+    /// Start IOVA of each map call -> (length, when): the only bookkeeping
+    /// provenance needs on the hot path; the rest comes from walking the
+    /// page table when there is a finding.
+    pub(crate) map_times: HashMap<u64, (u64, u64), BuildHasherDefault<IovaHasher>>,
+}
+
+/// Hasher for IOVA keys: one multiply (the map is on the map/unmap path).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IovaHasher(u64);
+
+impl std::hash::Hasher for IovaHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v >> 12 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 impl Domain {
@@ -161,8 +185,34 @@ struct Provenance<'a>(&'a BTreeMap<u32, Domain>);
 
 impl MappingSource for Provenance<'_> {
     fn mappings_covering(&self, phys: PhysAddr, len: u64, visit: &mut dyn FnMut(Mapping)) {
+        let Some(want) = PhysRange::from_start_len(phys, len.max(1)) else { return };
+        let Some(all) = IovaRange::from_start_last(Iova(0), Iova(u64::MAX)) else { return };
         for d in self.0.values() {
-            d.prov.mappings_covering(phys, len, visit);
+            // Findings are rare: walk the page table for the leaves that map these pages.
+            d.pgtable.walk_leaves(all, &mut |run| {
+                let hit = PhysRange::from_start_len(run.phys, run.len).and_then(|r| r.intersect(want)).is_some();
+                if hit {
+                    // The map call that made this leaf, for its start and time.
+                    let call = d
+                        .map_times
+                        .iter()
+                        .filter(|(&s, &(l, _))| s <= run.iova.get() && run.iova.get() - s < l)
+                        .max_by_key(|(&s, _)| s);
+                    let (iova, phys0, len, when) = match call {
+                        Some((&s, &(l, when))) => (s, run.phys.get().wrapping_sub(run.iova.get() - s), l, when),
+                        None => (run.iova.get(), run.phys.get(), run.len, 0),
+                    };
+                    visit(Mapping {
+                        domain: DomainId(d.kptr),
+                        device: d.device.clone(),
+                        iova: Iova(iova),
+                        phys: PhysAddr(phys0),
+                        len,
+                        meta: MapMeta { when, tag: 0 },
+                    });
+                }
+                ControlFlow::Continue(())
+            });
         }
     }
 }
@@ -516,8 +566,7 @@ impl<'w> Kernel<'w> {
         let did = self.next_did;
         self.next_did += 1;
         let kptr = 0xffff_8881_01f5_0000u64 + u64::from(handle) * 0x600 + 0xa0;
-        let prov = ShadowDomain::with_block_leaves(DomainId(kptr), pgtable.pgsize_bitmap());
-        self.domains.insert(handle, Domain { kptr, did, dtype, pgtable, prov });
+        self.domains.insert(handle, Domain { kptr, did, dtype, pgtable, device: None, map_times: HashMap::default() });
         Ok(handle)
     }
 
@@ -529,7 +578,7 @@ impl<'w> Kernel<'w> {
     /// [`ModelError::NoDomain`].
     pub fn attach_device(&mut self, dom: u32, dev: &Arc<str>) -> Result<()> {
         let d = self.domains.get_mut(&dom).ok_or(ModelError::NoDomain(dom))?;
-        d.prov.set_device(Some(dev.clone()));
+        d.device = Some(dev.clone());
         let (kptr, dtype, did) = (d.kptr, d.dtype.code(), d.did);
         if self.kprobes() {
             self.emit(|t, c, ts| t.kp_iommu_attach(c, ts, kptr, dtype, dev));
@@ -598,7 +647,7 @@ impl<'w> Kernel<'w> {
             let now = self.now;
             if let Some(d) = self.domains.get_mut(&dom).filter(|_| self.cfg.sanitize) {
                 let found = self.san.map(DomainId(kptr), &d.pgtable, iova, paddr, mapped);
-                let _ = d.prov.map(iova, paddr, mapped, MapMeta { when: now, tag: u64::from(dom) });
+                d.map_times.insert(iova.get(), (mapped, now));
                 self.findings.extend(found);
             }
             self.stats.bytes_mapped += mapped;
@@ -678,8 +727,10 @@ impl<'w> Kernel<'w> {
         }
         if let Some((ticket, mut found)) = begun {
             found.extend(self.san.unmap_end(ticket, &d.pgtable, unmapped));
-            if let Some(gone) = IovaRange::from_start_len(iova, unmapped) {
-                d.prov.unmap(gone);
+            if unmapped > 0 && d.map_times.remove(&iova.get()).is_none_or(|(len, _)| len != unmapped) {
+                // Not one whole map call: forget every call that started inside.
+                let end = iova.get().saturating_add(unmapped);
+                d.map_times.retain(|&k, _| k < iova.get() || k >= end);
             }
             self.findings.extend(found);
         }

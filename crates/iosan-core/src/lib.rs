@@ -43,6 +43,7 @@ extern crate alloc;
 
 pub mod addr;
 pub mod finding;
+pub mod hash;
 pub mod sanitizer;
 pub mod shadow;
 pub mod store;

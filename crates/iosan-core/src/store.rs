@@ -20,7 +20,7 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::hash::{BuildHasherDefault, Hasher};
+use core::hash::BuildHasherDefault;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use hashbrown::HashMap;
@@ -48,28 +48,9 @@ impl Node {
     }
 }
 
-/// Node keys are small integers: a multiplicative hash spreads them well
-/// and costs one multiply (the nodes map is the hot lookup).
-#[derive(Default, Clone, Copy)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
 #[derive(Default)]
 struct Level {
-    nodes: RwLock<HashMap<u64, Box<Node>, BuildHasherDefault<KeyHasher>>>,
+    nodes: RwLock<HashMap<u64, Box<Node>, BuildHasherDefault<crate::hash::FastHasher>>>,
 }
 
 /// An inclusive span of page frame numbers.

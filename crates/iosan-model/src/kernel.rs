@@ -107,25 +107,7 @@ pub struct Domain {
     /// Start IOVA of each map call -> (length, when): the only bookkeeping
     /// provenance needs on the hot path; the rest comes from walking the
     /// page table when there is a finding.
-    pub(crate) map_times: HashMap<u64, (u64, u64), BuildHasherDefault<IovaHasher>>,
-}
-
-/// Hasher for IOVA keys: one multiply (the map is on the map/unmap path).
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IovaHasher(u64);
-
-impl std::hash::Hasher for IovaHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (v >> 12 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
+    pub(crate) map_times: HashMap<u64, (u64, u64), BuildHasherDefault<iosan_core::hash::FastHasher>>,
 }
 
 impl Domain {

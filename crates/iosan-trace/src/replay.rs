@@ -13,7 +13,7 @@
 //! ([`Options::page_size`]).
 
 use std::collections::BTreeMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use iosan_core::{
@@ -84,36 +84,9 @@ impl Ctx<'_> {
     }
 }
 
-/// A fast, non-cryptographic hasher for the replay's small integer keys.
-/// The maps are keyed by values from the capture, but each is bounded in
-/// size, so collisions chosen by an attacker cost time, never memory.
-#[derive(Default, Clone, Copy)]
-struct FastHasher(u64);
-
-impl Hasher for FastHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-    }
-    fn write_u8(&mut self, v: u8) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64);
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FastHasher>>;
+/// Maps keyed by values from the capture; each is bounded in size, so
+/// collisions chosen by an attacker cost time, never memory.
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<iosan_core::hash::FastHasher>>;
 
 // ------------------------------------------------------------------ domains
 
@@ -232,6 +205,17 @@ impl Slots {
             s.shadow.set_device(label);
         }
         self.by_dev.insert(name, i);
+    }
+
+    /// The root of a domain's aliases, without path compression.
+    fn root_ro(&self, mut i: usize) -> usize {
+        while let Some(&p) = self.parent.get(i) {
+            if p == i {
+                break;
+            }
+            i = p;
+        }
+        i
     }
 
     fn is_anonymous(&mut self, i: usize) -> bool {
@@ -1289,15 +1273,8 @@ impl Analyzer {
         }
     }
 
-    /// The root of a domain's aliases, without path compression.
-    fn root_ro(&self, mut i: usize) -> usize {
-        while let Some(&p) = self.slots.parent.get(i) {
-            if p == i {
-                break;
-            }
-            i = p;
-        }
-        i
+    fn root_ro(&self, i: usize) -> usize {
+        self.slots.root_ro(i)
     }
 
     fn exposure_on_free(&mut self, ts_ns: u64, first: u64, n: u64) {
@@ -1310,16 +1287,8 @@ impl Analyzer {
         // Pages of the freed block inside unflushed ranges, per domain, each
         // counted once. Flush-queue domains count now; for other domains the
         // free is held until a whole-domain flush tells what they are.
-        let parents = &self.slots.parent;
-        let root = |mut i: usize| {
-            while let Some(&p) = parents.get(i) {
-                if p == i {
-                    break;
-                }
-                i = p;
-            }
-            i
-        };
+        let slots = &self.slots;
+        let root = |i: usize| slots.root_ro(i);
         let mut spans: Vec<(usize, u64, u64)> = Vec::new();
         for (&(ufirst, _), u) in self.unflushed.range_mut((lo, 0)..=(last, u64::MAX)) {
             let a = first.max(ufirst);
@@ -1564,14 +1533,8 @@ impl Analyzer {
         }
     }
 
-    fn label_ro(&self, mut i: usize) -> Option<String> {
-        while let Some(&p) = self.slots.parent.get(i) {
-            if p == i {
-                break;
-            }
-            i = p;
-        }
-        self.slots.label(i)
+    fn label_ro(&self, i: usize) -> Option<String> {
+        self.slots.label(self.slots.root_ro(i))
     }
 
     fn lost_between(&self, from_ns: u64, to_ns: u64) -> bool {

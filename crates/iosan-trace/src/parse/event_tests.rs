@@ -501,3 +501,68 @@ fn hostile_bodies_are_errors_not_panics() {
     assert_eq!(e.problem, FieldProblem::Number(NumError::InvalidDigit));
     assert!(e.to_string().contains("\\xff\\x00"), "{e}");
 }
+
+/// Bodies in the kernel's layout take the fast paths; the same fields in
+/// another order (or with extra blanks) take the by-name parser. Both must
+/// agree.
+#[test]
+fn fast_paths_agree_with_by_name_parser() {
+    fn shuffled(body: &[u8]) -> Vec<u8> {
+        // reverse the words, doubling the blanks: no fast path accepts that
+        let words: Vec<&[u8]> = body.split(|&b| b == b' ').collect();
+        words.into_iter().rev().collect::<Vec<_>>().join(&b"  "[..])
+    }
+    let cases: &[(&str, &[u8], bool)] = &[
+        ("map", b"IOMMU: iova=0x0000ffffffffb000 - 0x0000ffffffffc000 paddr=0x0000000000108000 size=4096", false),
+        ("unmap", b"IOMMU: iova=0x00000000ffff8000 - 0x00000000ffff9000 size=4096 unmapped_size=4096", false),
+        ("dma_map_page", b"0000:00:04.0 dir=FROM_DEVICE dma_addr=ffffffffb000 size=4096 phys_addr=108000 attrs=", true),
+        ("dma_unmap_page", b"0000:00:03.0 dir=TO_DEVICE dma_addr=ffff8d40 size=48 attrs=", true),
+        (
+            "mm_page_alloc",
+            b"page=0000000010270b55 pfn=0x100ec2 order=1 migratetype=0 gfp_flags=GFP_KERNEL_ACCOUNT|__GFP_ZERO",
+            true,
+        ),
+        ("mm_page_free", b"page=0000000065c2d467 pfn=0x123589 order=0", true),
+        ("mm_page_free_batched", b"page=0000000053a3aecf pfn=0x139c9c order=0", true),
+        (
+            "iommu_map",
+            b"(__iommu_map+0x0/0x280) domain=0xffff888101f506a0 dtype=3 iova=0xffffffffc000 paddr=0x101000 size=0x4000 prot=3",
+            false,
+        ),
+        ("iommu_unmap_ret", b"(__iommu_dma_unmap+0xba/0x2d0 <- __iommu_unmap) unmapped=4096", false),
+    ];
+    for &(name, body, reorderable) in cases {
+        let fast = ok(name, body);
+        if reorderable {
+            // The device word of dma events must stay first.
+            let (first, rest) = match name.starts_with("dma_") {
+                true => body.split_at(body.iter().position(|&b| b == b' ').unwrap()),
+                false => (&b""[..], body),
+            };
+            let mut other = first.to_vec();
+            if !first.is_empty() {
+                other.extend_from_slice(b"  ");
+            }
+            other.extend_from_slice(&shuffled(rest.strip_prefix(b" ").unwrap_or(rest)));
+            assert_eq!(ok(name, &other), fast, "{name}: {}", other.escape_ascii());
+        }
+        // A tab instead of the first space defeats every fast path.
+        let mut tabbed = body.to_vec();
+        let sp = tabbed.iter().rposition(|&b| b == b' ').unwrap();
+        tabbed[sp] = b'\t';
+        assert_eq!(ok(name, &tabbed), fast, "{name}");
+    }
+    assert!(fast_iommu_map(b"IOMMU: iova=0x0000ffffffffb000 - 0x0000ffffffffc000 paddr=0x0 size=4096").is_some());
+    assert!(fast_flush_range(
+        b"dmar0 dmar0[0] type iotlb did 2 [0xffffffffb000-0xffffffffbfff] addr 0xffffffffb000 pages 0x1 mask 0x0"
+    )
+    .is_some());
+    // a tag type named like a key is left to the word-pair reader
+    assert!(fast_flush_range(b"dmar0 dmar0[0] type did did 2 [0x0-0xfff] addr 0x0 pages 0x1 mask 0x0").is_none());
+    assert_eq!(
+        parse_event(b"cache_tag_flush_range", b"dmar0 dmar0[0] type did did 2 [0x0-0xfff] addr 0x0 pages 0x1 mask 0x0")
+            .unwrap_err()
+            .field,
+        "did"
+    );
+}

@@ -672,3 +672,57 @@ mod tests {
         assert_eq!((e.name, e.body), (&b"fq_flush_timeout"[..], &b""[..]));
     }
 }
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    /// The general path alone (what `classify_line` did before the fast
+    /// path), for event lines.
+    fn general(line: &[u8]) -> Option<EventLine<'_>> {
+        match parse_event_line(line, skip_blanks(line, 0)) {
+            Ok(Parsed::Event(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn fast_path_fires_and_agrees() {
+        let lines: &[&[u8]] = &[
+            b"          <idle>-0       [000] d..2.     0.008000: qi_submit: iec_inv dmar0: 0x4 0x0 0x0 0x0",
+            b"          insmod-194     [000] .....    10.889499: mm_page_free: page=0000000065c2d467 pfn=0x123589 order=0",
+            b"            init-1     [000]     1.464407: map:                  IOMMU: iova=0x0",
+            b" kworker/u8:0-123     [001] d.h1.  6.018976: unmap: x",
+            b"     my-app 2-55      [001] ....  6.018976: unmap: x",
+            b"  cpus=2-5 [000] .....  1.000000: map: x",
+            b"  <...>-4242  [001] .....  6.018976123: unmap:",
+            b"a-1 [000] .....  9999999999.000001: fq_flush_timeout:",
+            b"  bad\xff\0name-77  [001] .....  1.000000: map: y",
+        ];
+        for &l in lines {
+            let fast = fast_event_line(l);
+            assert!(fast.is_some(), "{}", l.escape_ascii());
+            assert_eq!(fast, general(l), "{}", l.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn fast_path_declines_what_it_does_not_know() {
+        let lines: &[&[u8]] = &[
+            b"            bash-1977    (   1977) [000] ...1.  5.000000123: console: hi",
+            b"            bash-1977    [000] (   1977) ...1.  5.000000: console: hi",
+            b"  a-1-2 [x]-7  [003] .....  6.000001: unmap: x",
+            b"\t a-1 [000] .....  1.000001: map: x",
+            b"a-1 [000] .....  99999999999.000001: x: y",
+            b"a-4294967295 [000] .....  1.000001: x: y",
+            b"a-1 [000] .....  1.000001 map: x",
+            b"          <idle>-0       [001] d.h2.     6.019383: <stack trace>",
+            b"CPU:1 [LOST 1234 EVENTS]",
+            // the first `[` is in the task name: left to the general path
+            b"  CPU:1 [LOST-5 [000] .....  1.000000: map: x",
+        ];
+        for &l in lines {
+            assert_eq!(fast_event_line(l), None, "{}", l.escape_ascii());
+        }
+    }
+}

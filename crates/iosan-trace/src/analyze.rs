@@ -138,7 +138,7 @@ fn process(an: &mut Analyzer, bytes: &[u8], line: u64, offset: u64, stack: &[Vec
 fn process_event(an: &mut Analyzer, ev: &EventLine, line: u64, offset: u64, stack: &[&[u8]]) {
     match parse_event(ev.name, ev.body) {
         Ok(Some(event)) => {
-            let ctx = Ctx { line, ts_ns: ev.ts_ns, cpu: ev.cpu, pid: ev.pid, comm: ev.comm, flags: ev.flags };
+            let ctx = Ctx { line, offset, ts_ns: ev.ts_ns, cpu: ev.cpu, pid: ev.pid, comm: ev.comm, flags: ev.flags };
             an.event(&ctx, &event, stack);
         }
         Ok(None) => an.unknown_event(ev.name),

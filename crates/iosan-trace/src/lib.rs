@@ -31,6 +31,7 @@
 
 pub mod analyze;
 pub mod input;
+pub mod merge;
 pub mod parse;
 pub mod replay;
 pub mod report;

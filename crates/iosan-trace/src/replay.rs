@@ -59,6 +59,8 @@ impl Default for Options {
 pub struct Ctx<'a> {
     /// 1-based line number.
     pub line: u64,
+    /// Byte offset of the line.
+    pub offset: u64,
     /// Timestamp, ns.
     pub ts_ns: u64,
     /// CPU.
@@ -121,6 +123,9 @@ struct Slots {
     anon: Vec<usize>,
     merge_refused: u64,
     pgsize_bitmap: u64,
+    /// The shared space of identities past the cap.
+    overflow: Option<usize>,
+    domains_over_cap: u64,
 }
 
 impl Slots {
@@ -170,6 +175,9 @@ impl Slots {
         if let Some(&i) = self.by_ptr.get(&p) {
             return self.find(i);
         }
+        if self.slots.len() >= MAX_DOMAINS {
+            return self.over_cap();
+        }
         let i = self.new_slot(Attribution::Kprobe, false);
         self.slots[i].ptrs.push(p);
         self.by_ptr.insert(p, i);
@@ -179,6 +187,9 @@ impl Slots {
     fn did(&mut self, d: u32) -> usize {
         if let Some(&i) = self.by_did.get(&d) {
             return self.find(i);
+        }
+        if self.slots.len() >= MAX_DOMAINS {
+            return self.over_cap();
         }
         let i = self.new_slot(Attribution::DomainId, false);
         self.slots[i].dids.push(d);
@@ -191,15 +202,29 @@ impl Slots {
         if let Some(&i) = self.by_dev.get(&name) {
             return self.find(i);
         }
+        if self.slots.len() >= MAX_DOMAINS {
+            return self.over_cap();
+        }
         let i = self.new_slot(Attribution::Device, false);
         self.add_device(i, name);
         i
     }
 
+    /// Past the domain cap, new identities share one anonymous space.
+    fn over_cap(&mut self) -> usize {
+        self.domains_over_cap += 1;
+        if let Some(o) = self.overflow {
+            return o;
+        }
+        let o = self.new_slot(Attribution::Anonymous, true);
+        self.overflow = Some(o);
+        o
+    }
+
     fn add_device(&mut self, i: usize, name: Arc<str>) {
         let i = self.find(i);
         let s = self.slot_mut(i);
-        if !s.devices.contains(&name) {
+        if !s.devices.contains(&name) && s.devices.len() < MAX_DEVICES_PER_DOMAIN {
             s.devices.push(name.clone());
             let label: Option<Arc<str>> = Some(s.devices.join(",").into());
             s.shadow.set_device(label);
@@ -340,6 +365,18 @@ const PENDING_MAP_WINDOW: usize = 512;
 const MAX_UNFLUSHED_BEFORE_FLUSH: usize = 1 << 16;
 /// Frees held per domain until its kind of flush is known.
 const MAX_HELD_FREES: usize = 1 << 16;
+/// The kernel's NR_CPUS ceiling: lines claiming a higher CPU are skipped.
+pub const MAX_CPUS: u32 = 8192;
+/// Most findings kept; more are counted in the summary.
+const MAX_FINDINGS: usize = 1 << 16;
+/// Most domains (pointers, VT-d ids, devices) tracked; more share one anonymous space.
+const MAX_DOMAINS: usize = 1 << 16;
+/// Most devices listed per domain.
+const MAX_DEVICES_PER_DOMAIN: usize = 64;
+/// Most lost-event windows kept; more are merged per CPU.
+const MAX_LOST_WINDOWS: usize = 4096;
+/// Most sequences with unattributed unmaps waiting at once; the oldest is settled first.
+const MAX_PENDING_SEQS: usize = 1024;
 /// Resolved items kept when a sequence is pruned.
 const KEEP_RESOLVED: usize = 256;
 
@@ -385,6 +422,10 @@ pub struct Analyzer {
     /// An event that can identify a domain (kprobe, dma:*, VT-d) was seen:
     /// until then maps cannot wait for an identity.
     identity_seen: bool,
+    /// Sequences holding unattributed unmaps, oldest first.
+    pending_keys: Vec<(u32, u8)>,
+    /// Devices already listed in the summary.
+    devices_seen: HashMap<Arc<str>, ()>,
 }
 
 const MAX_STACKS: usize = 1 << 16;
@@ -417,6 +458,8 @@ impl Analyzer {
             sg_live: HashMap::default(),
             kind_counts: Vec::new(),
             identity_seen: false,
+            pending_keys: Vec::new(),
+            devices_seen: HashMap::default(),
         }
     }
 
@@ -466,7 +509,16 @@ impl Analyzer {
             Some(c) => self.last_ts_by_cpu.get(&c).copied().unwrap_or(0),
             None => self.last_ts_by_cpu.values().copied().max().unwrap_or(0),
         };
-        self.lost.push(LostWindow { cpu, events, line, after_ns: after, before_ns: None });
+        if self.lost.len() >= MAX_LOST_WINDOWS {
+            // Merge into the last window of this CPU: it now runs to the next event.
+            self.summary.lost_windows_merged += 1;
+            if let Some(w) = self.lost.iter_mut().rev().find(|w| w.cpu == cpu) {
+                w.events = w.events.zip(events).map(|(a, b)| a.saturating_add(b));
+                w.before_ns = None;
+            }
+        } else {
+            self.lost.push(LostWindow { cpu, events, line, after_ns: after, before_ns: None });
+        }
         self.summary.lost_events = self.summary.lost_events.saturating_add(events.unwrap_or(1));
     }
 
@@ -522,6 +574,10 @@ impl Analyzer {
 
     /// One event, with the stack lines printed after it (if any).
     pub fn event(&mut self, ctx: &Ctx, ev: &Event, stack: &[&[u8]]) {
+        if ctx.cpu >= MAX_CPUS {
+            self.skipped("CPU number above the kernel's limit (8191)", ctx.line, ctx.offset);
+            return;
+        }
         self.summary.events_read += 1;
         let label = ev.label();
         match self.kind_counts.iter_mut().find(|(l, _)| std::ptr::eq(*l, label)) {
@@ -612,7 +668,8 @@ impl Analyzer {
                     (None, None) => self.slots.dev(device),
                 };
                 self.slots.add_device(s, name.clone());
-                if !self.summary.devices.contains(&name.to_string()) {
+                if !self.devices_seen.contains_key(&name) && self.devices_seen.len() < MAX_DOMAINS {
+                    self.devices_seen.insert(name.clone(), ());
                     self.summary.devices.push(name.to_string());
                 }
             }
@@ -734,6 +791,15 @@ impl Analyzer {
         }
     }
 
+    /// Keeps a finding, or counts it once the cap is reached.
+    fn push_finding(&mut self, f: TraceFinding) {
+        if self.findings.len() < MAX_FINDINGS {
+            self.findings.push(f);
+        } else {
+            self.summary.findings_dropped += 1;
+        }
+    }
+
     fn seq(&mut self, key: (u32, u8)) -> &mut Seq {
         self.seqs.entry(key).or_default()
     }
@@ -757,7 +823,7 @@ impl Analyzer {
     fn on_map(&mut self, ctx: &Ctx, key: (u32, u8), iova: u64, paddr: u64, size: u64, stack: &[&[u8]]) {
         let meta = self.meta(ctx, stack);
         let Some(range) = IovaRange::from_start_len(Iova(iova), size) else {
-            self.findings.push(
+            self.push_finding(
                 self.plain(
                     ctx,
                     Finding::invalid(DomainId(u64::MAX), Iova(iova), size, iosan_core::InvalidArgs::ZeroSize),
@@ -773,7 +839,7 @@ impl Analyzer {
             self.san.map(DomainId(slot.unwrap_or(usize::MAX) as u64), &pending, Iova(iova), PhysAddr(paddr), size);
         for f in found {
             let tf = self.plain(ctx, f);
-            self.findings.push(tf);
+            self.push_finding(tf);
         }
         match slot {
             Some(s) => {
@@ -916,6 +982,13 @@ impl Analyzer {
             }
             None => {
                 self.summary.unmaps_pending += 1;
+                if !self.pending_keys.contains(&key) {
+                    if self.pending_keys.len() >= MAX_PENDING_SEQS {
+                        let oldest = self.pending_keys.remove(0);
+                        self.finish_seq(oldest);
+                    }
+                    self.pending_keys.push(key);
+                }
                 self.push_item(
                     key,
                     Item::Unmap { iova: Iova(iova), size, unmapped, slot: None, ts_ns: ctx.ts_ns, line: ctx.line },
@@ -1015,7 +1088,7 @@ impl Analyzer {
             Some(t) => format!("already unmapped at {}, not mapped since", fmt_ts(t)),
             None => "the IOMMU found nothing mapped (unmapped_size=0)".into(),
         });
-        self.findings.push(f);
+        self.push_finding(f);
     }
 
     // -------------------------------------------------------------- attribution
@@ -1100,6 +1173,9 @@ impl Analyzer {
 
     /// Ends a sequence: what is still unattributed gets its best answer.
     fn finish_seq(&mut self, key: (u32, u8)) {
+        if let Some(i) = self.pending_keys.iter().position(|k| *k == key) {
+            self.pending_keys.remove(i);
+        }
         let Some(seq) = self.seqs.get_mut(&key) else { return };
         let items = std::mem::take(&mut seq.items);
         seq.kp_map = None;
@@ -1178,7 +1254,7 @@ impl Analyzer {
                     f.size = size;
                     f.set_doubt(self.lost_between(0, ts_ns).then_some(Doubt::LostEvents));
                     f.note = Some("the IOMMU found nothing mapped (unmapped_size=0); domain unknown".into());
-                    self.findings.push(f);
+                    self.push_finding(f);
                 }
             }
             1 => {
@@ -1369,7 +1445,7 @@ impl Analyzer {
         f.iova = dma;
         f.size = size;
         f.note = Some(note);
-        self.findings.push(f);
+        self.push_finding(f);
     }
 
     // -------------------------------------------------------------- checks
@@ -1382,8 +1458,10 @@ impl Analyzer {
         // A pending unmap elsewhere may concern these pages: settle such sequences first.
         // (The traced free happens after such an unmap returned.) Only those
         // unmaps are settled; the rest of their sequences keeps waiting.
-        let keys: Vec<(u32, u8)> =
-            if self.summary.unmaps_pending == 0 { Vec::new() } else { self.seqs.keys().copied().collect() };
+        if self.summary.unmaps_pending == 0 {
+            self.pending_keys.clear();
+        }
+        let keys: Vec<(u32, u8)> = self.pending_keys.clone();
         for k in keys {
             let Some(seq) = self.seqs.get_mut(&k) else { continue };
             if !seq.items.iter().any(|i| matches!(i, Item::Unmap { slot: None, .. })) {
@@ -1437,7 +1515,7 @@ impl Analyzer {
     fn page_finding(&mut self, ctx: &Ctx, f: Finding) {
         let (Some(pfn), true) = (f.pfn, f.npages > 0) else {
             let tf = self.plain(ctx, f);
-            self.findings.push(tf);
+            self.push_finding(tf);
             return;
         };
         let page_lg2 = self.opts.page_size.lg2();
@@ -1513,8 +1591,8 @@ impl Analyzer {
                 }
             }
             let idx = self.findings.len();
-            self.findings.push(tf);
-            if let Some(key) = key {
+            self.push_finding(tf);
+            if let (Some(key), true) = (key, self.findings.len() > idx) {
                 self.episodes.entry(key).or_default().push(idx);
             }
         }
@@ -1597,7 +1675,7 @@ impl Analyzer {
                 tf.attribution = Attribution::Kprobe;
             }
             tf.set_doubt(self.lost.iter().any(|w| w.after_ns <= ctx.ts_ns).then_some(Doubt::LostEvents));
-            self.findings.push(tf);
+            self.push_finding(tf);
         }
         let slot = self.slots.slot_mut(s);
         slot.shadow.clear();
@@ -1644,7 +1722,8 @@ impl Analyzer {
                 self.summary.exposure.unflushed_at_end += 1;
             }
         }
-        // Lost-event windows: confidence warnings.
+        // Lost-event windows (confidence warnings) and live mappings, kept after the loops.
+        let mut extra: Vec<TraceFinding> = Vec::new();
         for w in &self.lost {
             let mut f = TraceFinding::blank(FindingKind::LostEvents);
             f.time_ns = w.after_ns;
@@ -1658,7 +1737,7 @@ impl Analyzer {
                 fmt_ts(w.after_ns),
                 w.before_ns.map_or("the end".to_string(), fmt_ts)
             ));
-            self.findings.push(f);
+            extra.push(f);
         }
         // Live mappings at the end, grouped by domain.
         let page_lg2 = self.opts.page_size.lg2();
@@ -1691,9 +1770,12 @@ impl Analyzer {
                 f.attribution = slot.via;
                 f.time_ns = end;
                 f.mapped_at = Some(self.site(m.meta));
-                self.findings.push(f);
+                extra.push(f);
             }
             groups.push(g);
+        }
+        for f in extra {
+            self.push_finding(f);
         }
         self.summary.live_at_end = groups;
         let mut domains = 0;
@@ -1705,6 +1787,7 @@ impl Analyzer {
         self.summary.domains = domains;
         self.summary.anonymous_space_used = !self.slots.anon.is_empty();
         self.summary.merges_refused = self.slots.merge_refused;
+        self.summary.domains_over_cap = self.slots.domains_over_cap;
         let st = self.san.stats();
         self.summary.identity_pages_freed = st.identity_pages_freed + st.identity_pages_allocated;
         self.summary.untracked_bytes = st.untracked_bytes;

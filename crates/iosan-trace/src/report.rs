@@ -367,6 +367,12 @@ pub struct Summary {
     pub unmapped_more_than_requested: u64,
     /// Maps over a range the analysis still thought mapped (an unmap was missed).
     pub stale_mappings_replaced: u64,
+    /// Findings not kept once the cap (65,536) was reached.
+    pub findings_dropped: u64,
+    /// Lost-event windows merged once the cap (4096) was reached.
+    pub lost_windows_merged: u64,
+    /// Domain identities beyond the cap (2^16), folded into the anonymous space.
+    pub domains_over_cap: u64,
     /// VT-d domain ids tied to a domain by the flush queue's timing.
     pub dids_linked_by_flush: u64,
     /// Alias merges refused because the domains overlapped.

@@ -76,7 +76,7 @@ pub(crate) struct OutputArgs {
     verbose: bool,
     /// Longest input line accepted, bytes; longer lines are skipped and counted.
     #[arg(long, default_value_t = 1 << 20)]
-    max_line: usize,
+    pub(crate) max_line: usize,
 }
 
 #[derive(clap::Args)]
@@ -84,6 +84,9 @@ struct AnalyzeArgs {
     /// Capture files, or `-` for standard input. Each is a separate capture.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// The files are per-CPU parts of one capture: merge them by timestamp into one report.
+    #[arg(long)]
+    merge: bool,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -157,6 +160,21 @@ pub(crate) fn emit(report: &Report, o: &OutputArgs) -> io::Result<()> {
 
 fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
     let opts = options(&a.out)?;
+    if a.merge && a.files.len() > 1 {
+        let mut inputs = Vec::with_capacity(a.files.len());
+        for path in &a.files {
+            inputs.push(open_input(path).with_context(|| format!("cannot open {}", path.display()))?);
+        }
+        let name = a.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + ");
+        let merged = io::BufReader::new(iosan_trace::merge::MergedCaptures::new(inputs, a.out.max_line));
+        let report = analyze(merged, &name, &opts, &mut ()).with_context(|| format!("reading {name}"))?;
+        if let Err(e) = emit(&report, &a.out) {
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                return Err(e.into());
+            }
+        }
+        return Ok(u8::from(report.bugs().next().is_some()));
+    }
     let mut status = 0u8;
     for (i, path) in a.files.iter().enumerate() {
         let name = path.display().to_string();

@@ -526,3 +526,25 @@ fn iosan_record_captures_strict_and_lazy() {
         }
     }
 }
+
+/// Per-CPU parts of one capture, merged by timestamp, give the whole capture's findings.
+#[test]
+fn merge_per_cpu_parts() {
+    let text = String::from_utf8_lossy(decompressed("bug-strict")).into_owned();
+    let (mut cpu0, mut cpu1) = (String::new(), String::new());
+    for l in text.lines() {
+        let target = if l.contains("] ") && l.split('[').nth(1).is_some_and(|c| c.starts_with("001]")) {
+            &mut cpu1
+        } else {
+            &mut cpu0
+        };
+        target.push_str(l);
+        target.push('\n');
+    }
+    let (p0, p1) = (tmp("cpu0.txt"), tmp("cpu1.txt"));
+    std::fs::write(&p0, cpu0).unwrap();
+    std::fs::write(&p1, cpu1).unwrap();
+    let r = run_json(&["analyze", "--merge", p1.to_str().unwrap(), p0.to_str().unwrap()]);
+    assert_eq!(pages(&r), ground_truth());
+    assert_eq!(r.lines.iter().filter(|l| l["type"] == "summary").count(), 1);
+}

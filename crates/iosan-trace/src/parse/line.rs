@@ -266,7 +266,7 @@ fn fast_event_line(line: &[u8]) -> Option<EventLine<'_>> {
         if !(4..=5).contains(&tok.len()) {
             return None;
         }
-        let after = trim_start(after);
+        let after = trim_start(after.get(scan::skip_spaces(after)..)?);
         let (ts, after) = after.split_at_checked(scan::find_blank(after))?;
         (Some(tok), ts, after)
     };
@@ -276,7 +276,10 @@ fn fast_event_line(line: &[u8]) -> Option<EventLine<'_>> {
     let after = trim_start(after);
     let colon = scan::find_byte(after, b':');
     let (name, body) = after.split_at_checked(colon)?;
-    if name.is_empty() || (name.first() == Some(&b'<') && is_stack_marker(after)) || name.iter().any(|&b| is_blank(b)) {
+    if name.is_empty()
+        || (name.first() == Some(&b'<') && is_stack_marker(after))
+        || scan::find_blank(name) != name.len()
+    {
         return None;
     }
     let body = trim_start(body.get(1..)?);

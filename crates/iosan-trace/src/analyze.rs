@@ -85,7 +85,8 @@ pub fn analyze(
             progress.advance(line.offset);
             next_progress = line.offset + (4 << 20);
         }
-        if is_stack_line(line.bytes) {
+        let kind = classify_line(line.bytes);
+        if matches!(kind, Ok(LineKind::Stack(_))) || (kind.is_err() && is_stack_line(line.bytes)) {
             if !stack_mode {
                 stack_mode = true;
                 an.skipped("stack line of an event read before stack lines appeared", line.number, line.offset);
@@ -98,7 +99,7 @@ pub fn analyze(
             process(&mut an, &prev, l, o, &stack);
             stack.clear();
         }
-        match classify_line(line.bytes) {
+        match kind {
             Ok(LineKind::Event(ev)) => {
                 if stack_mode {
                     prev.clear();
@@ -110,7 +111,7 @@ pub fn analyze(
             }
             Ok(LineKind::Header(h)) => an.header(h),
             Ok(LineKind::Lost { cpu, events }) => an.lost(cpu, events, line.number),
-            Ok(LineKind::Stack(_)) => an.skipped("stack line without an event", line.number, line.offset),
+            Ok(LineKind::Stack(_)) => {}
             Ok(LineKind::CpusHeader(_) | LineKind::CpuEmpty(_) | LineKind::Blank) => {}
             Err(e) => an.skipped(&format!("malformed line ({})", e.kind.field()), line.number, line.offset),
         }

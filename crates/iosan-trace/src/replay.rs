@@ -198,6 +198,10 @@ impl Slots {
     }
 
     fn dev(&mut self, name: &[u8]) -> usize {
+        // Look up without allocating (device names are ASCII in practice).
+        if let Some(&i) = std::str::from_utf8(name).ok().and_then(|n| self.by_dev.get(n)) {
+            return self.find(i);
+        }
         let name: Arc<str> = String::from_utf8_lossy(name).into();
         if let Some(&i) = self.by_dev.get(&name) {
             return self.find(i);
@@ -412,7 +416,8 @@ pub struct Analyzer {
     unflushed_max_pages: u64,
     flush_events_seen: bool,
     lost: Vec<LostWindow>,
-    last_ts_by_cpu: HashMap<u32, u64>,
+    /// Last timestamp per CPU (CPU numbers are below MAX_CPUS).
+    last_ts_by_cpu: Vec<Option<u64>>,
     summary: Summary,
     dma_live: HashMap<(usize, u64), (u64, DmaDirection, u64)>,
     /// Live scatter-gather maps: (device, first phys) -> (entries, direction, time).
@@ -452,7 +457,7 @@ impl Analyzer {
             unflushed_max_pages: 0,
             flush_events_seen: false,
             lost: Vec::new(),
-            last_ts_by_cpu: HashMap::default(),
+            last_ts_by_cpu: Vec::new(),
             summary,
             dma_live: HashMap::default(),
             sg_live: HashMap::default(),
@@ -506,8 +511,8 @@ impl Analyzer {
     /// A `[LOST n EVENTS]` marker.
     pub fn lost(&mut self, cpu: Option<u32>, events: Option<u64>, line: u64) {
         let after = match cpu {
-            Some(c) => self.last_ts_by_cpu.get(&c).copied().unwrap_or(0),
-            None => self.last_ts_by_cpu.values().copied().max().unwrap_or(0),
+            Some(c) => self.last_ts_by_cpu.get(c as usize).copied().flatten().unwrap_or(0),
+            None => self.last_ts_by_cpu.iter().copied().flatten().max().unwrap_or(0),
         };
         if self.lost.len() >= MAX_LOST_WINDOWS {
             // Merge into the last window of this CPU: it now runs to the next event.
@@ -580,13 +585,26 @@ impl Analyzer {
         }
         self.summary.events_read += 1;
         let label = ev.label();
-        match self.kind_counts.iter_mut().find(|(l, _)| std::ptr::eq(*l, label)) {
-            Some((_, n)) => *n += 1,
+        match self.kind_counts.iter().position(|(l, _)| std::ptr::eq(*l, label)) {
+            Some(i) => {
+                if let Some((_, n)) = self.kind_counts.get_mut(i) {
+                    *n += 1;
+                }
+                // Keep frequent kinds near the front.
+                if i > 0 {
+                    self.kind_counts.swap(i, i - 1);
+                }
+            }
             None => self.kind_counts.push((label, 1)),
         }
         self.summary.first_ns.get_or_insert(ctx.ts_ns);
         self.summary.last_ns = self.summary.last_ns.max(ctx.ts_ns);
-        if let Some(prev) = self.last_ts_by_cpu.insert(ctx.cpu, ctx.ts_ns) {
+        let cpu = ctx.cpu as usize;
+        if self.last_ts_by_cpu.len() <= cpu {
+            self.last_ts_by_cpu.resize(cpu + 1, None);
+        }
+        let prev = self.last_ts_by_cpu.get_mut(cpu).and_then(|t| t.replace(ctx.ts_ns));
+        if let Some(prev) = prev {
             if ctx.ts_ns < prev {
                 self.summary.time_went_backwards += 1;
             }

@@ -1726,6 +1726,7 @@ impl Analyzer {
             self.finish_seq(k);
         }
         let end = self.summary.last_ns;
+        self.summary.exposure_measurable = self.flush_events_seen;
         if !self.flush_events_seen {
             // Without IOTLB flush events the window cannot be measured.
             self.summary.exposure = crate::report::Exposure::default();

@@ -397,6 +397,8 @@ pub struct Summary {
     pub mode: &'static str,
     /// Lazy-mode exposure.
     pub exposure: Exposure,
+    /// IOTLB flush events were seen, so exposure could be measured.
+    pub exposure_measurable: bool,
     /// Pages freed or allocated inside static identity windows.
     pub identity_pages_freed: u64,
     /// Bytes mapped outside tracked memory.

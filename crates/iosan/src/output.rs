@@ -115,6 +115,7 @@ pub fn summary_json(r: &Report) -> Value {
         "unknown_by_name": s.unknown_by_name,
         "skipped": s.skipped.iter().map(|(k, v)| (k.clone(), json!({"count": v.count, "first_line": v.first_line, "first_offset": v.first_offset}))).collect::<serde_json::Map<_, _>>(),
         "mode": s.mode,
+        "exposure_measurable": s.exposure_measurable,
         "exposure": {"frees": s.exposure.frees, "pages": s.exposure.pages, "bytes": s.exposure.bytes,
                      "longest_window_s": s.exposure.longest_ns as f64 / 1e9, "unflushed_at_end": s.exposure.unflushed_at_end},
         "lost_events": s.lost_events,
@@ -389,7 +390,12 @@ fn write_summary(out: &mut dyn Write, r: &Report, st: &Style, verbose: bool) -> 
         }
     }
     let e = &s.exposure;
-    if s.mode == "lazy" || e.frees > 0 {
+    if s.mode == "lazy" && !s.exposure_measurable {
+        writeln!(
+            out,
+            "  exposure  not measurable: no IOTLB flush events in this capture (enable intel_iommu:* on VT-d)"
+        )?;
+    } else if s.mode == "lazy" || e.frees > 0 {
         writeln!(
             out,
             "  exposure  {} pages ({} bytes) freed after unmap but before the IOTLB flush, {} frees, longest window {:.3} ms (lazy mode's accepted cost, not a finding)",

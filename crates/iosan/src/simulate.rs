@@ -113,6 +113,7 @@ pub fn to_report(r: &SimReport, spec: &SimSpec) -> Report {
         ),
         mode: if spec.strict { "strict" } else { "lazy" },
         from_model: true,
+        exposure_measurable: true,
         exposure: iosan_trace::report::Exposure {
             frees: r.exposure.queued_unmaps.min(r.exposure.pages),
             pages: r.exposure.pages,

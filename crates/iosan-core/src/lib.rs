@@ -47,6 +47,7 @@ pub mod hash;
 pub mod sanitizer;
 pub mod shadow;
 pub mod store;
+mod sync;
 pub mod translate;
 
 pub use addr::{DmaAddr, Iova, IovaRange, PageSize, Pfn, PhysAddr, PhysRange};

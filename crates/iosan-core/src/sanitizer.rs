@@ -2,10 +2,10 @@
 
 use alloc::vec::Vec;
 use core::ops::ControlFlow;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::Ordering::Relaxed;
 
+use crate::sync::{AtomicBool, AtomicU64, RwLock};
 use smallvec::SmallVec;
-use spin::RwLock;
 
 use crate::addr::{Iova, IovaRange, PageSize, Pfn, PhysAddr, PhysRange};
 use crate::finding::{DomainId, Finding, FindingKind, InvalidArgs, MappingSource};

@@ -21,15 +21,20 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::hash::BuildHasherDefault;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::Ordering::Relaxed;
 
 use hashbrown::HashMap;
 
-use spin::{Mutex, RwLock};
+use crate::sync::{AtomicU32, AtomicU64, Mutex, RwLock};
 
 use crate::addr::{PageSize, PhysAddr, PhysRange};
 
+#[cfg(not(loom))]
 const FANOUT_LG2: u32 = 9;
+/// Under the model checker, blocks of 4 pages keep scenarios small enough
+/// to explore exhaustively; the algorithm does not depend on the fan-out.
+#[cfg(loom)]
+const FANOUT_LG2: u32 = 2;
 const FANOUT: u64 = 1 << FANOUT_LG2;
 /// Number of levels: pages, then blocks of 512, 512^2, 512^3, 512^4 pages.
 pub const LEVELS: usize = 5;

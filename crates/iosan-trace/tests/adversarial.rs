@@ -651,7 +651,7 @@ fn flate_zeros(n: usize) -> Vec<u8> {
 /// free (every free walks every sequence while unmaps are pending).
 /// `PROBE_N=20000 cargo test --test adversarial probe -- --ignored --nocapture`
 #[test]
-#[ignore = "probe of known unbounded replay state; prints time and peak heap"]
+#[ignore = "probe of replay-state growth under hostile input (now bounded); prints time and peak heap"]
 fn probe_replay_growth() {
     let n: u64 = std::env::var("PROBE_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let kind: u64 = std::env::var("PROBE_KIND").ok().and_then(|v| v.parse().ok()).unwrap_or(0);

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use iosan_core::{
     Config, DomainId, Finding, FindingKind, Iova, IovaRange, MapMeta, Mapping, MappingSource, PageSize, Pfn, PhysAddr,
-    Sanitizer, Semantics, ShadowDomain, ShadowMapResult, Translate,
+    Sanitizer, Semantics, ShadowDomain, ShadowMapResult,
 };
 
 use crate::parse::event::{DmaDirection, Event};
@@ -1617,8 +1617,6 @@ impl Analyzer {
     }
 
     fn mapping_view(&self, m: &Mapping) -> crate::report::MappingView {
-        let mut slots = &self.slots;
-        let _ = &mut slots;
         crate::report::MappingView {
             domain: self.label_ro(m.domain.0 as usize),
             device: m.device.as_ref().map(|d| d.to_string()),
@@ -1906,10 +1904,4 @@ fn dir_name(d: DmaDirection) -> &'static str {
 #[must_use]
 pub fn fmt_ts(ns: u64) -> String {
     format!("{}.{:06}", ns / 1_000_000_000, (ns % 1_000_000_000) / 1000)
-}
-
-/// Used by `Translate` users in this crate.
-#[allow(dead_code)]
-fn granule(d: &dyn Translate) -> u64 {
-    d.pgsize_bitmap() & d.pgsize_bitmap().wrapping_neg()
 }

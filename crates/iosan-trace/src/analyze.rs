@@ -5,7 +5,8 @@ use std::io::BufRead;
 use crate::parse::event::parse_event;
 use crate::parse::line::{classify_line, EventLine, LineKind};
 use crate::parse::reader::{LineReader, ReadError, DEFAULT_MAX_LINE_LEN};
-use crate::replay::{Analyzer, Ctx, Options};
+use crate::record::{ExecContext, Origin, Record, RecordSink};
+use crate::replay::{Analyzer, Options};
 use crate::report::Report;
 
 /// Options for [`analyze`].
@@ -75,7 +76,7 @@ pub fn analyze(
             None => break,
             Some(Err(e)) if e.is_fatal() => return Err(AnalyzeError { input: name.to_string(), source: e }),
             Some(Err(ReadError::LineTooLong { line, offset, .. })) => {
-                an.skipped("line longer than the limit", line, offset);
+                an.skipped("line longer than the limit", Origin::line(line, offset));
                 continue;
             }
             Some(Err(_)) => continue,
@@ -89,7 +90,10 @@ pub fn analyze(
         if matches!(kind, Ok(LineKind::Stack(_))) || (kind.is_err() && is_stack_line(line.bytes)) {
             if !stack_mode {
                 stack_mode = true;
-                an.skipped("stack line of an event read before stack lines appeared", line.number, line.offset);
+                an.skipped(
+                    "stack line of an event read before stack lines appeared",
+                    Origin::line(line.number, line.offset),
+                );
             } else if prev_loc.is_some() && stack.len() < 128 {
                 stack.push(line.bytes.to_vec());
             }
@@ -109,11 +113,13 @@ pub fn analyze(
                     process_event(&mut an, &ev, line.number, line.offset, &[]);
                 }
             }
-            Ok(LineKind::Header(h)) => an.header(h),
-            Ok(LineKind::Lost { cpu, events }) => an.lost(cpu, events, line.number),
+            Ok(LineKind::Header(h)) => header(&mut an, h),
+            Ok(LineKind::Lost { cpu, events }) => an.lost(cpu, events, Origin::line(line.number, line.offset)),
             Ok(LineKind::Stack(_)) => {}
             Ok(LineKind::CpusHeader(_) | LineKind::CpuEmpty(_) | LineKind::Blank) => {}
-            Err(e) => an.skipped(&format!("malformed line ({})", e.kind.field()), line.number, line.offset),
+            Err(e) => {
+                an.skipped(&format!("malformed line ({})", e.kind.field()), Origin::line(line.number, line.offset))
+            }
         }
     }
     if let Some((l, o)) = prev_loc.take() {
@@ -129,22 +135,48 @@ pub fn analyze(
     Ok(report)
 }
 
-fn process(an: &mut Analyzer, bytes: &[u8], line: u64, offset: u64, stack: &[Vec<u8>]) {
+fn process(an: &mut dyn RecordSink, bytes: &[u8], line: u64, offset: u64, stack: &[Vec<u8>]) {
     if let Ok(LineKind::Event(ev)) = classify_line(bytes) {
         let frames: Vec<&[u8]> = stack.iter().map(|s| s.as_slice()).collect();
         process_event(an, &ev, line, offset, &frames);
     }
 }
 
-fn process_event(an: &mut Analyzer, ev: &EventLine, line: u64, offset: u64, stack: &[&[u8]]) {
+fn process_event(sink: &mut dyn RecordSink, ev: &EventLine, line: u64, offset: u64, stack: &[&[u8]]) {
+    let origin = Origin::line(line, offset);
     match parse_event(ev.name, ev.body) {
         Ok(Some(event)) => {
-            let ctx = Ctx { line, offset, ts_ns: ev.ts_ns, cpu: ev.cpu, pid: ev.pid, comm: ev.comm, flags: ev.flags };
-            an.event(&ctx, &event, stack);
+            let rec = Record {
+                ts_ns: ev.ts_ns,
+                cpu: ev.cpu,
+                pid: ev.pid,
+                comm: ev.comm,
+                context: ExecContext::from_ftrace_flags(ev.flags),
+                event: &event,
+                stack,
+                origin,
+            };
+            sink.record(&rec);
         }
-        Ok(None) => an.unknown_event(ev.name),
-        Err(e) => {
-            an.skipped(&format!("bad field: event `{}` field `{}`: {}", e.event, e.field, e.problem), line, offset)
+        Ok(None) => sink.unknown_event(ev.name),
+        Err(e) => sink.skipped(&format!("bad field: event `{}` field `{}`: {}", e.event, e.field, e.problem), origin),
+    }
+}
+
+/// A header line (`# ...`): the overwritten-entries count and iosan's metadata.
+fn header(sink: &mut dyn RecordSink, text: &[u8]) {
+    let t = String::from_utf8_lossy(text);
+    let t = t.trim_start_matches('#').trim();
+    if let Some(rest) = t.strip_prefix("entries-in-buffer/entries-written:") {
+        let nums: Vec<u64> = rest.split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse().ok()).collect();
+        if let (Some(&a), Some(&b)) = (nums.first(), nums.get(1)) {
+            if a < b {
+                sink.overwritten(b - a);
+            }
+        }
+    } else if let Some(rest) = t.strip_prefix("iosan-meta:") {
+        if let Some((k, v)) = rest.trim().split_once('=') {
+            sink.meta(k.trim(), v.trim());
         }
     }
 }

@@ -30,12 +30,15 @@
 #![forbid(unsafe_code)]
 
 pub mod analyze;
+pub mod field;
 pub mod input;
 pub mod merge;
 pub mod parse;
+pub mod record;
 pub mod replay;
 pub mod report;
 
 pub use analyze::{analyze, AnalyzeError, AnalyzeOptions, Progress};
+pub use record::{ExecContext, Origin, Record, RecordSink};
 pub use replay::{fmt_ts, Options};
 pub use report::{Attribution, Report, Summary, TraceFinding};

@@ -22,6 +22,7 @@ use iosan_core::{
 };
 
 use crate::parse::event::{DmaDirection, Event};
+use crate::record::{Origin, Record, RecordSink};
 use crate::report::{
     Attribution, Doubt, FollowUp, LiveGroup, LostWindow, MapSite, Report, SkipCount, Summary, TraceFinding,
 };
@@ -50,38 +51,6 @@ impl Default for Options {
             pgsize_bitmap: (1 << 12) | (1 << 21) | (1 << 30),
             max_follow_ups: 16,
             max_unflushed: 1 << 20,
-        }
-    }
-}
-
-/// Where an event happened.
-#[derive(Clone, Copy, Debug)]
-pub struct Ctx<'a> {
-    /// 1-based line number.
-    pub line: u64,
-    /// Byte offset of the line.
-    pub offset: u64,
-    /// Timestamp, ns.
-    pub ts_ns: u64,
-    /// CPU.
-    pub cpu: u32,
-    /// Task id.
-    pub pid: u32,
-    /// Task name (raw bytes).
-    pub comm: &'a [u8],
-    /// The flags column, when printed.
-    pub flags: Option<&'a [u8]>,
-}
-
-impl Ctx<'_> {
-    /// Process, softirq, hardirq or NMI: nested contexts on one CPU are
-    /// separate sequences.
-    fn context(&self) -> u8 {
-        match self.flags.and_then(|f| f.get(2)) {
-            Some(b'h' | b'H') => 2,
-            Some(b's') => 1,
-            Some(b'z' | b'Z') => 3,
-            _ => 0,
         }
     }
 }
@@ -468,66 +437,7 @@ impl Analyzer {
         }
     }
 
-    /// Counts a line that was skipped, with why.
-    pub fn skipped(&mut self, reason: &str, line: u64, offset: u64) {
-        let e = self.summary.skipped.entry(reason.to_string()).or_insert(SkipCount {
-            count: 0,
-            first_line: line,
-            first_offset: offset,
-        });
-        e.count += 1;
-    }
-
-    /// Counts an event name the analyzer does not know.
-    pub fn unknown_event(&mut self, name: &[u8]) {
-        self.summary.events_read += 1;
-        self.summary.unknown_events += 1;
-        if self.summary.unknown_by_name.len() < 256
-            || self.summary.unknown_by_name.contains_key(&String::from_utf8_lossy(name).to_string())
-        {
-            *self.summary.unknown_by_name.entry(String::from_utf8_lossy(name).into_owned()).or_insert(0) += 1;
-        }
-    }
-
-    /// A header line (`# ...`).
-    pub fn header(&mut self, text: &[u8]) {
-        let t = String::from_utf8_lossy(text);
-        if let Some(rest) = t.trim_start_matches('#').trim().strip_prefix("entries-in-buffer/entries-written:") {
-            let nums: Vec<u64> = rest.split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse().ok()).collect();
-            if let (Some(&a), Some(&b)) = (nums.first(), nums.get(1)) {
-                if a < b {
-                    self.summary.overwritten_events += b - a;
-                }
-            }
-        } else if let Some(rest) = t.trim_start_matches('#').trim().strip_prefix("iosan-meta:") {
-            if self.summary.meta.len() < 64 {
-                if let Some((k, v)) = rest.trim().split_once('=') {
-                    self.summary.meta.push((k.trim().to_string(), v.trim().chars().take(512).collect()));
-                }
-            }
-        }
-    }
-
-    /// A `[LOST n EVENTS]` marker.
-    pub fn lost(&mut self, cpu: Option<u32>, events: Option<u64>, line: u64) {
-        let after = match cpu {
-            Some(c) => self.last_ts_by_cpu.get(c as usize).copied().flatten().unwrap_or(0),
-            None => self.last_ts_by_cpu.iter().copied().flatten().max().unwrap_or(0),
-        };
-        if self.lost.len() >= MAX_LOST_WINDOWS {
-            // Merge into the last window of this CPU: it now runs to the next event.
-            self.summary.lost_windows_merged += 1;
-            if let Some(w) = self.lost.iter_mut().rev().find(|w| w.cpu == cpu) {
-                w.events = w.events.zip(events).map(|(a, b)| a.saturating_add(b));
-                w.before_ns = None;
-            }
-        } else {
-            self.lost.push(LostWindow { cpu, events, line, after_ns: after, before_ns: None });
-        }
-        self.summary.lost_events = self.summary.lost_events.saturating_add(events.unwrap_or(1));
-    }
-
-    fn comm(&mut self, ctx: &Ctx) -> Arc<str> {
+    fn comm(&mut self, ctx: &Record) -> Arc<str> {
         if let Some(c) = self.comms.get(&ctx.pid) {
             if c.as_bytes() == ctx.comm || ctx.comm == b"<...>" {
                 return c.clone();
@@ -558,7 +468,7 @@ impl Analyzer {
         id
     }
 
-    fn meta(&mut self, ctx: &Ctx, stack: &[&[u8]]) -> MapMeta {
+    fn meta(&mut self, ctx: &Record, stack: &[&[u8]]) -> MapMeta {
         let _ = self.comm(ctx);
         let sid = self.stack_id(stack) as u64;
         MapMeta { when: ctx.ts_ns, tag: (sid << 44) | (u64::from(ctx.cpu & 0xfff) << 32) | u64::from(ctx.pid) }
@@ -577,10 +487,11 @@ impl Analyzer {
         }
     }
 
-    /// One event, with the stack lines printed after it (if any).
-    pub fn event(&mut self, ctx: &Ctx, ev: &Event, stack: &[&[u8]]) {
+    /// One event, with the stack printed after it (if any).
+    fn event(&mut self, ctx: &Record) {
+        let (ev, stack) = (ctx.event, ctx.stack);
         if ctx.cpu >= MAX_CPUS {
-            self.skipped("CPU number above the kernel's limit (8191)", ctx.line, ctx.offset);
+            self.skipped("CPU number above the kernel's limit (8191)", ctx.origin);
             return;
         }
         self.summary.events_read += 1;
@@ -614,7 +525,7 @@ impl Analyzer {
                 w.before_ns = Some(ctx.ts_ns);
             }
         }
-        let key = (ctx.cpu, ctx.context());
+        let key = (ctx.cpu, ctx.context.index());
         // A different task, or an event outside any map/unmap sequence, ends the sequence.
         let continues = is_sequence_event(ev);
         let seq = self.seqs.entry(key).or_default();
@@ -838,7 +749,7 @@ impl Analyzer {
 
     // -------------------------------------------------------------- map
 
-    fn on_map(&mut self, ctx: &Ctx, key: (u32, u8), iova: u64, paddr: u64, size: u64, stack: &[&[u8]]) {
+    fn on_map(&mut self, ctx: &Record, key: (u32, u8), iova: u64, paddr: u64, size: u64, stack: &[&[u8]]) {
         let meta = self.meta(ctx, stack);
         let Some(range) = IovaRange::from_start_len(Iova(iova), size) else {
             self.push_finding(
@@ -963,7 +874,7 @@ impl Analyzer {
 
     // -------------------------------------------------------------- unmap
 
-    fn on_unmap(&mut self, ctx: &Ctx, key: (u32, u8), iova: u64, size: u64, unmapped: u64) {
+    fn on_unmap(&mut self, ctx: &Record, key: (u32, u8), iova: u64, size: u64, unmapped: u64) {
         let (probe, sg_dev) = {
             let seq = self.seq(key);
             let p = seq.kp_unmap.take().filter(|&(_, kiova, ..)| kiova == iova);
@@ -988,15 +899,22 @@ impl Analyzer {
         }
         match slot {
             Some(s) => {
-                self.apply_unmap_in(s, Iova(iova), size, unmapped, ctx.ts_ns, ctx.line, false);
+                self.apply_unmap_in(s, Iova(iova), size, unmapped, ctx.ts_ns, ctx.origin.line, false);
                 self.push_item(
                     key,
-                    Item::Unmap { iova: Iova(iova), size, unmapped, slot: Some(s), ts_ns: ctx.ts_ns, line: ctx.line },
+                    Item::Unmap {
+                        iova: Iova(iova),
+                        size,
+                        unmapped,
+                        slot: Some(s),
+                        ts_ns: ctx.ts_ns,
+                        line: ctx.origin.line,
+                    },
                 );
             }
             None if !self.identity_seen => {
                 // Nothing identifies domains in this capture so far: decide now.
-                self.resolve_unmap_by_content(Iova(iova), size, unmapped, ctx.ts_ns, ctx.line);
+                self.resolve_unmap_by_content(Iova(iova), size, unmapped, ctx.ts_ns, ctx.origin.line);
             }
             None => {
                 self.summary.unmaps_pending += 1;
@@ -1009,7 +927,14 @@ impl Analyzer {
                 }
                 self.push_item(
                     key,
-                    Item::Unmap { iova: Iova(iova), size, unmapped, slot: None, ts_ns: ctx.ts_ns, line: ctx.line },
+                    Item::Unmap {
+                        iova: Iova(iova),
+                        size,
+                        unmapped,
+                        slot: None,
+                        ts_ns: ctx.ts_ns,
+                        line: ctx.origin.line,
+                    },
                 );
             }
         }
@@ -1290,7 +1215,7 @@ impl Analyzer {
 
     // -------------------------------------------------------------- lazy mode
 
-    fn flushed(&mut self, ctx: &Ctx, slot: Option<usize>, iova: Option<(u64, u64)>) {
+    fn flushed(&mut self, ctx: &Record, slot: Option<usize>, iova: Option<(u64, u64)>) {
         if self.unflushed.is_empty() {
             return;
         }
@@ -1434,14 +1359,14 @@ impl Analyzer {
 
     // -------------------------------------------------------------- DMA API checks
 
-    fn dma_map_seen(&mut self, ctx: &Ctx, dev: usize, dma: u64, size: u64, dir: DmaDirection) {
+    fn dma_map_seen(&mut self, ctx: &Record, dev: usize, dma: u64, size: u64, dir: DmaDirection) {
         if self.dma_live.len() < MAX_DMA_LIVE {
             let dev = self.slots.find(dev);
             self.dma_live.insert((dev, dma), (size, dir, ctx.ts_ns));
         }
     }
 
-    fn dma_unmap_seen(&mut self, ctx: &Ctx, dev: usize, dma: u64, size: u64, dir: DmaDirection) {
+    fn dma_unmap_seen(&mut self, ctx: &Record, dev: usize, dma: u64, size: u64, dir: DmaDirection) {
         let dev = self.slots.find(dev);
         let Some((msize, mdir, mts)) = self.dma_live.remove(&(dev, dma)) else { return };
         if msize != size || mdir != dir {
@@ -1455,7 +1380,7 @@ impl Analyzer {
         }
     }
 
-    fn dma_mismatch(&mut self, ctx: &Ctx, dev: usize, dma: Option<u64>, size: u64, note: String) {
+    fn dma_mismatch(&mut self, ctx: &Record, dev: usize, dma: Option<u64>, size: u64, note: String) {
         let mut f = TraceFinding::at(FindingKind::DmaUnmapMismatch, ctx, self.comm(ctx));
         f.device = self.slots.slot(dev).shadow.device().map(|d| d.to_string());
         f.domain = self.slots.label(dev);
@@ -1468,7 +1393,7 @@ impl Analyzer {
 
     // -------------------------------------------------------------- checks
 
-    fn check(&mut self, ctx: &Ctx, kind: FindingKind, pfn: u64, order: u32) {
+    fn check(&mut self, ctx: &Record, kind: FindingKind, pfn: u64, order: u32) {
         let n = 1u64.checked_shl(order).unwrap_or(u64::MAX);
         if kind == FindingKind::FreedWhileMapped {
             self.exposure_on_free(ctx.ts_ns, pfn, n.max(1));
@@ -1530,7 +1455,7 @@ impl Analyzer {
         })
     }
 
-    fn page_finding(&mut self, ctx: &Ctx, f: Finding) {
+    fn page_finding(&mut self, ctx: &Record, f: Finding) {
         let (Some(pfn), true) = (f.pfn, f.npages > 0) else {
             let tf = self.plain(ctx, f);
             self.push_finding(tf);
@@ -1636,7 +1561,7 @@ impl Analyzer {
     }
 
     /// A finding that is not about a page run (map/unmap level).
-    fn plain(&self, ctx: &Ctx, f: Finding) -> TraceFinding {
+    fn plain(&self, ctx: &Record, f: Finding) -> TraceFinding {
         let mut tf = TraceFinding::at(
             f.kind,
             ctx,
@@ -1661,7 +1586,7 @@ impl Analyzer {
     /// `iommu:remove_device_from_group`: the device is gone (hot-unplug or
     /// release). When it was the last device of its domain, the domain is
     /// torn down with it (its default domain goes with the group).
-    fn device_removed(&mut self, ctx: &Ctx, device: &[u8]) {
+    fn device_removed(&mut self, ctx: &Record, device: &[u8]) {
         let name: Arc<str> = String::from_utf8_lossy(device).into();
         let Some(&i) = self.slots.by_dev.get(&name) else { return };
         let s = self.slots.find(i);
@@ -1673,13 +1598,13 @@ impl Analyzer {
         }
     }
 
-    fn domain_free(&mut self, ctx: &Ctx, ptr: u64) {
+    fn domain_free(&mut self, ctx: &Record, ptr: u64) {
         let Some(&i) = self.slots.by_ptr.get(&ptr) else { return };
         let s = self.slots.find(i);
         self.teardown(ctx, s, Some(ptr));
     }
 
-    fn teardown(&mut self, ctx: &Ctx, s: usize, ptr: Option<u64>) {
+    fn teardown(&mut self, ctx: &Record, s: usize, ptr: Option<u64>) {
         self.summary.domains_freed += 1;
         let found = self.san.domain_destroyed(DomainId(s as u64), &self.slots.slot(s).shadow);
         let device = self.slots.slot(s).shadow.device().map(|d| d.to_string());
@@ -1819,6 +1744,62 @@ impl Analyzer {
         };
         self.findings.sort_by_key(|f| (f.kind == FindingKind::MappedAtEnd, f.time_ns, f.line));
         Report { findings: self.findings, summary: self.summary }
+    }
+}
+
+impl RecordSink for Analyzer {
+    fn record(&mut self, rec: &Record<'_>) {
+        self.event(rec);
+    }
+
+    /// Counts a line that was skipped, with why.
+    fn skipped(&mut self, reason: &str, origin: Origin) {
+        let e = self.summary.skipped.entry(reason.to_string()).or_insert(SkipCount {
+            count: 0,
+            first_line: origin.line,
+            first_offset: origin.offset,
+        });
+        e.count += 1;
+    }
+
+    /// Counts an event name the analyzer does not know.
+    fn unknown_event(&mut self, name: &[u8]) {
+        self.summary.events_read += 1;
+        self.summary.unknown_events += 1;
+        if self.summary.unknown_by_name.len() < 256
+            || self.summary.unknown_by_name.contains_key(&String::from_utf8_lossy(name).to_string())
+        {
+            *self.summary.unknown_by_name.entry(String::from_utf8_lossy(name).into_owned()).or_insert(0) += 1;
+        }
+    }
+
+    /// A `[LOST n EVENTS]` marker.
+    fn lost(&mut self, cpu: Option<u32>, events: Option<u64>, origin: Origin) {
+        let after = match cpu {
+            Some(c) => self.last_ts_by_cpu.get(c as usize).copied().flatten().unwrap_or(0),
+            None => self.last_ts_by_cpu.iter().copied().flatten().max().unwrap_or(0),
+        };
+        if self.lost.len() >= MAX_LOST_WINDOWS {
+            // Merge into the last window of this CPU: it now runs to the next event.
+            self.summary.lost_windows_merged += 1;
+            if let Some(w) = self.lost.iter_mut().rev().find(|w| w.cpu == cpu) {
+                w.events = w.events.zip(events).map(|(a, b)| a.saturating_add(b));
+                w.before_ns = None;
+            }
+        } else {
+            self.lost.push(LostWindow { cpu, events, line: origin.line, after_ns: after, before_ns: None });
+        }
+        self.summary.lost_events = self.summary.lost_events.saturating_add(events.unwrap_or(1));
+    }
+
+    fn meta(&mut self, key: &str, value: &str) {
+        if self.summary.meta.len() < 64 {
+            self.summary.meta.push((key.to_string(), value.chars().take(512).collect()));
+        }
+    }
+
+    fn overwritten(&mut self, events: u64) {
+        self.summary.overwritten_events = self.summary.overwritten_events.saturating_add(events);
     }
 }
 

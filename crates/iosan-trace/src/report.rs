@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use iosan_core::FindingKind;
 
-use crate::replay::Ctx;
+use crate::record::Record;
 
 /// How a domain's identity was learnt, best first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -194,10 +194,10 @@ impl TraceFinding {
 
     /// A finding of `kind` at the event `ctx`.
     #[must_use]
-    pub fn at(kind: FindingKind, ctx: &Ctx, comm: Arc<str>) -> Self {
+    pub fn at(kind: FindingKind, ctx: &Record, comm: Arc<str>) -> Self {
         let mut f = Self::blank(kind);
         f.time_ns = ctx.ts_ns;
-        f.line = ctx.line;
+        f.line = ctx.origin.line;
         f.cpu = Some(ctx.cpu);
         f.task = Some(format!("{comm}-{}", ctx.pid));
         f

@@ -6,8 +6,9 @@ mod bench;
 mod output;
 mod record_cmd;
 mod simulate;
+mod verdict;
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -163,11 +164,14 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
     if a.merge && a.files.len() > 1 {
         let mut inputs = Vec::with_capacity(a.files.len());
         for path in &a.files {
-            inputs.push(open_input(path).with_context(|| format!("cannot open {}", path.display()))?);
+            inputs.push(open_input(path).map_err(|e| anyhow::anyhow!("{e}"))?);
         }
         let name = a.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + ");
         let merged = io::BufReader::new(iosan_trace::merge::MergedCaptures::new(inputs, a.out.max_line));
         let report = analyze(merged, &name, &opts, &mut ()).with_context(|| format!("reading {name}"))?;
+        if let Some(why) = verdict::inconclusive(&report.summary, false) {
+            return Err(anyhow::anyhow!("{name}: {why}"));
+        }
         if let Err(e) = emit(&report, &a.out) {
             if e.kind() != io::ErrorKind::BrokenPipe {
                 return Err(e.into());
@@ -178,12 +182,18 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
     let mut status = 0u8;
     for (i, path) in a.files.iter().enumerate() {
         let name = path.display().to_string();
-        let reader = open_input(path).with_context(|| format!("cannot open {name}"))?;
+        let mut reader = open_input(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let looks_binary = verdict::looks_binary(reader.fill_buf().unwrap_or(&[]));
         let total = if name == "-" { None } else { std::fs::metadata(path).ok().map(|m| m.len()) };
         let mut bar =
             Bar { total, enabled: io::stderr().is_terminal() && total.is_none_or(|t| t > 8 << 20), shown: false };
         let report = analyze(reader, &name, &opts, &mut bar).with_context(|| format!("reading {name}"))?;
         drop(bar);
+        if let Some(why) = verdict::inconclusive(&report.summary, looks_binary) {
+            let _ = writeln!(io::stderr(), "iosan: error: {name}: {why}");
+            status = 2;
+            continue;
+        }
         if i > 0 && a.out.format == Format::Human {
             println!();
         }
@@ -194,7 +204,7 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
             return Err(e.into());
         }
         if report.bugs().next().is_some() {
-            status = 1;
+            status = status.max(1);
         }
     }
     Ok(status)

@@ -29,7 +29,9 @@
 //! `"type": "summary"` (last line per input): `input`, `semantics`, `lines`, `bytes`,
 //! `events`, `events_by_kind`, `unknown_events`, `skipped` (reason → `{count, first_line,
 //! first_offset}`), `mode`, `exposure`, `lost_events`, `lost_windows`, `domains`,
-//! `devices`, `attribution`, `live_at_end`, `findings` (count per kind).
+//! `devices`, `attribution`, `live_at_end`, `findings` (count per kind), `blind_spots`
+//! (`[{key, text}]`: what a conclusive capture could not see; keys `no-unmaps`,
+//! `lost-events`, `no-identity`).
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -139,6 +141,7 @@ pub fn summary_json(r: &Report) -> Value {
         "live_at_end": s.live_at_end.iter().map(|g| json!({"device": g.device, "domain": g.domain,
             "attribution": g.attribution.name(), "mappings": g.mappings, "bytes": g.bytes})).collect::<Vec<_>>(),
         "findings": by_kind,
+        "blind_spots": crate::verdict::blind_spots(s).iter().map(|b| json!({"key": b.key, "text": b.text})).collect::<Vec<_>>(),
         "meta": s.meta.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
     })
 }
@@ -359,6 +362,10 @@ fn write_summary(out: &mut dyn Write, r: &Report, st: &Style, verbose: bool) -> 
     }
     if s.dma_events == 0 {
         writeln!(out, "  note      no dma:* events (kernel before 6.12, or not enabled): device names come only from kprobes or VT-d attach pairing")?;
+    }
+    // Lost events and a missing identity source have their own lines above and below.
+    for b in crate::verdict::blind_spots(s).iter().filter(|b| b.key == "no-unmaps") {
+        writeln!(out, "  {}", st.paint("33", &format!("blind     {}", b.text)))?;
     }
     if s.unmaps_without_translation > 0 {
         writeln!(

@@ -318,18 +318,54 @@ fn errors_exit_2_and_name_the_file() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// Runs `iosan analyze FILE` on `bytes` and returns (exit code, stderr).
+fn analyze_bytes(name: &str, bytes: &[u8]) -> (Option<i32>, String) {
+    let path = tmp(name);
+    std::fs::write(&path, bytes).unwrap();
+    let out = bin().args(["analyze", "--format", "json", path.to_str().unwrap()]).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 #[test]
-fn empty_and_garbage_inputs_are_clean_with_counted_skips() {
-    let empty = tmp("empty.txt");
-    std::fs::write(&empty, b"").unwrap();
-    let r = run_json(&["analyze", empty.to_str().unwrap()]);
-    assert_eq!(r.code, 0);
-    let garbage = tmp("garbage.txt");
-    std::fs::write(&garbage, b"\x00\xff\xfe not a trace\r\n[000] 1.0: x\n   \n").unwrap();
-    let r = run_json(&["analyze", garbage.to_str().unwrap()]);
-    assert_eq!(r.code, 0);
-    let skipped: u64 = summary(&r)["skipped"].as_object().unwrap().values().map(|v| v["count"].as_u64().unwrap()).sum();
-    assert_eq!(skipped, 2);
+fn inputs_that_cannot_show_a_bug_exit_2_and_say_what_is_missing() {
+    let page_free = "  a-1 [000] ..... 1.000000: mm_page_free: page=0000000011111111 pfn=0x1000 order=0\n";
+    let map = "  a-1 [000] ..... 0.500000: map: IOMMU: iova=0x00000000fffbe000 - 0x00000000fffbf000 paddr=0x0000000001000000 size=4096\n";
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("empty.txt", Vec::new(), "the input is empty"),
+        ("garbage.bin", b"\x00\xff\xfe not a trace\r\n[000] 1.0: x\n   \n".to_vec(), "binary file"),
+        ("words.txt", b"hello world\nthis is not a trace\n".to_vec(), "no event iosan recognises"),
+        ("no-pages.txt", map.as_bytes().to_vec(), "no page allocator events"),
+        ("no-maps.txt", page_free.as_bytes().to_vec(), "no map events"),
+    ];
+    for (name, bytes, why) in cases {
+        let (code, err) = analyze_bytes(name, &bytes);
+        assert_eq!(code, Some(2), "{name}: {err}");
+        assert!(err.contains(why) && err.contains("iosan record"), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{name}: said once: {err}");
+    }
+    // Maps and frees but no unmaps: a verdict, with the blind spot named.
+    let r = run_json(&[
+        "analyze",
+        {
+            let p = tmp("no-unmaps.txt");
+            std::fs::write(&p, format!("{map}{page_free}")).unwrap();
+            p
+        }
+        .to_str()
+        .unwrap(),
+    ]);
+    assert_eq!(r.code, 1);
+    let spots = summary(&r)["blind_spots"].as_array().unwrap().clone();
+    assert!(spots.iter().any(|b| b["key"] == "no-unmaps"), "{spots:?}");
+}
+
+#[test]
+fn a_missing_file_is_named_once() {
+    let out = bin().args(["analyze", "/nonexistent/capture.txt"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(err.matches("/nonexistent/capture.txt").count(), 1, "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
 }
 
 #[test]

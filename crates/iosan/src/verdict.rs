@@ -1,0 +1,188 @@
+//! Whether a capture could have shown a DMA use-after-free at all.
+//!
+//! A use-after-free needs two things in the capture: a mapping (iommu:map,
+//! a dma:* map or allocation, or a map kprobe) and a page leaving or
+//! re-entering the allocator's hands (kmem:mm_page_free / mm_page_alloc).
+//! A capture without either cannot show the bug, so it is never reported
+//! clean: it is an error that says what is missing and how to record it.
+//! A capture that has both but lacks something else (unmap events, an
+//! identity source, events lost) gets its verdict, with what it could not
+//! see listed as blind spots.
+
+use iosan_trace::Summary;
+
+/// How to record what is missing.
+const RECORD_HINT: &str = "record with `iosan record --apply` on the machine under test (or run the script of \
+     `iosan record --print` there), which enables kmem:mm_page_free, kmem:mm_page_alloc, iommu:map, iommu:unmap, \
+     the dma:* events and the domain kprobes";
+
+/// Events that end or start a page's life in the page allocator.
+const PAGE_EVENTS: &[&str] =
+    &["kmem:mm_page_free", "kmem:mm_page_free_batched", "kmem:mm_page_alloc", "kmem:mm_page_alloc_zone_locked"];
+
+/// Events that create a mapping a device can use.
+const MAP_EVENTS: &[&str] = &[
+    "iommu:map",
+    "dma:dma_map_page",
+    "dma:dma_map_sg",
+    "dma:dma_alloc",
+    "dma:dma_alloc_pages",
+    "dma:dma_alloc_sgt",
+    "kprobe:__iommu_map",
+];
+
+/// Events that remove a mapping.
+const UNMAP_EVENTS: &[&str] = &[
+    "iommu:unmap",
+    "dma:dma_unmap_page",
+    "dma:dma_unmap_sg",
+    "dma:dma_free",
+    "dma:dma_free_pages",
+    "dma:dma_free_sgt",
+    "kprobe:__iommu_unmap",
+];
+
+fn count(s: &Summary, names: &[&str]) -> u64 {
+    names.iter().filter_map(|n| s.events_by_kind.get(n)).sum()
+}
+
+/// Why a capture cannot show a DMA use-after-free, as one message.
+#[must_use]
+pub fn inconclusive(s: &Summary, looks_binary: bool) -> Option<String> {
+    let known: u64 = s.events_by_kind.values().sum();
+    let missing = if s.bytes == 0 {
+        "the input is empty".to_string()
+    } else if known == 0 && looks_binary {
+        format!(
+            "it is a binary file iosan does not understand ({} bytes; iosan reads ftrace text, `trace-cmd report` text, \
+             trace.dat and perf.data, plain or gzip/xz/zstd-compressed)",
+            s.bytes
+        )
+    } else if known == 0 {
+        let unknown = if s.unknown_events > 0 {
+            let names: Vec<&str> = s.unknown_by_name.keys().take(5).map(String::as_str).collect();
+            format!("; {} events of other kinds ({})", s.unknown_events, names.join(", "))
+        } else {
+            String::new()
+        };
+        format!("it holds no event iosan recognises ({} lines read{unknown})", s.lines)
+    } else if count(s, PAGE_EVENTS) == 0 {
+        format!(
+            "it has no page allocator events (kmem:mm_page_free, kmem:mm_page_alloc), so no free or re-allocation of \
+             a mapped page could be seen ({known} recognised events)"
+        )
+    } else if count(s, MAP_EVENTS) == 0 {
+        format!(
+            "it has no map events of any kind (iommu:map, dma:dma_map_*, dma:dma_alloc*, a map kprobe), so no page \
+             could be seen mapped ({known} recognised events)"
+        )
+    } else {
+        return None;
+    };
+    Some(format!("cannot show a DMA use-after-free: {missing}; {RECORD_HINT}"))
+}
+
+/// Something a conclusive capture could not see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlindSpot {
+    /// Stable name: `no-unmaps`, `lost-events`, `no-identity`.
+    pub key: &'static str,
+    /// What it means, in one line.
+    pub text: String,
+}
+
+/// What a conclusive capture could not see.
+#[must_use]
+pub fn blind_spots(s: &Summary) -> Vec<BlindSpot> {
+    let mut out = Vec::new();
+    if count(s, MAP_EVENTS) > 0 && count(s, UNMAP_EVENTS) == 0 {
+        out.push(BlindSpot {
+            key: "no-unmaps",
+            text: "no unmap events: every mapping counts as live until the end of the capture, so a page freed \
+                   after its (unseen) unmap is reported as freed while mapped (enable iommu:unmap and dma:dma_unmap_*)"
+                .to_string(),
+        });
+    }
+    if s.lost_events > 0 || s.overwritten_events > 0 {
+        out.push(BlindSpot {
+            key: "lost-events",
+            text: format!(
+                "{} events lost and {} overwritten by the ring buffer: findings in those windows are marked, and \
+                 bugs inside them may be missed (a larger buffer_size_kb helps)",
+                s.lost_events, s.overwritten_events
+            ),
+        });
+    }
+    if s.kprobe_events == 0 && s.dma_events == 0 && s.vtd_events == 0 && count(s, &["iommu:map"]) > 0 {
+        out.push(BlindSpot {
+            key: "no-identity",
+            text: "no identity source (no domain kprobes, dma:* or intel_iommu events): IOVA spaces of different \
+                   domains cannot be told apart, so findings there are attribution guesses"
+                .to_string(),
+        });
+    }
+    out
+}
+
+/// Whether the first bytes of an input look like binary data rather than
+/// text: a NUL byte, or many control bytes.
+#[must_use]
+pub fn looks_binary(prefix: &[u8]) -> bool {
+    let sample = prefix.get(..prefix.len().min(4096)).unwrap_or(prefix);
+    if sample.contains(&0) {
+        return true;
+    }
+    let control = sample.iter().filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t')).count();
+    control * 20 > sample.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(kinds: &[(&'static str, u64)]) -> Summary {
+        let mut s = Summary { bytes: 100, lines: 3, ..Summary::default() };
+        for (k, n) in kinds {
+            s.events_by_kind.insert(k, *n);
+        }
+        s
+    }
+
+    #[test]
+    fn inconclusive_inputs_say_what_is_missing() {
+        let empty = Summary::default();
+        assert!(inconclusive(&empty, false).unwrap().contains("empty"));
+        let nothing = summary(&[]);
+        assert!(inconclusive(&nothing, false).unwrap().contains("no event iosan recognises"));
+        assert!(inconclusive(&nothing, true).unwrap().contains("binary file"));
+        let no_pages = summary(&[("iommu:map", 3)]);
+        assert!(inconclusive(&no_pages, false).unwrap().contains("no page allocator events"));
+        let no_maps = summary(&[("kmem:mm_page_free", 3)]);
+        assert!(inconclusive(&no_maps, false).unwrap().contains("no map events"));
+        for m in [inconclusive(&no_maps, false).unwrap(), inconclusive(&empty, false).unwrap()] {
+            assert!(m.contains("iosan record"), "{m}");
+        }
+    }
+
+    #[test]
+    fn conclusive_inputs_list_blind_spots() {
+        let dma_only = summary(&[("dma:dma_map_page", 1), ("kmem:mm_page_free", 1)]);
+        assert!(inconclusive(&dma_only, false).is_none());
+        assert_eq!(blind_spots(&dma_only).len(), 1, "no unmaps");
+        let mut full = summary(&[("iommu:map", 1), ("iommu:unmap", 1), ("kmem:mm_page_free", 1)]);
+        full.kprobe_events = 2;
+        assert!(inconclusive(&full, false).is_none());
+        assert!(blind_spots(&full).is_empty());
+        let mut bare = summary(&[("iommu:map", 1), ("iommu:unmap", 1), ("kmem:mm_page_alloc", 1)]);
+        bare.lost_events = 4;
+        let spots = blind_spots(&bare);
+        assert_eq!(spots.len(), 2, "{spots:?}");
+    }
+
+    #[test]
+    fn binary_sniffing() {
+        assert!(looks_binary(b"\x17\x08Dtracing6\0"));
+        assert!(!looks_binary(b"# tracer: nop\n  a-1 [000] ..... 1.0: x: y\n"));
+        assert!(!looks_binary(b""));
+    }
+}

@@ -48,6 +48,7 @@ pub mod mem;
 pub mod pgtable;
 pub mod prng;
 pub mod trace;
+pub mod tracedat;
 pub mod workload;
 
 pub use error::{ModelError, Result};

@@ -5,12 +5,10 @@
 //! (sizes not in the bitmap, misalignment, zero counts, addresses past ias).
 #![no_main]
 
-use std::ops::ControlFlow;
-
 use arbitrary::Arbitrary;
-use iosan_core::{Iova, IovaRange, PhysAddr, Translate};
+use iosan_core::{Iova, PhysAddr, Translate};
 use iosan_model::pgtable::{BumpTables, IoPgtable, IOMMU_READ, IOMMU_WRITE};
-use iosan_testkit::pgtable::{phys_for, place, LeafMap, CONFIGS};
+use iosan_testkit::pgtable::{page_sizes, phys_for, place, table_runs, LeafMap, CONFIGS};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -50,8 +48,7 @@ fuzz_target!(|case: Case| {
     let cfg = CONFIGS[usize::from(case.cfg) % CONFIGS.len()];
     let mut mem = BumpTables::new(1 << 46);
     let mut t = IoPgtable::new(cfg, &mut mem).unwrap();
-    let bitmap = t.pgsize_bitmap();
-    let sizes: Vec<u64> = (0..64).filter(|b| bitmap >> b & 1 == 1).map(|b| 1u64 << b).collect();
+    let sizes = page_sizes(t.pgsize_bitmap());
     let mut model = LeafMap::default();
     for op in case.ops.iter().take(64) {
         match *op {
@@ -102,10 +99,5 @@ fuzz_target!(|case: Case| {
             }
         }
     }
-    let mut runs = Vec::new();
-    t.walk_leaves(IovaRange::from_start_last(Iova(0), Iova(u64::MAX)).unwrap(), &mut |r| {
-        runs.push(r);
-        ControlFlow::Continue(())
-    });
-    assert_eq!(runs, model.runs());
+    assert_eq!(table_runs(&t), model.runs());
 });

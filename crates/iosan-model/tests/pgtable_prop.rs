@@ -2,11 +2,9 @@
 //! leaves, `iosan_testkit::pgtable::LeafMap`), for each format and each
 //! partial-block policy, in the manner of generic_pt's `test_random_map`.
 
-use std::ops::ControlFlow;
-
-use iosan_core::{Iova, IovaRange, PhysAddr, Translate};
+use iosan_core::{Iova, PhysAddr, Translate};
 use iosan_model::pgtable::{BumpTables, IoPgtable, PartialUnmap, PgtableCfg, IOMMU_READ, IOMMU_WRITE};
-use iosan_testkit::pgtable::{phys_for, place, LeafMap};
+use iosan_testkit::pgtable::{page_sizes, phys_for, place, table_runs, LeafMap};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -26,8 +24,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn check(cfg: PgtableCfg, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut mem = BumpTables::new(1 << 46);
     let mut t = IoPgtable::new(cfg, &mut mem).unwrap();
-    let bitmap = t.pgsize_bitmap();
-    let sizes: Vec<u64> = (0..64).filter(|b| bitmap >> b & 1 == 1).map(|b| 1u64 << b).collect();
+    let sizes = page_sizes(t.pgsize_bitmap());
     let mut model = LeafMap::default();
     for op in ops {
         match *op {
@@ -49,12 +46,7 @@ fn check(cfg: PgtableCfg, ops: &[Op]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(n, mn, "unmap {:#x} {:#x}x{}", iova, size, count);
             }
         }
-        let mut runs = Vec::new();
-        t.walk_leaves(IovaRange::from_start_last(Iova(0), Iova(u64::MAX)).unwrap(), &mut |r| {
-            runs.push(r);
-            ControlFlow::Continue(())
-        });
-        prop_assert_eq!(&runs, &model.runs());
+        prop_assert_eq!(&table_runs(&t), &model.runs());
         for r in model.runs().iter().take(4) {
             prop_assert_eq!(t.iova_to_phys(Iova(r.iova.0 + r.len - 1)), Some(PhysAddr(r.phys.0 + r.len - 1)));
         }

@@ -48,14 +48,14 @@ mod tests {
         let mut r = Rng::new(1);
         // x = 1 -> 1 ^ (1 << 25) = 0x2000001 -> ^ (x >> 27) = 0x2000001; times M.
         assert_eq!(r.next_u64(), 0x0200_0001u64.wrapping_mul(0x2545_f491_4f6c_dd1d));
-        let mut a = Rng::new(42);
-        let mut b = Rng::new(42);
-        for _ in 0..1000 {
-            let x = a.below(7);
-            assert_eq!(x, b.below(7));
-            assert!(x < 7);
-        }
-        assert_eq!(a.below(0), 0);
+        let draws = |seed| {
+            let mut r = Rng::new(seed);
+            (0..1000).map(|_| r.below(7)).collect::<Vec<_>>()
+        };
+        assert_eq!(draws(42), draws(42), "deterministic");
+        assert_ne!(draws(42), draws(43));
+        assert!(draws(42).iter().all(|&x| x < 7));
+        assert_eq!(Rng::new(42).below(0), 0);
         let mut z = Rng::new(0);
         assert_ne!(z.next_u64(), 0, "seed 0 does not stick at 0");
     }

@@ -1,256 +1,38 @@
 //! Model-based property test: random map / partial unmap / block unmap /
 //! double unmap / free / alloc sequences over several domains with
-//! different granules and CPU page sizes, checked against a plain
-//! reference (a BTreeMap of mappings and a Vec of counts), in both
-//! semantics.
-
-use std::collections::BTreeMap;
+//! different granules and CPU page sizes, checked after every step against
+//! the plain reference of `iosan_testkit::refcount` (a BTreeMap of mappings
+//! and counts derived from it) and `iosan_testkit::iommu`, in both
+//! semantics. The check itself is `iosan_testkit::engine::Harness`, shared
+//! with the `engine` fuzz target.
 
 use iosan_core::{
-    Config, DomainId, FindingKind, Iova, IovaRange, MapMeta, PageSize, Pfn, PhysAddr, PhysRange, Sanitizer, Semantics,
-    ShadowDomain, ShadowMapResult,
+    Config, DomainId, FindingKind, Iova, IovaRange, MapMeta, PageSize, Pfn, PhysAddr, Sanitizer, Semantics,
+    ShadowDomain,
+};
+use iosan_testkit::engine::{
+    Harness, Op, DOMAINS, IOVA_SLOTS, MAX_MAP_GRANULES, MAX_ORDER, MAX_UNMAP_GRANULES, PAGE_SLOTS, PHYS_SLOTS,
 };
 use proptest::prelude::*;
 
-const RAM_BYTES: u64 = 64 << 20;
-const IOVA_BASE: u64 = 1 << 30;
-
-/// (granule log2, block leaves?)
-const DOMAINS: [(u32, bool); 4] = [(12, false), (14, false), (16, false), (12, true)];
-
-#[derive(Clone, Debug)]
-enum Op {
-    Map { d: usize, iova_slot: u64, phys_slot: u64, n: u64 },
-    Unmap { d: usize, iova_slot: u64, n: u64 },
-    Free { page: u64, order: u32 },
-    Alloc { page: u64, order: u32 },
-}
-
 fn op() -> impl Strategy<Value = Op> {
+    let d = 0..DOMAINS.len();
     prop_oneof![
-        4 => (0..4usize, 0..48u64, 0..200u64, 1..6u64).prop_map(|(d, iova_slot, phys_slot, n)| Op::Map { d, iova_slot, phys_slot, n }),
-        3 => (0..4usize, 0..48u64, 1..8u64).prop_map(|(d, iova_slot, n)| Op::Unmap { d, iova_slot, n }),
-        2 => (0..1024u64, 0..5u32).prop_map(|(page, order)| Op::Free { page, order }),
-        1 => (0..1024u64, 0..5u32).prop_map(|(page, order)| Op::Alloc { page, order }),
+        4 => (d.clone(), 0..IOVA_SLOTS, 0..PHYS_SLOTS, 1..MAX_MAP_GRANULES + 1)
+            .prop_map(|(d, iova_slot, phys_slot, n)| Op::Map { d, iova_slot, phys_slot, n }),
+        3 => (d, 0..IOVA_SLOTS, 1..MAX_UNMAP_GRANULES + 1).prop_map(|(d, iova_slot, n)| Op::Unmap { d, iova_slot, n }),
+        2 => (0..PAGE_SLOTS, 0..MAX_ORDER + 1).prop_map(|(page, order)| Op::Free { page, order }),
+        1 => (0..PAGE_SLOTS, 0..MAX_ORDER + 1).prop_map(|(page, order)| Op::Alloc { page, order }),
     ]
 }
 
-/// The reference: mappings per domain and, derived on demand, counts.
-struct Reference {
-    page_lg2: u32,
-    semantics: Semantics,
-    maps: Vec<BTreeMap<u64, (u64, u64)>>, // iova -> (phys, len)
-    upstream: Vec<i64>,                   // kernel counters, per CPU page
-}
-
-impl Reference {
-    fn translate(&self, d: usize, iova: u64) -> Option<u64> {
-        let (&s, &(p, l)) = self.maps[d].range(..=iova).next_back()?;
-        (iova < s + l).then(|| p + (iova - s))
-    }
-    fn exact_counts(&self) -> Vec<i64> {
-        let mut c = vec![0i64; (RAM_BYTES >> self.page_lg2) as usize];
-        for (d, m) in self.maps.iter().enumerate() {
-            let step = DOMAINS[d].0.min(self.page_lg2);
-            for (&_, &(phys, len)) in m {
-                let mut off = 0;
-                while off < len {
-                    c[((phys + off) >> self.page_lg2) as usize] += 1;
-                    off += 1 << step;
-                }
-            }
-        }
-        c
-    }
-    fn counts(&self) -> Vec<i64> {
-        match self.semantics {
-            Semantics::Exact => self.exact_counts(),
-            Semantics::Upstream => self.upstream.clone(),
-        }
-    }
-    fn upstream_add(&mut self, phys: u64, delta: i64) {
-        if let Some(c) = self.upstream.get_mut((phys >> self.page_lg2) as usize) {
-            *c += delta;
-        }
-    }
-}
-
 fn run(page_lg2: u32, semantics: Semantics, ops: &[Op]) -> Result<(), TestCaseError> {
-    let page = PageSize::from_lg2(page_lg2).unwrap();
-    let san = Sanitizer::new(Config {
-        semantics,
-        page_size: page,
-        ram: vec![PhysRange::from_start_len(PhysAddr(0), RAM_BYTES).unwrap()],
-        ..Config::default()
-    });
-    let mut doms: Vec<ShadowDomain> = DOMAINS
-        .iter()
-        .enumerate()
-        .map(|(i, &(g, block))| {
-            if block {
-                ShadowDomain::with_block_leaves(DomainId(i as u64), 1 << g)
-            } else {
-                ShadowDomain::new(DomainId(i as u64), 1 << g)
-            }
-        })
-        .collect();
-    let mut r = Reference {
-        page_lg2,
-        semantics,
-        maps: vec![BTreeMap::new(); DOMAINS.len()],
-        upstream: vec![0; (RAM_BYTES >> page_lg2) as usize],
-    };
+    let mut h = Harness::new(page_lg2, semantics);
     for (step, o) in ops.iter().enumerate() {
-        match *o {
-            Op::Map { d, iova_slot, phys_slot, n } => {
-                let g = DOMAINS[d].0;
-                let (iova, phys, len) = (IOVA_BASE + (iova_slot << g), phys_slot << g, n << g);
-                if phys + len > RAM_BYTES {
-                    continue;
-                }
-                if doms[d].map(Iova(iova), PhysAddr(phys), len, MapMeta { when: step as u64, tag: 0 })
-                    != ShadowMapResult::Mapped
-                {
-                    continue;
-                }
-                r.maps[d].insert(iova, (phys, len));
-                // The kernel WARNs when an increment leaves a count <= 0: a page whose
-                // count an earlier unmap of a phys-0 map (skipped at map time) drove
-                // negative (see upstream_phys_zero_map_goes_negative_on_unmap).
-                let kernel_warns = semantics == Semantics::Upstream
-                    && phys != 0
-                    && (0..len)
-                        .step_by(1 << g)
-                        .any(|off| r.upstream.get(((phys + off) >> page_lg2) as usize).is_some_and(|&c| c < 0));
-                if semantics == Semantics::Upstream && phys != 0 {
-                    let mut off = 0;
-                    while off < len {
-                        r.upstream_add(phys + off, 1);
-                        off += 1 << g;
-                    }
-                }
-                let f = san.map(DomainId(d as u64), &doms[d], Iova(iova), PhysAddr(phys), len);
-                let expect_invalid = semantics == Semantics::Upstream && phys == 0;
-                prop_assert_eq!(f.iter().any(|f| f.kind == FindingKind::InvalidMapArgs), expect_invalid, "{:?}", f);
-                prop_assert!(f.iter().all(|f| f.kind == FindingKind::InvalidMapArgs
-                    || (kernel_warns && f.kind == FindingKind::RefcountOverflow)));
-            }
-            Op::Unmap { d, iova_slot, n } => {
-                let (g, block) = DOMAINS[d];
-                let (iova, size) = (IOVA_BASE + (iova_slot << g), n << g);
-                let asked = IovaRange::from_start_len(Iova(iova), size).unwrap();
-                // What the IOMMU removes: split domains stop at the first hole;
-                // block domains remove whole entries starting at iova, or refuse.
-                let mut remove: Vec<(u64, u64)> = vec![];
-                let mut cur = iova;
-                while cur < iova + size {
-                    let Some((&s, &(_, l))) = r.maps[d].range(..=cur).next_back() else { break };
-                    if cur >= s + l {
-                        break;
-                    }
-                    if block {
-                        if s != cur {
-                            break;
-                        }
-                        remove.push((s, l));
-                        cur = s + l;
-                    } else {
-                        let end = (s + l).min(iova + size);
-                        remove.push((cur, end - cur));
-                        cur = end;
-                    }
-                }
-                let unmapped: u64 = remove.iter().map(|x| x.1).sum();
-                let coverage: u64 = doms[d].overlapping(asked).filter_map(|m| m.iova.intersect(asked)?.len()).sum();
-                if semantics == Semantics::Upstream {
-                    let mut off = 0;
-                    while off < size {
-                        if let Some(p) = r.translate(d, iova + off) {
-                            if p != 0 {
-                                r.upstream_add(p, -1);
-                            }
-                        }
-                        off += 1 << g;
-                    }
-                }
-                let (ticket, f0) = san.unmap_begin(DomainId(d as u64), &doms[d], Iova(iova), size);
-                for &(s, l) in &remove {
-                    doms[d].unmap(IovaRange::from_start_len(Iova(s), l).unwrap());
-                    // Reference: cut [s, s+l) out of its entry.
-                    let (&es, &(ep, el)) = r.maps[d].range(..=s).next_back().unwrap();
-                    r.maps[d].remove(&es);
-                    if es < s {
-                        r.maps[d].insert(es, (ep, s - es));
-                    }
-                    if es + el > s + l {
-                        r.maps[d].insert(s + l, (ep + (s + l - es), es + el - (s + l)));
-                    }
-                }
-                if semantics == Semantics::Upstream && unmapped < size {
-                    let mut off = unmapped;
-                    while off < size {
-                        if let Some(p) = r.translate(d, iova + off) {
-                            if p != 0 {
-                                r.upstream_add(p, 1);
-                            }
-                        }
-                        off += 1 << g;
-                    }
-                }
-                let f1 = san.unmap_end(ticket, &doms[d], unmapped);
-                if semantics == Semantics::Exact {
-                    let kinds: Vec<_> = f0.iter().chain(&f1).map(|f| f.kind).collect();
-                    let expect = if coverage == 0 {
-                        vec![FindingKind::DoubleUnmap]
-                    } else if coverage < size {
-                        vec![FindingKind::UnmapOverlapsUnmapped]
-                    } else {
-                        vec![]
-                    };
-                    prop_assert_eq!(kinds, expect);
-                }
-            }
-            Op::Free { page: p, order } | Op::Alloc { page: p, order } => {
-                let first = p << order >> 2; // spread over RAM, stay aligned-ish
-                let first = first & !((1 << order) - 1);
-                let n = 1u64 << order;
-                if (first + n) << page_lg2 > RAM_BYTES {
-                    continue;
-                }
-                let src: Vec<&ShadowDomain> = doms.iter().collect();
-                let f = match o {
-                    Op::Free { .. } => san.check_free(Pfn(first), order, &Sources(&src)),
-                    _ => san.check_alloc(Pfn(first), order, &Sources(&src)),
-                };
-                let counts = r.counts();
-                let expect: Vec<u64> = (first..first + n).filter(|&q| counts[q as usize] != 0).collect();
-                let got: Vec<u64> =
-                    f.iter().flat_map(|f| f.pfn.unwrap().get()..f.pfn.unwrap().get() + f.npages).collect();
-                prop_assert_eq!(got, expect, "step {} op {:?}", step, o);
-                if semantics == Semantics::Exact {
-                    for f in &f {
-                        // Provenance: every mapping listed really covers the pages.
-                        prop_assert!(!f.mappings.is_empty());
-                    }
-                }
-            }
-        }
+        h.step(step, o).map_err(TestCaseError::fail)?;
     }
     // At the end every counter agrees with the reference.
-    let counts = r.counts();
-    for (pfn, &c) in counts.iter().enumerate() {
-        prop_assert_eq!(san.count(Pfn(pfn as u64)), c, "pfn {:#x}", pfn);
-    }
-    Ok(())
-}
-
-struct Sources<'a>(&'a [&'a ShadowDomain]);
-impl iosan_core::MappingSource for Sources<'_> {
-    fn mappings_covering(&self, phys: PhysAddr, len: u64, visit: &mut dyn FnMut(iosan_core::Mapping)) {
-        for d in self.0 {
-            d.mappings_covering(phys, len, visit);
-        }
-    }
+    h.check_counts().map_err(TestCaseError::fail)
 }
 
 proptest! {

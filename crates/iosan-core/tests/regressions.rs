@@ -7,21 +7,11 @@
 use std::path::PathBuf;
 
 use iosan_core::{
-    Config, DomainId, Iova, IovaRange, MapMeta, Mapping, MappingSource, PageSize, Pfn, PhysAddr, PhysRange, Sanitizer,
-    Semantics, ShadowDomain, ShadowMapResult,
+    Config, DomainId, Iova, MapMeta, PageSize, Pfn, PhysAddr, PhysRange, Sanitizer, Semantics, ShadowDomain,
+    ShadowMapResult,
 };
-
-const RAM_BYTES: u64 = 64 << 20;
-
-struct All<'a>(&'a [ShadowDomain]);
-
-impl MappingSource for All<'_> {
-    fn mappings_covering(&self, phys: PhysAddr, len: u64, visit: &mut dyn FnMut(Mapping)) {
-        for d in self.0 {
-            d.mappings_covering(phys, len, visit);
-        }
-    }
-}
+use iosan_testkit::engine::{shadow_domains, shadow_entry_at, unmap_with_hooks, AllDomains, DOMAINS, RAM_BYTES};
+use iosan_testkit::iommu::unmap_pieces;
 
 fn num(s: Option<&str>) -> u64 {
     let s = s.expect("operand");
@@ -32,39 +22,18 @@ fn num(s: Option<&str>) -> u64 {
     .unwrap_or_else(|e| panic!("{s}: {e}"))
 }
 
-/// Unmaps as an IOMMU does: from `iova` up to the first hole (the bytes
-/// unmapped are always a prefix of the range); a domain with block leaves
-/// removes whole entries, and refuses one that starts before `iova`.
-fn unmap(san: &Sanitizer, d: &mut ShadowDomain, iova: u64, size: u64, block: bool) {
-    let (ticket, _) = san.unmap_begin(d.id(), d, Iova(iova), size);
-    let mut cur = iova;
-    if let Some(asked) = IovaRange::from_start_len(Iova(iova), size) {
-        for m in d.overlapping(asked) {
-            let start = m.iova.start().get();
-            if start > cur || (block && start < iova) {
-                break;
-            }
-            cur = m.iova.last().get().saturating_add(1).min(iova.saturating_add(size)).max(cur);
-        }
-    }
-    let gone = IovaRange::from_start_len(Iova(iova), cur - iova).map(|r| d.unmap(r)).unwrap_or_default();
-    let _ = san.unmap_end(ticket, d, gone.iter().map(|m| m.len()).sum());
+/// Unmaps as the IOMMU of domain `d` does (`iosan_testkit::iommu`), with
+/// the sanitizer's hooks around it.
+fn unmap(san: &Sanitizer, doms: &mut [ShadowDomain], d: usize, iova: u64, size: u64) {
+    let leaves = DOMAINS[d].1;
+    let pieces = unmap_pieces(iova, size, leaves, |a| shadow_entry_at(&doms[d], a));
+    let _ = unmap_with_hooks(san, &mut doms[d], iova, size, &pieces);
 }
 
 fn replay(text: &str) {
     let (mut page_lg2, mut semantics) = (12, Semantics::Exact);
     let mut san: Option<Sanitizer> = None;
-    let mut doms: Vec<ShadowDomain> = [(12u32, false), (14, false), (16, false), (12, true)]
-        .iter()
-        .enumerate()
-        .map(|(i, &(g, block))| {
-            if block {
-                ShadowDomain::with_block_leaves(DomainId(i as u64), 1 << g)
-            } else {
-                ShadowDomain::new(DomainId(i as u64), 1 << g)
-            }
-        })
-        .collect();
+    let mut doms = shadow_domains();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let mut w = line.split_whitespace();
         let op = w.next().unwrap_or_default();
@@ -92,23 +61,27 @@ fn replay(text: &str) {
             }
             "unmap" => {
                 let (d, iova, size) = (num(w.next()) as usize % 4, num(w.next()), num(w.next()));
-                unmap(s, &mut doms[d], iova, size, d == 3);
+                unmap(s, &mut doms, d, iova, size);
             }
-            "free" => {
-                drop(s.check_free(Pfn(num(w.next())), u32::try_from(num(w.next())).unwrap_or(u32::MAX), &All(&doms)))
-            }
-            "alloc" => {
-                drop(s.check_alloc(Pfn(num(w.next())), u32::try_from(num(w.next())).unwrap_or(u32::MAX), &All(&doms)))
-            }
+            "free" => drop(s.check_free(
+                Pfn(num(w.next())),
+                u32::try_from(num(w.next())).unwrap_or(u32::MAX),
+                &AllDomains(&doms),
+            )),
+            "alloc" => drop(s.check_alloc(
+                Pfn(num(w.next())),
+                u32::try_from(num(w.next())).unwrap_or(u32::MAX),
+                &AllDomains(&doms),
+            )),
             "page" | "semantics" => {}
             other => panic!("unknown op `{other}` in `{line}`"),
         }
     }
     let Some(s) = san else { return };
-    for (i, d) in doms.iter_mut().enumerate() {
-        let live: Vec<_> = d.iter().collect();
+    for d in 0..doms.len() {
+        let live: Vec<_> = doms[d].iter().collect();
         for m in live {
-            unmap(&s, d, m.iova.start().get(), m.len(), i == 3);
+            unmap(&s, &mut doms, d, m.iova.start().get(), m.len());
         }
     }
     if semantics == Semantics::Exact {

@@ -10,162 +10,16 @@
 //!
 //! Units: bytes; DMA addresses equal IOVAs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use iosan_core::{DmaAddr, Finding, FindingKind, Iova, IovaRange, Pfn, PhysAddr, Translate};
 
 use crate::error::{ModelError, Result};
-use crate::kernel::{DomainType, Kernel};
+use crate::iova::{FqEntry, IovaDomain, FQ_SIZE, FQ_TIMEOUT_NS};
+use crate::kernel::{Device, DmaEntry, DomainType, Kernel, MapKind};
 use crate::pgtable::PgtableCfg;
 use crate::trace::{DmaDir, TraceCtx};
-
-/// A per-device IOVA space (`struct iova_domain`): allocations top-down
-/// below the DMA mask, size-aligned, with the kernel's cached search
-/// ceiling (`cached_node`): a search starts below the last allocation and
-/// a free above it moves the ceiling back up.
-#[derive(Clone, Debug)]
-pub struct IovaDomain {
-    granule_lg2: u32,
-    /// First allocatable IOVA (IOVA 0 is never handed out).
-    start: u64,
-    /// One past the highest allocatable IOVA.
-    limit: u64,
-    ceiling: u64,
-    allocated: BTreeMap<u64, u64>,
-}
-
-impl IovaDomain {
-    /// A space of `[granule, dma_mask]`.
-    #[must_use]
-    pub fn new(granule_lg2: u32, dma_mask: u64) -> Self {
-        let limit = dma_mask.saturating_add(1) & !((1u64 << granule_lg2) - 1);
-        let limit = if limit == 0 { !((1u64 << granule_lg2) - 1) } else { limit };
-        Self { granule_lg2, start: 1 << granule_lg2, limit, ceiling: limit, allocated: BTreeMap::new() }
-    }
-
-    /// The size an allocation of `len` bytes really takes: whole granules,
-    /// rounded up to a power of two below 32 granules (the rcache sizes of
-    /// `iommu_dma_alloc_iova()`).
-    #[must_use]
-    pub fn alloc_len(&self, len: u64) -> Option<u64> {
-        let g = 1u64 << self.granule_lg2;
-        let pages = len.checked_add(g - 1)? >> self.granule_lg2;
-        let pages = if pages < 32 { pages.max(1).next_power_of_two() } else { pages };
-        pages.checked_mul(g)
-    }
-
-    /// `alloc_iova_fast()`: the highest free, size-aligned range of `len`
-    /// bytes (already rounded by [`IovaDomain::alloc_len`]).
-    pub fn alloc(&mut self, len: u64) -> Option<u64> {
-        let align = len.next_power_of_two().min(1 << 30).max(1 << self.granule_lg2);
-        let found = self.search(self.ceiling, len, align).or_else(|| self.search(self.limit, len, align))?;
-        self.allocated.insert(found, len);
-        self.ceiling = found;
-        Some(found)
-    }
-
-    fn search(&self, top: u64, len: u64, align: u64) -> Option<u64> {
-        let mut top = top;
-        loop {
-            let cand = top.checked_sub(len)? & !(align - 1);
-            if cand < self.start {
-                return None;
-            }
-            // The highest allocation starting below `top`.
-            match self.allocated.range(..top).next_back() {
-                Some((&s, &l)) if s + l > cand => top = s,
-                _ => return Some(cand),
-            }
-        }
-    }
-
-    /// `free_iova_fast()`: frees the allocation starting at `iova`; returns
-    /// its length, or `None` if nothing starts there.
-    pub fn free(&mut self, iova: u64) -> Option<u64> {
-        let len = self.allocated.remove(&iova)?;
-        if iova >= self.ceiling {
-            self.ceiling = self.allocated.range(iova + 1..).next().map_or(self.limit, |(&s, _)| s);
-        }
-        Some(len)
-    }
-
-    /// The allocation containing `iova`, as `(start, len)`.
-    #[must_use]
-    pub fn find(&self, iova: u64) -> Option<(u64, u64)> {
-        let (&s, &l) = self.allocated.range(..=iova).next_back()?;
-        (iova < s + l).then_some((s, l))
-    }
-
-    /// Live allocations.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.allocated.len()
-    }
-
-    /// True if nothing is allocated.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.allocated.is_empty()
-    }
-}
-
-/// How a DMA mapping was made (for the debug check).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MapKind {
-    /// `dma_map_page()` / `dma_map_single()`.
-    Page,
-    /// `dma_map_sg()` with this many CPU segments.
-    Sg(usize),
-    /// `dma_alloc_coherent()`.
-    Coherent,
-}
-
-/// A live DMA mapping as `CONFIG_DMA_API_DEBUG` records it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DmaEntry {
-    /// Size the driver mapped.
-    pub size: u64,
-    /// Direction.
-    pub dir: DmaDir,
-    /// Kind of map.
-    pub kind: MapKind,
-}
-
-/// A device behind the IOMMU with its own DMA domain.
-#[derive(Clone, Debug)]
-pub struct Device {
-    /// `dev_name()`: a PCI address such as `0000:00:02.0`.
-    pub name: Arc<str>,
-    /// Its domain handle.
-    pub domain: u32,
-    /// Its IOVA space.
-    pub iovad: IovaDomain,
-    /// Live DMA mappings by DMA address (the dma-debug hash).
-    pub live: HashMap<u64, DmaEntry>,
-}
-
-/// One unmap waiting in the flush queue.
-#[derive(Clone, Debug)]
-struct FqEntry {
-    dev: u32,
-    iova: u64,
-    /// The CPU page runs `(first, count)` the unmapped range translated to.
-    pfns: Vec<(u64, u64)>,
-}
-
-/// The flush queue of lazy mode (`struct iova_fq`, one for the model):
-/// IOVAs are freed and the IOTLB flushed on the 10 ms timer or when full.
-#[derive(Clone, Debug, Default)]
-pub struct FlushQueue {
-    entries: Vec<FqEntry>,
-    first_ns: u64,
-}
-
-/// `IOVA_FQ_TIMEOUT`: 10 ms.
-pub const FQ_TIMEOUT_NS: u64 = 10_000_000;
-/// `IOVA_FQ_SIZE`.
-pub const FQ_SIZE: usize = 256;
 
 /// A coherent allocation (`dma_alloc_coherent()`'s result).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,7 +67,7 @@ impl Kernel<'_> {
     }
 
     fn iova_granule(&self, dev: u32) -> u32 {
-        self.devices.get(dev as usize).map_or(12, |d| d.iovad.granule_lg2)
+        self.devices.get(dev as usize).map_or(12, |d| d.iovad.granule_lg2())
     }
 
     fn debug_check_unmap(&mut self, dev: u32, dma: u64, size: u64, dir: DmaDir, kind: MapKind) {
@@ -570,26 +424,4 @@ impl Kernel<'_> {
 fn align_up(v: u64, lg2: u32) -> Result<u64> {
     let m = (1u64 << lg2) - 1;
     Ok(v.checked_add(m).ok_or(ModelError::Range("size overflows"))? & !m)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn iova_allocation_is_top_down_and_reuses_freed_space() {
-        let mut d = IovaDomain::new(12, 0xffff_ffff);
-        let a = d.alloc(0x1000).unwrap();
-        assert_eq!(a, 0xffff_f000);
-        let b = d.alloc(0x2000).unwrap();
-        assert_eq!(b, 0xffff_c000);
-        let c = d.alloc(0x1000).unwrap();
-        assert_eq!(c, 0xffff_b000);
-        assert_eq!(d.free(a), Some(0x1000));
-        assert_eq!(d.alloc(0x1000), Some(0xffff_f000));
-        assert_eq!(d.alloc_len(0x1b000), Some(0x20000));
-        assert_eq!(d.alloc_len(0x40000), Some(0x40000));
-        assert_eq!(d.find(0xffff_c800), Some((0xffff_c000, 0x2000)));
-        assert_eq!(d.free(0x1234_5000), None);
-    }
 }

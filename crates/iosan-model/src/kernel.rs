@@ -1,6 +1,8 @@
-//! The modelled kernel: page allocator, IOMMU domains and the IOMMU API,
-//! with the sanitizer hooked in where Linux puts it (after the May 2026
-//! fixes) and every step optionally written as ftrace text.
+//! The modelled kernel: page allocator, IOMMU domains, the devices using
+//! them (with their IOVA space and dma-debug records, which the DMA API in
+//! `dma` drives) and the IOMMU API, with the sanitizer hooked in where
+//! Linux puts it (after the May 2026 fixes) and every step optionally
+//! written as ftrace text.
 //!
 //! Hook placement, as in `mm/page_alloc.c` and `drivers/iommu/iommu.c`:
 //! - `post_alloc_hook()` → [`Sanitizer::check_alloc`] on every block handed
@@ -28,9 +30,10 @@ use iosan_core::{
 };
 
 use crate::error::{ModelError, Result};
+use crate::iova::{FlushQueue, IovaDomain};
 use crate::mem::{PhysMemory, RegionKind};
 use crate::pgtable::{IoPgtable, PgtableCfg, TableMemory};
-use crate::trace::{TraceCtx, TraceWriter};
+use crate::trace::{DmaDir, TraceCtx, TraceWriter};
 
 /// `iommu_domain.type` values printed as `dtype=` by the kprobes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,6 +119,42 @@ impl Domain {
     pub fn id(&self) -> DomainId {
         DomainId(self.kptr)
     }
+}
+
+/// How a DMA mapping was made (for the debug check).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    /// `dma_map_page()` / `dma_map_single()`.
+    Page,
+    /// `dma_map_sg()` with this many CPU segments.
+    Sg(usize),
+    /// `dma_alloc_coherent()`.
+    Coherent,
+}
+
+/// A live DMA mapping as `CONFIG_DMA_API_DEBUG` records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaEntry {
+    /// Size the driver mapped.
+    pub size: u64,
+    /// Direction.
+    pub dir: DmaDir,
+    /// Kind of map.
+    pub kind: MapKind,
+}
+
+/// A device behind the IOMMU with its own DMA domain (`struct device`
+/// with its dma-iommu cookie and its dma-debug entries).
+#[derive(Clone, Debug)]
+pub struct Device {
+    /// `dev_name()`: a PCI address such as `0000:00:02.0`.
+    pub name: Arc<str>,
+    /// Its domain handle.
+    pub domain: u32,
+    /// Its IOVA space.
+    pub iovad: IovaDomain,
+    /// Live DMA mappings by DMA address (the dma-debug hash).
+    pub live: HashMap<u64, DmaEntry>,
 }
 
 /// Lazy-mode exposure: pages freed after their unmap but before the IOTLB
@@ -284,8 +323,8 @@ pub struct Kernel<'w> {
     pub(crate) fq_pages: HashMap<u64, u32>,
     /// Lazy mode: pages freed while unflushed (pfn, free time).
     pub(crate) fq_freed: Vec<(u64, u64)>,
-    pub(crate) devices: Vec<crate::dma::Device>,
-    pub(crate) fq: crate::dma::FlushQueue,
+    pub(crate) devices: Vec<Device>,
+    pub(crate) fq: FlushQueue,
 }
 
 impl<'w> Kernel<'w> {
@@ -342,7 +381,7 @@ impl<'w> Kernel<'w> {
             fq_pages: HashMap::new(),
             fq_freed: Vec::new(),
             devices: Vec::new(),
-            fq: crate::dma::FlushQueue::default(),
+            fq: FlushQueue::default(),
         })
     }
 

@@ -16,9 +16,11 @@
 //!   `iommu_unmap` returning bytes unmapped, `iommu_map_sg`,
 //!   `iommu_iova_to_phys`, domain free) with the sanitizer hooks as in
 //!   Linux 7.1 (map error path included);
-//! - [`dma`]: the DMA API over it (per-device top-down IOVA allocator,
-//!   `dma_map_page`, `dma_map_sg`, `dma_alloc_coherent`, strict and lazy
-//!   unmap with flush-queue exposure, a `DMA_API_DEBUG`-style check);
+//! - [`dma`]: the DMA API over it (`dma_map_page`, `dma_map_sg`,
+//!   `dma_alloc_coherent`, strict and lazy unmap with flush-queue
+//!   exposure, a `DMA_API_DEBUG`-style check);
+//! - [`iova`]: the per-device top-down IOVA allocator and the lazy-mode
+//!   flush queue, which the DMA API drives and the kernel holds;
 //! - [`trace`]: an ftrace text writer in the exact line formats of a Linux
 //!   6.12 x86_64 capture (`iommu`, `dma`, `kmem`, `intel_iommu` events and
 //!   the `lab:*` kprobes that carry domain identity);
@@ -43,6 +45,7 @@
 
 pub mod dma;
 pub mod error;
+pub mod iova;
 pub mod kernel;
 pub mod mem;
 pub mod pgtable;

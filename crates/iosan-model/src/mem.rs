@@ -9,7 +9,7 @@
 //! windows that are never allocatable (a device may still map them).
 //! [`PhysMemory`] is the pure allocator; the sanitizer hooks
 //! (`post_alloc_hook` / `free_pages_prepare`) are called by
-//! [`crate::kernel::Kernel`], which owns it.
+//! the kernel model (`kernel::Kernel`), which owns it.
 
 use std::collections::HashMap;
 

@@ -17,6 +17,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{self, BufReader, Read};
 
+use iosan_testkit::Rng;
 use iosan_trace::input::{decode_reader_with, InputOptions};
 use iosan_trace::{analyze, AnalyzeOptions, Report};
 
@@ -153,25 +154,6 @@ fn capture_head(name: &str, n: usize) -> Vec<u8> {
     out
 }
 
-/// xorshift64*: deterministic mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            usize::try_from(self.next() % n as u64).unwrap_or(0)
-        }
-    }
-}
-
 /// A line generator as a `Read`: `next(i)` writes line `i` (with its
 /// `\n`) into the buffer, until it returns false. Never holds more than
 /// one line.
@@ -245,7 +227,7 @@ fn truncated_at_every_byte() {
 fn bit_flips_of_real_lines() {
     let text = capture_head("bug-strict.trace.txt.xz", 3000);
     let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
-    let mut rng = Rng(0x1d0_5a17);
+    let mut rng = Rng::new(0x1d0_5a17);
     let mut mutated = Vec::with_capacity(text.len() * 4);
     for line in &lines {
         for _ in 0..4 {

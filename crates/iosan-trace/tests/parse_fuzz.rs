@@ -5,26 +5,8 @@
 use std::io::{BufReader, Read};
 use std::path::PathBuf;
 
+use iosan_testkit::Rng;
 use iosan_trace::parse::{classify_line, parse_event, LineKind, LineReader};
-
-/// xorshift64*: small, deterministic, good enough for mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
 
 const SEEDS: &[&[u8]] = &[
     b"          <idle>-0       [000] d..2.     0.008000: qi_submit: iec_inv dmar0: 0x4 0x0 0x0 0x0",
@@ -75,7 +57,7 @@ fn mutate(rng: &mut Rng, seed: &[u8], out: &mut Vec<u8>) {
         match rng.below(8) {
             0 if len > 0 => {
                 let i = rng.below(len);
-                out[i] = (rng.next() & 0xff) as u8;
+                out[i] = (rng.next_u64() & 0xff) as u8;
             }
             1 => {
                 let i = rng.below(len + 1);
@@ -155,7 +137,7 @@ const NAMES: &[&[u8]] = &[
 
 #[test]
 fn mutated_real_lines_never_panic() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let mut buf = Vec::new();
     let mut events = 0u32;
     for i in 0..200_000u32 {
@@ -174,15 +156,18 @@ fn mutated_real_lines_never_panic() {
 
 #[test]
 fn random_bytes_never_panic() {
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::new(0x1234_5678_9abc_def1);
     let mut buf = Vec::new();
     for _ in 0..100_000 {
         buf.clear();
         let len = rng.below(200);
         for _ in 0..len {
             // bias towards the bytes the parsers look at
-            let b =
-                if rng.below(2) == 0 { INTERESTING[rng.below(INTERESTING.len())] } else { (rng.next() & 0xff) as u8 };
+            let b = if rng.below(2) == 0 {
+                INTERESTING[rng.below(INTERESTING.len())]
+            } else {
+                (rng.next_u64() & 0xff) as u8
+            };
             buf.push(b);
         }
         run_line(&buf);
@@ -194,11 +179,11 @@ fn random_bytes_never_panic() {
 
 #[test]
 fn reader_on_random_streams_never_panics_and_accounts_every_byte() {
-    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    let mut rng = Rng::new(0xdead_beef_cafe_f00d);
     for _ in 0..300 {
         let len = rng.below(4000);
         let data: Vec<u8> =
-            (0..len).map(|_| if rng.below(8) == 0 { b'\n' } else { (rng.next() & 0xff) as u8 }).collect();
+            (0..len).map(|_| if rng.below(8) == 0 { b'\n' } else { (rng.next_u64() & 0xff) as u8 }).collect();
         let cap = 1 + rng.below(64);
         let max = 1 + rng.below(100);
         let mut r = LineReader::with_max_line_len(BufReader::with_capacity(cap, &data[..]), max);
@@ -236,7 +221,7 @@ fn mutated_fixture_sample_never_panics() {
     };
     let mut text = Vec::new();
     xz2::read::XzDecoder::new(file).read_to_end(&mut text).unwrap();
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     let mut buf = Vec::new();
     for (i, line) in text.split(|&b| b == b'\n').enumerate() {
         if i % 50 != 0 {

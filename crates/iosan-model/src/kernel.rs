@@ -71,6 +71,8 @@ pub struct KernelConfig {
     pub strict: bool,
     /// Write the `lab:*` kprobe lines that carry domain identity.
     pub kprobes: bool,
+    /// Write the trace as a trace.dat (version 6) instead of ftrace text.
+    pub tracedat: bool,
     /// Check DMA-API unmaps against their maps (`CONFIG_DMA_API_DEBUG`).
     pub dma_debug: bool,
     /// MiB of RAM above 4 GiB (RAM below is 1 MiB..3 GiB; 3..4 GiB is MMIO).
@@ -87,6 +89,7 @@ impl Default for KernelConfig {
             page_size: PageSize::SIZE_4K,
             strict: true,
             kprobes: true,
+            tracedat: false,
             dma_debug: true,
             high_mib: 1024,
             nr_cpus: 2,
@@ -360,7 +363,7 @@ impl<'w> Kernel<'w> {
             })
             .collect();
         let san = Sanitizer::new(Config { semantics: cfg.semantics, page_size: page, ram, ..Config::default() });
-        let mut trace = trace.map(TraceWriter::new);
+        let mut trace = trace.map(|w| if cfg.tracedat { TraceWriter::tracedat(w) } else { TraceWriter::new(w) });
         if let Some(t) = trace.as_mut() {
             t.header(0, cfg.nr_cpus);
         }

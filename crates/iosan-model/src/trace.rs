@@ -16,6 +16,8 @@
 
 use std::io::{self, Write};
 
+use crate::tracedat::Val::{self, Str, U32s, U64s, U};
+
 /// Where an event was emitted: the task, its pid, the CPU and the five
 /// latency flag characters (`irqs-off`, `need-resched`, `hardirq/softirq`,
 /// `preempt-depth`, `migrate-disable`).
@@ -61,6 +63,15 @@ pub enum DmaDir {
 }
 
 impl DmaDir {
+    /// The value of `enum dma_data_direction`, as binary events store it.
+    #[must_use]
+    pub const fn code(self) -> u64 {
+        match self {
+            Self::Bidirectional => 0,
+            Self::ToDevice => 1,
+            Self::FromDevice => 2,
+        }
+    }
     /// The name the `dma:*` events print.
     #[must_use]
     pub const fn name(self) -> &'static str {
@@ -99,6 +110,8 @@ const FLUSH_AT: usize = 1 << 16;
 /// further lines are dropped, so a closed pipe costs nothing.
 pub struct TraceWriter<W: Write> {
     out: W,
+    /// Binary output instead of text: the events go to a trace.dat.
+    dat: Option<Box<crate::tracedat::TraceDatWriter>>,
     buf: Vec<u8>,
     error: Option<io::ErrorKind>,
     lines: u64,
@@ -108,7 +121,23 @@ pub struct TraceWriter<W: Write> {
 impl<W: Write> TraceWriter<W> {
     /// A writer to `out`; nothing is written until the first line.
     pub fn new(out: W) -> Self {
-        Self { out, buf: Vec::with_capacity(FLUSH_AT + 4096), error: None, lines: 0, bytes: 0 }
+        Self { out, dat: None, buf: Vec::with_capacity(FLUSH_AT + 4096), error: None, lines: 0, bytes: 0 }
+    }
+
+    /// A writer of the same events as a trace.dat (version 6) to `out`,
+    /// written whole by [`TraceWriter::finish`].
+    pub fn tracedat(out: W) -> Self {
+        Self { dat: Some(Box::default()), ..Self::new(out) }
+    }
+
+    /// One binary event; `true` when this writer writes trace.dat.
+    fn dat(&mut self, ctx: &TraceCtx, ts: u64, system: &str, name: &str, fields: &[(&str, Val<'_>)]) -> bool {
+        let Some(d) = self.dat.as_deref_mut() else { return false };
+        self.lines += 1;
+        if let Err(e) = d.event(system, name, ts, ctx.cpu, ctx.pid, ctx.comm, common_flags(&ctx.flags), fields) {
+            self.error.get_or_insert(e.kind());
+        }
+        true
     }
 
     /// Writes the `# tracer: nop` header, as `cat trace` prints it.
@@ -116,6 +145,9 @@ impl<W: Write> TraceWriter<W> {
     /// `entries-written` (equal: nothing was lost); a streaming writer that
     /// does not know the count yet passes 0.
     pub fn header(&mut self, entries: u64, nr_cpus: u32) {
+        if self.dat.is_some() {
+            return;
+        }
         let _ = write!(
             self.buf,
             "# tracer: nop\n#\n# entries-in-buffer/entries-written: {entries}/{entries}   #P:{nr_cpus}\n#\n\
@@ -154,6 +186,13 @@ impl<W: Write> TraceWriter<W> {
     /// # Errors
     /// The first I/O error met while writing.
     pub fn finish(mut self) -> io::Result<W> {
+        if let Some(d) = self.dat.take() {
+            if let Some(kind) = self.error {
+                return Err(io::Error::from(kind));
+            }
+            d.finish(&mut self.out)?;
+            return Ok(self.out);
+        }
         self.flush_buf();
         if let Some(kind) = self.error {
             return Err(io::Error::from(kind));
@@ -209,6 +248,9 @@ impl<W: Write> TraceWriter<W> {
 
     /// `iommu:map`.
     pub fn iommu_map(&mut self, ctx: &TraceCtx, ts: u64, iova: u64, paddr: u64, size: u64) {
+        if self.dat(ctx, ts, "iommu", "map", &[("iova", U(iova)), ("paddr", U(paddr)), ("size", U(size))]) {
+            return;
+        }
         self.prefix(ctx, ts, "map");
         let _ = write!(
             self.buf,
@@ -220,6 +262,10 @@ impl<W: Write> TraceWriter<W> {
 
     /// `iommu:unmap`.
     pub fn iommu_unmap(&mut self, ctx: &TraceCtx, ts: u64, iova: u64, size: u64, unmapped: u64) {
+        if self.dat(ctx, ts, "iommu", "unmap", &[("iova", U(iova)), ("size", U(size)), ("unmapped_size", U(unmapped))])
+        {
+            return;
+        }
         self.prefix(ctx, ts, "unmap");
         let _ = write!(
             self.buf,
@@ -231,6 +277,9 @@ impl<W: Write> TraceWriter<W> {
 
     /// `iommu:add_device_to_group`.
     pub fn add_device_to_group(&mut self, ctx: &TraceCtx, ts: u64, group: u32, dev: &str) {
+        if self.dat(ctx, ts, "iommu", "add_device_to_group", &[("gid", U(u64::from(group))), ("device", Str(dev))]) {
+            return;
+        }
         self.prefix(ctx, ts, "add_device_to_group");
         let _ = write!(self.buf, "IOMMU: groupID={group} device={dev}");
         self.end();
@@ -238,6 +287,10 @@ impl<W: Write> TraceWriter<W> {
 
     /// `iommu:remove_device_from_group`.
     pub fn remove_device_from_group(&mut self, ctx: &TraceCtx, ts: u64, group: u32, dev: &str) {
+        if self.dat(ctx, ts, "iommu", "remove_device_from_group", &[("gid", U(u64::from(group))), ("device", Str(dev))])
+        {
+            return;
+        }
         self.prefix(ctx, ts, "remove_device_from_group");
         let _ = write!(self.buf, "IOMMU: groupID={group} device={dev}");
         self.end();
@@ -245,6 +298,9 @@ impl<W: Write> TraceWriter<W> {
 
     /// `iommu:attach_device_to_domain`.
     pub fn attach_device_to_domain(&mut self, ctx: &TraceCtx, ts: u64, dev: &str) {
+        if self.dat(ctx, ts, "iommu", "attach_device_to_domain", &[("device", Str(dev))]) {
+            return;
+        }
         self.prefix(ctx, ts, "attach_device_to_domain");
         let _ = write!(self.buf, "IOMMU: device={dev}");
         self.end();
@@ -252,6 +308,21 @@ impl<W: Write> TraceWriter<W> {
 
     /// `intel_iommu:cache_tag_assign` (iotlb tag, pasid 0, first user).
     pub fn cache_tag_assign(&mut self, ctx: &TraceCtx, ts: u64, did: u32) {
+        if self.dat(
+            ctx,
+            ts,
+            "intel_iommu",
+            "cache_tag_assign",
+            &[
+                ("iommu", Str("dmar0")),
+                ("dev", Str("dmar0")),
+                ("type", U(0)),
+                ("domain_id", U(u64::from(did))),
+                ("users", U(1)),
+            ],
+        ) {
+            return;
+        }
         self.prefix(ctx, ts, "cache_tag_assign");
         let _ = write!(self.buf, "dmar0/dmar0 type iotlb did {did} pasid 0 ref 1");
         self.end();
@@ -262,6 +333,20 @@ impl<W: Write> TraceWriter<W> {
     /// VT-d driver does (smallest aligned power-of-two block covering it).
     pub fn cache_tag_flush_range(&mut self, ctx: &TraceCtx, ts: u64, did: u32, start: u64, last: u64) {
         let (addr, pages, mask) = psi_aligned(start, last);
+        let fields = [
+            ("iommu", Str("dmar0")),
+            ("dev", Str("dmar0[0]")),
+            ("type", U(0)),
+            ("domain_id", U(u64::from(did))),
+            ("start", U(start)),
+            ("end", U(last)),
+            ("addr", U(addr)),
+            ("pages", U(pages)),
+            ("mask", U(mask)),
+        ];
+        if self.dat(ctx, ts, "intel_iommu", "cache_tag_flush_range", &fields) {
+            return;
+        }
         self.prefix(ctx, ts, "cache_tag_flush_range");
         let _ = write!(
             self.buf,
@@ -272,6 +357,21 @@ impl<W: Write> TraceWriter<W> {
 
     /// `intel_iommu:cache_tag_flush_all`.
     pub fn cache_tag_flush_all(&mut self, ctx: &TraceCtx, ts: u64, did: u32) {
+        if self.dat(
+            ctx,
+            ts,
+            "intel_iommu",
+            "cache_tag_flush_all",
+            &[
+                ("iommu", Str("dmar0")),
+                ("dev", Str("dmar0")),
+                ("type", U(0)),
+                ("domain_id", U(u64::from(did))),
+                ("users", U(1)),
+            ],
+        ) {
+            return;
+        }
         self.prefix(ctx, ts, "cache_tag_flush_all");
         let _ = write!(self.buf, "dmar0/dmar0 type iotlb did {did} pasid 0 ref 1");
         self.end();
@@ -279,6 +379,20 @@ impl<W: Write> TraceWriter<W> {
 
     /// `kmem:mm_page_alloc`.
     pub fn mm_page_alloc(&mut self, ctx: &TraceCtx, ts: u64, pfn: u64, order: u32, migratetype: u32, gfp: &str) {
+        if self.dat(
+            ctx,
+            ts,
+            "kmem",
+            "mm_page_alloc",
+            &[
+                ("pfn", U(pfn)),
+                ("order", U(u64::from(order))),
+                ("migratetype", U(u64::from(migratetype))),
+                ("gfp_flags", U(gfp_bits(gfp))),
+            ],
+        ) {
+            return;
+        }
         self.prefix(ctx, ts, "mm_page_alloc");
         let _ = write!(
             self.buf,
@@ -290,6 +404,9 @@ impl<W: Write> TraceWriter<W> {
 
     /// `kmem:mm_page_free`.
     pub fn mm_page_free(&mut self, ctx: &TraceCtx, ts: u64, pfn: u64, order: u32) {
+        if self.dat(ctx, ts, "kmem", "mm_page_free", &[("pfn", U(pfn)), ("order", U(u64::from(order)))]) {
+            return;
+        }
         self.prefix(ctx, ts, "mm_page_free");
         let _ = write!(self.buf, "page={:016x} pfn={pfn:#x} order={order}", hashed_ptr(pfn));
         self.end();
@@ -298,6 +415,21 @@ impl<W: Write> TraceWriter<W> {
     /// `dma:dma_map_page`.
     #[allow(clippy::too_many_arguments)] // one per event field
     pub fn dma_map_page(&mut self, ctx: &TraceCtx, ts: u64, dev: &str, dir: DmaDir, dma: u64, size: u64, phys: u64) {
+        if self.dat(
+            ctx,
+            ts,
+            "dma",
+            "dma_map_page",
+            &[
+                ("device", Str(dev)),
+                ("phys_addr", U(phys)),
+                ("dma_addr", U(dma)),
+                ("size", U(size)),
+                ("dir", U(dir.code())),
+            ],
+        ) {
+            return;
+        }
         self.prefix(ctx, ts, "dma_map_page");
         let _ = write!(self.buf, "{dev} dir={} dma_addr={dma:x} size={size} phys_addr={phys:x} attrs=", dir.name());
         self.end();
@@ -305,6 +437,15 @@ impl<W: Write> TraceWriter<W> {
 
     /// `dma:dma_unmap_page`.
     pub fn dma_unmap_page(&mut self, ctx: &TraceCtx, ts: u64, dev: &str, dir: DmaDir, dma: u64, size: u64) {
+        if self.dat(
+            ctx,
+            ts,
+            "dma",
+            "dma_unmap_page",
+            &[("device", Str(dev)), ("addr", U(dma)), ("size", U(size)), ("dir", U(dir.code()))],
+        ) {
+            return;
+        }
         self.prefix(ctx, ts, "dma_unmap_page");
         let _ = write!(self.buf, "{dev} dir={} dma_addr={dma:x} size={size} attrs=", dir.name());
         self.end();
@@ -315,6 +456,22 @@ impl<W: Write> TraceWriter<W> {
     /// printed, with ` [TRUNCATED]` after `ents=` when either list is cut.
     pub fn dma_map_sg(&mut self, ctx: &TraceCtx, ts: u64, dev: &str, dir: DmaDir, phys: &[u64], dma: &[(u64, u64)]) {
         const MAX: usize = 128;
+        if self.dat.is_some() {
+            let addrs: Vec<u64> = dma.iter().take(MAX).map(|d| d.0).collect();
+            let lens: Vec<u32> = dma.iter().take(MAX).map(|d| u32::try_from(d.1).unwrap_or(u32::MAX)).collect();
+            let fields = [
+                ("device", Str(dev)),
+                ("full_nents", U(phys.len() as u64)),
+                ("full_ents", U(dma.len() as u64)),
+                ("truncated", U(u64::from(phys.len() > MAX || dma.len() > MAX))),
+                ("phys_addrs", U64s(phys.get(..phys.len().min(MAX)).unwrap_or(&[]))),
+                ("dma_addrs", U64s(&addrs)),
+                ("lengths", U32s(&lens)),
+                ("dir", U(dir.code())),
+            ];
+            self.dat(ctx, ts, "dma", "dma_map_sg", &fields);
+            return;
+        }
         self.prefix(ctx, ts, "dma_map_sg");
         let (np, nd) = (phys.len(), dma.len());
         let trunc = if np > MAX || nd > MAX { " [TRUNCATED]" } else { "" };
@@ -338,6 +495,19 @@ impl<W: Write> TraceWriter<W> {
 
     /// `dma:dma_unmap_sg`.
     pub fn dma_unmap_sg(&mut self, ctx: &TraceCtx, ts: u64, dev: &str, dir: DmaDir, phys: &[u64]) {
+        if self.dat(
+            ctx,
+            ts,
+            "dma",
+            "dma_unmap_sg",
+            &[
+                ("device", Str(dev)),
+                ("addrs", U64s(phys.get(..phys.len().min(128)).unwrap_or(&[]))),
+                ("dir", U(dir.code())),
+            ],
+        ) {
+            return;
+        }
         self.prefix(ctx, ts, "dma_unmap_sg");
         let _ = write!(self.buf, "{dev} dir={} phys_addrs=", dir.name());
         self.hex_array(&phys[..phys.len().min(128)]);
@@ -348,6 +518,21 @@ impl<W: Write> TraceWriter<W> {
     /// `dma:dma_alloc` (coherent allocation; `virt` is hashed).
     #[allow(clippy::too_many_arguments)] // one per event field
     pub fn dma_alloc(&mut self, ctx: &TraceCtx, ts: u64, dev: &str, dma: u64, size: u64, virt: u64, gfp: &str) {
+        if self.dat(
+            ctx,
+            ts,
+            "dma",
+            "dma_alloc",
+            &[
+                ("device", Str(dev)),
+                ("virt_addr", U(hashed_ptr(virt))),
+                ("dma_addr", U(dma)),
+                ("size", U(size)),
+                ("flags", U(gfp_bits(gfp))),
+            ],
+        ) {
+            return;
+        }
         self.prefix(ctx, ts, "dma_alloc");
         let _ = write!(
             self.buf,
@@ -359,6 +544,15 @@ impl<W: Write> TraceWriter<W> {
 
     /// `dma:dma_free`.
     pub fn dma_free(&mut self, ctx: &TraceCtx, ts: u64, dev: &str, dma: u64, size: u64, virt: u64) {
+        if self.dat(
+            ctx,
+            ts,
+            "dma",
+            "dma_free",
+            &[("device", Str(dev)), ("virt_addr", U(hashed_ptr(virt))), ("dma_addr", U(dma)), ("size", U(size))],
+        ) {
+            return;
+        }
         self.prefix(ctx, ts, "dma_free");
         let _ = write!(
             self.buf,
@@ -370,6 +564,20 @@ impl<W: Write> TraceWriter<W> {
 
     /// Kprobe `iommu_attach` on `__iommu_attach_device`.
     pub fn kp_iommu_attach(&mut self, ctx: &TraceCtx, ts: u64, domain: u64, dtype: u32, dev: &str) {
+        if self.dat(
+            ctx,
+            ts,
+            "kprobes",
+            "iommu_attach",
+            &[
+                ("__probe_ip", U(sym("__iommu_attach_device"))),
+                ("domain", U(domain)),
+                ("dtype", U(u64::from(dtype))),
+                ("dev", Str(dev)),
+            ],
+        ) {
+            return;
+        }
         self.prefix(ctx, ts, "iommu_attach");
         let _ = write!(self.buf, "(__iommu_attach_device+0x0/0x90) domain={domain:#x} dtype={dtype} dev=\"{dev}\"");
         self.end();
@@ -388,6 +596,18 @@ impl<W: Write> TraceWriter<W> {
         size: u64,
         prot: u32,
     ) {
+        let fields = [
+            ("__probe_ip", U(sym("__iommu_map"))),
+            ("domain", U(domain)),
+            ("dtype", U(u64::from(dtype))),
+            ("iova", U(iova)),
+            ("paddr", U(paddr)),
+            ("size", U(size)),
+            ("prot", U(u64::from(prot))),
+        ];
+        if self.dat(ctx, ts, "kprobes", "iommu_map", &fields) {
+            return;
+        }
         self.prefix(ctx, ts, "iommu_map");
         let _ = write!(
             self.buf,
@@ -399,6 +619,22 @@ impl<W: Write> TraceWriter<W> {
     /// Return probe `iommu_map_ret`; `from_sg` names `iommu_map_sg` as the
     /// caller instead of `iommu_map`.
     pub fn kp_iommu_map_ret(&mut self, ctx: &TraceCtx, ts: u64, from_sg: bool, ret: i32) {
+        if self.dat(
+            ctx,
+            ts,
+            "kprobes",
+            "iommu_map_ret",
+            &[
+                ("__probe_func", U(sym("__iommu_map"))),
+                (
+                    "__probe_ret_ip",
+                    U(sym(if from_sg { "iommu_map_sg" } else { "iommu_map" }) + if from_sg { 0xc2 } else { 0x42 }),
+                ),
+                ("ret", U(i64::from(ret) as u64)),
+            ],
+        ) {
+            return;
+        }
         self.prefix(ctx, ts, "iommu_map_ret");
         let caller = if from_sg { "iommu_map_sg+0xc2/0x1c0" } else { "iommu_map+0x42/0xd0" };
         let _ = write!(self.buf, "({caller} <- __iommu_map) ret={ret}");
@@ -407,6 +643,21 @@ impl<W: Write> TraceWriter<W> {
 
     /// Kprobe `iommu_unmap` on `__iommu_unmap`.
     pub fn kp_iommu_unmap(&mut self, ctx: &TraceCtx, ts: u64, domain: u64, dtype: u32, iova: u64, size: u64) {
+        if self.dat(
+            ctx,
+            ts,
+            "kprobes",
+            "iommu_unmap",
+            &[
+                ("__probe_ip", U(sym("__iommu_unmap"))),
+                ("domain", U(domain)),
+                ("dtype", U(u64::from(dtype))),
+                ("iova", U(iova)),
+                ("size", U(size)),
+            ],
+        ) {
+            return;
+        }
         self.prefix(ctx, ts, "iommu_unmap");
         let _ = write!(
             self.buf,
@@ -418,6 +669,23 @@ impl<W: Write> TraceWriter<W> {
     /// Return probe `iommu_unmap_ret`; `from_dma` names `__iommu_dma_unmap`
     /// as the caller instead of `iommu_unmap`.
     pub fn kp_iommu_unmap_ret(&mut self, ctx: &TraceCtx, ts: u64, from_dma: bool, unmapped: u64) {
+        if self.dat(
+            ctx,
+            ts,
+            "kprobes",
+            "iommu_unmap_ret",
+            &[
+                ("__probe_func", U(sym("__iommu_unmap"))),
+                (
+                    "__probe_ret_ip",
+                    U(sym(if from_dma { "__iommu_dma_unmap" } else { "iommu_unmap" })
+                        + if from_dma { 0xba } else { 0x3d }),
+                ),
+                ("unmapped", U(unmapped)),
+            ],
+        ) {
+            return;
+        }
         self.prefix(ctx, ts, "iommu_unmap_ret");
         let caller = if from_dma { "__iommu_dma_unmap+0xba/0x2d0" } else { "iommu_unmap+0x3d/0x80" };
         let _ = write!(self.buf, "({caller} <- __iommu_unmap) unmapped={unmapped}");
@@ -426,6 +694,15 @@ impl<W: Write> TraceWriter<W> {
 
     /// Kprobe `iommu_domain_free`.
     pub fn kp_iommu_domain_free(&mut self, ctx: &TraceCtx, ts: u64, domain: u64, dtype: u32) {
+        if self.dat(
+            ctx,
+            ts,
+            "kprobes",
+            "iommu_domain_free",
+            &[("__probe_ip", U(sym("iommu_domain_free") + 4)), ("domain", U(domain)), ("dtype", U(u64::from(dtype)))],
+        ) {
+            return;
+        }
         self.prefix(ctx, ts, "iommu_domain_free");
         let _ = write!(self.buf, "(iommu_domain_free+0x4/0x50) domain={domain:#x} dtype={dtype}");
         self.end();
@@ -433,6 +710,9 @@ impl<W: Write> TraceWriter<W> {
 
     /// Kprobe `fq_flush_timeout`.
     pub fn kp_fq_flush_timeout(&mut self, ctx: &TraceCtx, ts: u64) {
+        if self.dat(ctx, ts, "kprobes", "fq_flush_timeout", &[("__probe_ip", U(sym("fq_flush_timeout") + 4))]) {
+            return;
+        }
         self.prefix(ctx, ts, "fq_flush_timeout");
         self.buf.extend_from_slice(b"(fq_flush_timeout+0x4/0xd0)");
         self.end();
@@ -440,6 +720,15 @@ impl<W: Write> TraceWriter<W> {
 
     /// Kprobe `fq_flush_iotlb`.
     pub fn kp_fq_flush_iotlb(&mut self, ctx: &TraceCtx, ts: u64, cookie: u64) {
+        if self.dat(
+            ctx,
+            ts,
+            "kprobes",
+            "fq_flush_iotlb",
+            &[("__probe_ip", U(sym("fq_flush_iotlb"))), ("cookie", U(cookie))],
+        ) {
+            return;
+        }
         self.prefix(ctx, ts, "fq_flush_iotlb");
         let _ = write!(self.buf, "(fq_flush_iotlb+0x0/0x40) cookie={cookie:#x}");
         self.end();
@@ -447,10 +736,52 @@ impl<W: Write> TraceWriter<W> {
 
     /// `ftrace:print` from `trace_marker`.
     pub fn marker(&mut self, ctx: &TraceCtx, ts: u64, text: &str) {
+        if self.dat.is_some() {
+            // The model's formats have no ftrace:print; markers are text-only.
+            return;
+        }
         self.prefix(ctx, ts, "tracing_mark_write");
         self.buf.extend_from_slice(text.as_bytes());
         self.end();
     }
+}
+
+/// The address the model gives `name` in the trace.dat's kallsyms.
+fn sym(name: &str) -> u64 {
+    crate::tracedat::KALLSYMS.iter().find(|(_, n)| *n == name).map_or(0, |(a, _)| *a)
+}
+
+/// The `common_flags` byte (`enum trace_flag_type`) of ftrace's flag characters.
+fn common_flags(f: &[u8; 5]) -> u8 {
+    let mut v = 0;
+    if f[0] == b'd' {
+        v |= 0x01;
+    }
+    match f[2] {
+        b'h' => v |= 0x08,
+        b's' => v |= 0x10,
+        b'H' => v |= 0x18,
+        b'z' => v |= 0x40,
+        b'Z' => v |= 0x48,
+        _ => {}
+    }
+    v
+}
+
+/// `gfp_t` bits of the flag names the model prints (the common x86 values).
+fn gfp_bits(names: &str) -> u64 {
+    names
+        .split('|')
+        .map(|n| match n {
+            "GFP_KERNEL" => 0xcc0,
+            "GFP_ATOMIC" => 0xa20,
+            "GFP_NOWAIT" => 0x800,
+            "__GFP_ZERO" => 0x100,
+            "__GFP_COMP" => 0x4000,
+            "__GFP_NOWARN" => 0x2000,
+            _ => 0,
+        })
+        .fold(0, |a, b| a | b)
 }
 
 /// The VT-d page-selective invalidation of `[start, last]`: an address

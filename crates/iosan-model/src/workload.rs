@@ -75,6 +75,8 @@ pub struct SimSpec {
     pub iommu: IommuKind,
     /// Write the `lab:*` kprobe lines (domain identity) to the trace.
     pub kprobes: bool,
+    /// Write the trace as a trace.dat (version 6) instead of ftrace text.
+    pub tracedat: bool,
     /// CPU page size.
     pub page_size: PageSize,
 }
@@ -90,6 +92,7 @@ impl Default for SimSpec {
             strict: true,
             iommu: IommuKind::Vtd,
             kprobes: true,
+            tracedat: false,
             page_size: PageSize::SIZE_4K,
         }
     }
@@ -200,6 +203,7 @@ pub fn simulate(spec: &SimSpec, trace_out: Option<&mut dyn Write>) -> Result<Sim
         page_size: spec.page_size,
         strict: spec.strict,
         kprobes: spec.kprobes,
+        tracedat: spec.tracedat,
         ..KernelConfig::default()
     };
     let mut k = Kernel::new(cfg, trace_out)?;

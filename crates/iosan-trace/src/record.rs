@@ -37,11 +37,11 @@ impl ExecContext {
         }
     }
 
-    /// From the `common_flags` byte of a binary event (TRACE_FLAG_* bits of
-    /// the kernel's trace entry header: 0x08 hardirq, 0x10 softirq, 0x04 NMI).
+    /// From the `common_flags` byte of a binary event (the kernel's
+    /// `enum trace_flag_type`: 0x08 hardirq, 0x10 softirq, 0x40 NMI).
     #[must_use]
     pub fn from_common_flags(flags: u8) -> Self {
-        if flags & 0x04 != 0 {
+        if flags & 0x40 != 0 {
             Self::Nmi
         } else if flags & 0x08 != 0 {
             Self::HardIrq

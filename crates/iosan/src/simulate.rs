@@ -12,6 +12,16 @@ use iosan_trace::{Report, TraceFinding};
 
 use crate::{emit, OutputArgs, SemanticsArg};
 
+/// File format of a written trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TraceFormat {
+    /// ftrace text, as `cat /sys/kernel/tracing/trace` prints it.
+    Text,
+    /// trace.dat version 6, as `trace-cmd record --file-version 6` writes it.
+    #[value(name = "trace.dat")]
+    TraceDat,
+}
+
 /// Arguments of `iosan simulate`.
 #[derive(clap::Args)]
 pub struct SimulateArgs {
@@ -39,9 +49,12 @@ pub struct SimulateArgs {
     /// Leave the domain kprobe lines out of the written trace (as a stock kernel would).
     #[arg(long)]
     no_kprobes: bool,
-    /// Also write what the model did as ftrace text to FILE (`-` for stdout).
+    /// Also write what the model did to FILE (`-` for stdout), in `--trace-format`.
     #[arg(long)]
     trace_out: Option<PathBuf>,
+    /// Format of `--trace-out`: ftrace text, or a trace.dat (version 6) as trace-cmd writes it.
+    #[arg(long, value_enum, default_value = "text")]
+    trace_format: TraceFormat,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -70,6 +83,7 @@ pub fn run(a: &SimulateArgs) -> Result<u8> {
         iommu: IommuKind::from_name(&a.iommu)
             .with_context(|| format!("--iommu {}: expected vtd, arm-4k, arm-16k or arm-64k", a.iommu))?,
         kprobes: !a.no_kprobes,
+        tracedat: a.trace_format == TraceFormat::TraceDat,
         page_size: PageSize::from_bytes(a.out.page_size).context("--page-size: expected 4096, 16384 or 65536")?,
     };
     let report = match &a.trace_out {

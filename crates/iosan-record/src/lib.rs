@@ -33,19 +33,24 @@
 
 #![forbid(unsafe_code)]
 
+mod catalog;
 mod error;
 mod plan;
 mod probe;
+mod script;
 mod session;
 
+pub use catalog::{PageStacks, Stacks};
 pub use error::RecordError;
 pub use plan::{
-    cleanup_steps, render, sh_quote, Action, Kprobe, Plan, PlanOptions, Step, BYTES_PER_EVENT, DEFAULT_DURATION_S,
-    DEFAULT_EVENTS_PER_SEC, MIN_BUFFER_KB, RAM_FRACTION, SAVED_CMDLINES,
+    cleanup_steps, render, sh_quote, Action, Kprobe, Plan, PlanOptions, Step, BYTES_PER_EVENT,
+    BYTES_PER_EVENT_WITH_STACKS, DEFAULT_DURATION_S, DEFAULT_EVENTS_PER_SEC, MIN_BUFFER_KB, RAM_FRACTION,
+    SAVED_CMDLINES,
 };
 pub use probe::{
     Arch, IommuGroup, IommuMode, ModeSource, ProbeInput, SystemProbe, Tracefs, EVENT_SYSTEMS, GROUP, KPROBE_FUNCTIONS,
 };
+pub use script::{portable_script, SCRIPT_ROOT_ENV, SCRIPT_TRACEFS_ENV};
 pub use session::{
     apply, apply_with, cleanup, cleanup_with, collect, execute, run, run_with, ApplyReport, CleanupReport,
     CollectSummary, LiveOps, Ops, RunOutcome, Workload, MARKER_ENV,

@@ -272,3 +272,86 @@ fn apply_and_record(args: &RecordArgs, mut probe_now: SystemProbe, opts: &PlanOp
         Err(e) => fail(&format!("capture written, but cleanup failed: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Golden output of `iosan record --print --arch ...`: the script must not
+    //! depend on the machine that prints it. Regenerate the golden files with
+    //! `IOSAN_BLESS=1 cargo test -p iosan record_cmd` and review the diff.
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        record: RecordArgs,
+    }
+
+    fn printed(argv: &[&str]) -> String {
+        let cli = Cli::try_parse_from(std::iter::once("record").chain(argv.iter().copied())).unwrap();
+        // A root with nothing in it: with --arch nothing of it may show.
+        let probe_now = probe(Path::new("/nonexistent-iosan-golden-root"));
+        print_text(&cli.record, &probe_now, &plan_options(&cli.record))
+    }
+
+    fn golden(name: &str, argv: &[&str]) {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/golden").join(name);
+        let got = printed(argv);
+        if std::env::var_os("IOSAN_BLESS").is_some() {
+            std::fs::write(&path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (IOSAN_BLESS=1 writes it)", path.display()));
+        if got != want {
+            let line = got.lines().zip(want.lines()).position(|(a, b)| a != b).map_or(0, |i| i + 1);
+            panic!(
+                "{} differs from `iosan record {}` at line {line} (IOSAN_BLESS=1 cargo test -p iosan record_cmd \
+                 rewrites it)",
+                path.display(),
+                argv.join(" ")
+            );
+        }
+    }
+
+    #[test]
+    fn print_aarch64_matches_golden() {
+        golden("record-print-aarch64.sh", &["--print", "--arch", "aarch64"]);
+    }
+
+    #[test]
+    fn print_x86_64_matches_golden() {
+        golden("record-print-x86_64.sh", &["--print", "--arch", "x86_64"]);
+    }
+
+    #[test]
+    fn print_with_stacks_matches_golden() {
+        golden(
+            "record-print-x86_64-stacks.sh",
+            &["--print", "--arch", "x86_64", "--stacks-filter", "comm == \"insmod\"", "--duration", "240"],
+        );
+    }
+
+    #[test]
+    fn arch_is_for_printing_only() {
+        assert!(Cli::try_parse_from(["record", "--apply", "--arch", "aarch64"]).is_err());
+        assert!(Cli::try_parse_from(["record", "--print", "--arch", "arm64"]).is_ok());
+        assert!(Cli::try_parse_from(["record", "--print", "--arch", "mips"]).is_err());
+    }
+
+    #[test]
+    fn stack_options() {
+        let parse = |argv: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("record").chain(argv.iter().copied())).unwrap();
+            plan_options(&cli.record).stacks
+        };
+        assert_eq!(parse(&[]), Stacks::Off);
+        assert_eq!(parse(&["--stacks"]), Stacks::On { pages: PageStacks::Off });
+        assert_eq!(parse(&["--stacks-filter", "all"]), Stacks::On { pages: PageStacks::All });
+        assert_eq!(
+            parse(&["--stacks", "--stacks-filter", "order > 0"]),
+            Stacks::On { pages: PageStacks::Filtered("order > 0".into()) }
+        );
+    }
+}

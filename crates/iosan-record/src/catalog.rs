@@ -108,7 +108,7 @@ const fn c(function: &'static str, when: &'static str) -> Candidate {
 }
 
 const MAP_FNS: &[Candidate] =
-    &[c("__iommu_map", "up to Linux 7.0"), c("iommu_map_nosync", "Linux 7.1 and later, same arguments")];
+    &[c("__iommu_map", "Linux 6.12 and older"), c("iommu_map_nosync", "its name by 6.18 and in 7.x, same arguments")];
 const UNMAP_FNS: &[Candidate] = &[c("__iommu_unmap", "every kernel since 5.x")];
 
 /// The kprobes, in definition order.
@@ -157,14 +157,14 @@ pub(crate) const KPROBES: &[KprobeSpec] = &[
     },
     KprobeSpec {
         name: "fq_flush_timeout",
-        candidates: &[c("fq_flush_timeout", "a timer callback, never inlined")],
+        candidates: &[c("fq_flush_timeout", "a timer callback; absent from some 6.18 builds")],
         role: Role::Flush,
         gives: "when lazy-mode flush-queue timers fire (lazy exposure window)",
         fallback_for: None,
     },
     KprobeSpec {
         name: "fq_flush_iotlb",
-        candidates: &[c("fq_flush_iotlb", "out of line up to 7.0, inlined in 7.x")],
+        candidates: &[c("fq_flush_iotlb", "out of line in 6.12, inlined in later builds")],
         role: Role::Flush,
         gives: "which flush queue (DMA cookie) each lazy-mode IOTLB flush serves",
         fallback_for: None,

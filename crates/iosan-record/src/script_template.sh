@@ -42,7 +42,12 @@ STARTED=
 ELAPSED=
 
 say() { echo "iosan-record: $*" >&2; }
-die() { say "error: $*"; exit 2; }
+# in `record`, a failure removes what was set up so far (UNDO is set there)
+die() {
+  say "error: $*"
+  if [ -n "${UNDO:-}" ]; then UNDO=; do_cleanup; fi
+  exit 2
+}
 
 # tracefs: the one given, a mounted one, or (unless $1 is "probe") mount it
 find_tracefs() {
@@ -374,6 +379,7 @@ do_collect() {
 
 do_record() {
   out=$1; shift
+  UNDO=1
   do_setup
   # Ctrl-C or a kill ends the recording, not the collection
   trap 'say "interrupted: collecting what was recorded"' INT TERM

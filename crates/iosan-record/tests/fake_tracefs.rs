@@ -868,3 +868,57 @@ fn printed_script_steps_stacks_and_sources_under_busybox() {
     // no argument: usage, exit 2
     assert_eq!(run_script(root, &arm, &[]).status.code(), Some(2));
 }
+
+#[test]
+fn script_and_apply_write_the_same_metadata_keys() {
+    if busybox().is_none() {
+        eprintln!("skipped: busybox is not installed (apt-get install -y busybox)");
+        return;
+    }
+    let dir = script_root();
+    let root = dir.path();
+    let script = iosan_record::portable_script(&Arch::X86_64, &PlanOptions::default(), &[]);
+    let from_script = root.join("script.txt");
+    let o = run_script(root, &script, &["record", from_script.to_str().unwrap(), "true"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let p = probe(root);
+    let plan = Plan::build(&p, &PlanOptions::default());
+    let mut k = FakeKernel::new(root);
+    apply_with(&mut k, &plan).unwrap();
+    let cmd = Workload::Command(vec!["true".into()]);
+    let outcome = run_with(&mut k, &plan, &cmd, None).unwrap();
+    let from_apply = root.join("apply.txt");
+    collect(&plan, &p, Some(&outcome), &from_apply).unwrap();
+    cleanup_with(&mut k, &tracefs(root)).unwrap();
+
+    let keys = |f: &Path| {
+        let mut v: Vec<String> = meta_of(&fs::read_to_string(f).unwrap()).into_iter().map(|(k, _)| k).collect();
+        v.sort();
+        v
+    };
+    // the fake instance's trace_clock holds what was written, without the
+    // brackets the kernel shows around the chosen clock
+    let mut script_keys = keys(&from_script);
+    script_keys.push("trace_clock".into());
+    script_keys.sort();
+    assert_eq!(script_keys, keys(&from_apply));
+    let values = |f: &Path| meta_of(&fs::read_to_string(f).unwrap());
+    let (s, a) = (values(&from_script), values(&from_apply));
+    for key in [
+        "kernel_release",
+        "page_size",
+        "iommu_mode",
+        "cpus",
+        "buffer_size_kb",
+        "kprobes",
+        "kprobe_functions",
+        "identity_sources",
+        "flush_sources",
+        "stacks",
+        "lost_events",
+    ] {
+        let get = |v: &[(String, String)]| v.iter().find(|(k, _)| k == key).map(|(_, x)| x.clone());
+        assert_eq!(get(&s), get(&a), "{key}");
+    }
+}

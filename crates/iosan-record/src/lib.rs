@@ -17,6 +17,14 @@
 //!    (or for a while), [`collect`] writes the capture file, and [`cleanup`]
 //!    removes the instance and our kprobes.
 //!
+//! For a machine iosan cannot run on, [`portable_script`] renders the same
+//! set-up as a POSIX shell script (busybox `sh` is enough) that probes the
+//! kernel when it runs, picks among alternatives (`__iommu_map` or
+//! `iommu_map_nosync`, `dma_map_phys` or `dma_map_page`, `fq_flush_iotlb` or
+//! `free_iova_fast`) and writes the same capture. [`Stacks`] adds ftrace
+//! `stacktrace` triggers on maps and unmaps, and on the page events an
+//! in-kernel filter selects.
+//!
 //! ```
 //! use iosan_record::{Plan, PlanOptions, ProbeInput, SystemProbe};
 //! // A root with nothing in it: no tracefs, so the plan says so.

@@ -17,6 +17,14 @@
 //!    (or for a while), [`collect`] writes the capture file, and [`cleanup`]
 //!    removes the instance and our kprobes.
 //!
+//! For a machine iosan cannot run on, [`portable_script`] renders the same
+//! set-up as a POSIX shell script (busybox `sh` is enough) that probes the
+//! kernel when it runs, picks among alternatives (`__iommu_map` or
+//! `iommu_map_nosync`, `dma_map_phys` or `dma_map_page`, `fq_flush_iotlb` or
+//! `free_iova_fast`) and writes the same capture. [`Stacks`] adds ftrace
+//! `stacktrace` triggers on maps and unmaps, and on the page events an
+//! in-kernel filter selects.
+//!
 //! ```
 //! use iosan_record::{Plan, PlanOptions, ProbeInput, SystemProbe};
 //! // A root with nothing in it: no tracefs, so the plan says so.
@@ -33,19 +41,24 @@
 
 #![forbid(unsafe_code)]
 
+mod catalog;
 mod error;
 mod plan;
 mod probe;
+mod script;
 mod session;
 
+pub use catalog::{PageStacks, Stacks};
 pub use error::RecordError;
 pub use plan::{
-    cleanup_steps, render, sh_quote, Action, Kprobe, Plan, PlanOptions, Step, BYTES_PER_EVENT, DEFAULT_DURATION_S,
-    DEFAULT_EVENTS_PER_SEC, MIN_BUFFER_KB, RAM_FRACTION, SAVED_CMDLINES,
+    cleanup_steps, render, sh_quote, Action, Kprobe, Plan, PlanOptions, Step, BYTES_PER_EVENT,
+    BYTES_PER_EVENT_WITH_STACKS, DEFAULT_DURATION_S, DEFAULT_EVENTS_PER_SEC, MIN_BUFFER_KB, RAM_FRACTION,
+    SAVED_CMDLINES,
 };
 pub use probe::{
     Arch, IommuGroup, IommuMode, ModeSource, ProbeInput, SystemProbe, Tracefs, EVENT_SYSTEMS, GROUP, KPROBE_FUNCTIONS,
 };
+pub use script::{portable_script, SCRIPT_ROOT_ENV, SCRIPT_TRACEFS_ENV};
 pub use session::{
     apply, apply_with, cleanup, cleanup_with, collect, execute, run, run_with, ApplyReport, CleanupReport,
     CollectSummary, LiveOps, Ops, RunOutcome, Workload, MARKER_ENV,

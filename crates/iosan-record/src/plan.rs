@@ -17,12 +17,20 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::catalog::{
+    kprobe_line, kprobe_source, Role, Stacks, DMA_MAP_PAIRS, EVENT_FLUSH, EVENT_IDENTITY, KPROBES, PAGE_STACK_EVENTS,
+    STACK_EVENTS, WANTED, WANTED_SYSTEMS,
+};
 use crate::probe::{Arch, IommuMode, SystemProbe, Tracefs, GROUP};
 
 /// Average size of one event in the ring buffer, in bytes (record header,
 /// common fields and a typical payload; kprobe and `dma_map_sg` records are
 /// larger, kmem ones smaller).
 pub const BYTES_PER_EVENT: u64 = 64;
+/// The same with `--stacks`: about half the events are maps and unmaps, and
+/// each of those is followed by a stack of 16 to 25 frames (8 bytes each
+/// plus a header), about 200 bytes.
+pub const BYTES_PER_EVENT_WITH_STACKS: u64 = 192;
 /// Event rate assumed when the user gives none (a busy NVMe under test).
 pub const DEFAULT_EVENTS_PER_SEC: u64 = 50_000;
 /// Duration assumed for sizing when the user gives none, in seconds.
@@ -44,6 +52,8 @@ pub struct PlanOptions {
     pub events_per_sec: Option<u64>,
     /// Per-CPU buffer size in KiB, overriding the computed one.
     pub buffer_kb: Option<u64>,
+    /// Kernel stacks on maps, unmaps and (filtered) page events.
+    pub stacks: Stacks,
 }
 
 /// One change to the system.
@@ -126,106 +136,19 @@ pub struct Plan {
     pub duration_s: Option<u64>,
     /// Whether the plan can record anything at all once applied.
     pub recordable: bool,
-}
-
-/// An event iosan enables, with what it gives.
-struct Wanted {
-    system: &'static str,
-    event: &'static str,
-    gives: &'static str,
-}
-
-const fn w(system: &'static str, event: &'static str, gives: &'static str) -> Wanted {
-    Wanted { system, event, gives }
-}
-
-/// Events enabled when present, in this order.
-const WANTED: &[Wanted] = &[
-    w("kmem", "mm_page_free", "page frees: where freed-while-mapped is checked"),
-    w("kmem", "mm_page_alloc", "page allocations: where allocated-while-mapped is checked"),
-    w("kmem", "mm_page_free_batched", "batched page frees (older kernels emit only these)"),
-    w("iommu", "map", "IOMMU page-table maps: iova, physical address, size"),
-    w("iommu", "unmap", "IOMMU page-table unmaps: iova, size, bytes unmapped"),
-    w("iommu", "attach_device_to_domain", "device attach (device name only)"),
-    w("iommu", "detach_device_from_domain", "device detach (older kernels)"),
-    w("iommu", "add_device_to_group", "device to IOMMU group"),
-    w("iommu", "remove_device_from_group", "device leaves its group"),
-    w("iommu", "io_page_fault", "device accesses with no translation"),
-    w("dma", "dma_map_page", "streaming maps with device and physical address"),
-    w("dma", "dma_unmap_page", "streaming unmaps with device"),
-    w("dma", "dma_map_phys", "streaming maps (name after 6.17)"),
-    w("dma", "dma_unmap_phys", "streaming unmaps (name after 6.17)"),
-    w("dma", "dma_map_resource", "MMIO resource maps"),
-    w("dma", "dma_unmap_resource", "MMIO resource unmaps"),
-    w("dma", "dma_map_sg", "scatter-gather maps with device and physical pages"),
-    w("dma", "dma_unmap_sg", "scatter-gather unmaps with device"),
-    w("dma", "dma_map_sg_err", "failed scatter-gather maps"),
-    w("dma", "dma_alloc", "coherent allocations with device"),
-    w("dma", "dma_free", "coherent frees with device"),
-    w("dma", "dma_alloc_pages", "DMA page allocations"),
-    w("dma", "dma_free_pages", "DMA page frees"),
-    w("dma", "dma_alloc_sgt", "non-contiguous DMA allocations"),
-    w("dma", "dma_alloc_sgt_err", "failed non-contiguous DMA allocations"),
-    w("dma", "dma_free_sgt", "non-contiguous DMA frees"),
-    w("intel_iommu", "cache_tag_assign", "VT-d domain id of each attached device"),
-    w("intel_iommu", "cache_tag_unassign", "VT-d domain id released"),
-    w("intel_iommu", "cache_tag_flush_range", "strict-mode IOTLB flush with domain id"),
-    w("intel_iommu", "cache_tag_flush_range_np", "flush after map (caching mode)"),
-    w("intel_iommu", "cache_tag_flush_all", "lazy-mode flush-queue flush with domain id"),
-    w("printk", "console", "kernel log lines on the trace clock"),
-];
-
-/// Whole systems enabled when present (vendor drivers whose event names vary).
-const WANTED_SYSTEMS: &[(&str, &str)] = &[
-    ("arm-smmu-v3", "SMMUv3 driver events"),
-    ("arm_smmu_v3", "SMMUv3 driver events"),
-    ("amd_iommu", "AMD IOMMU driver events"),
-];
-
-/// What each kprobe gives: `(name, function, what is lost without it)`.
-const KPROBE_LOSS: &[(&str, &str, &str)] = &[
-    ("iommu_map", "__iommu_map", "the IOMMU domain of each iommu:map (IOVAs of different devices collide)"),
-    ("iommu_map_ret", "__iommu_map", "whether each __iommu_map succeeded"),
-    ("iommu_unmap", "__iommu_unmap", "the IOMMU domain of each iommu:unmap"),
-    ("iommu_unmap_ret", "__iommu_unmap", "the bytes each __iommu_unmap removed"),
-    ("iommu_attach", "__iommu_attach_device", "which device each domain belongs to"),
-    ("iommu_domain_free", "iommu_domain_free", "mappings that vanish with their domain (leak-at-teardown)"),
-    ("fq_flush_timeout", "fq_flush_timeout", "when lazy-mode flush-queue timers fire (lazy exposure window)"),
-    ("fq_flush_iotlb", "fq_flush_iotlb", "which flush queue each lazy-mode flush serves"),
-];
-
-/// The kprobe definition line for `name`, or `None` when the architecture
-/// has no argument registers we know.
-fn kprobe_line(arch: &Arch, name: &str, function: &str) -> Option<String> {
-    let a = |n| arch.arg(n);
-    let args = match name {
-        // __iommu_map(domain, iova, paddr, size, prot, gfp)
-        "iommu_map" => format!(
-            "domain={d} dtype=+0({d}):u32 iova={} paddr={} size={} prot={}:s32",
-            a(1)?,
-            a(2)?,
-            a(3)?,
-            a(4)?,
-            d = a(0)?
-        ),
-        "iommu_map_ret" => "ret=$retval:s32".to_owned(),
-        // __iommu_unmap(domain, iova, size, gather)
-        "iommu_unmap" => format!("domain={d} dtype=+0({d}):u32 iova={} size={}", a(1)?, a(2)?, d = a(0)?),
-        "iommu_unmap_ret" => "unmapped=$retval:u64".to_owned(),
-        // __iommu_attach_device(domain, dev): dev->kobj.name is the first word
-        "iommu_attach" => format!("domain={d} dtype=+0({d}):u32 dev=+0(+0({})):string", a(1)?, d = a(0)?),
-        "iommu_domain_free" => format!("domain={d} dtype=+0({d}):u32", d = a(0)?),
-        "fq_flush_timeout" => String::new(),
-        "fq_flush_iotlb" => format!("cookie={}", a(0)?),
-        _ => return None,
-    };
-    let kind = if name.ends_with("_ret") { "r" } else { "p" };
-    let mut line = format!("{kind}:{GROUP}/{name} {function}");
-    if !args.is_empty() {
-        line.push(' ');
-        line.push_str(&args);
-    }
-    Some(line)
+    /// Where the capture learns IOMMU domains (`kprobe:iommu_map`, `dma`,
+    /// `intel_iommu:did`), in the words of the `identity_sources` metadata.
+    pub identity_sources: Vec<String>,
+    /// Where the capture learns lazy-mode flushes
+    /// (`intel_iommu:cache_tag_flush_all`, `kprobe:fq_flush_iotlb`, ...).
+    pub flush_sources: Vec<String>,
+    /// Which alternative was chosen where this kernel offers one, one
+    /// sentence each (kprobe functions, `dma:*` event names).
+    pub choices: Vec<String>,
+    /// Stack triggers, as asked.
+    pub stacks: Stacks,
+    /// `stacktrace` triggers set: `(system, event, trigger)`.
+    pub triggers: Vec<(String, String, String)>,
 }
 
 /// Steps that remove our instance and our kprobes, given what exists now.
@@ -262,6 +185,15 @@ pub fn cleanup_steps(tracefs: &Path, instance_exists: bool, kprobes: &[String]) 
     steps
 }
 
+/// Ring-buffer bytes per event used for sizing.
+pub(crate) fn bytes_per_event(stacks: &Stacks) -> u64 {
+    if matches!(stacks, Stacks::Off) {
+        BYTES_PER_EVENT
+    } else {
+        BYTES_PER_EVENT_WITH_STACKS
+    }
+}
+
 fn kib_to_mib(kb: u64) -> u64 {
     kb / 1024
 }
@@ -285,12 +217,13 @@ fn size_buffer(probe: &SystemProbe, opts: &PlanOptions, warnings: &mut Vec<Strin
     }
     let rate = opts.events_per_sec.unwrap_or(DEFAULT_EVENTS_PER_SEC);
     let dur = opts.duration_s.unwrap_or(DEFAULT_DURATION_S);
-    let total_kb = rate.saturating_mul(dur).saturating_mul(BYTES_PER_EVENT) / 1024;
+    let per_event = bytes_per_event(&opts.stacks);
+    let total_kb = rate.saturating_mul(dur).saturating_mul(per_event) / 1024;
     // Events do not spread evenly: the CPU running the I/O gets most. Give
     // each CPU twice its even share, but never more than the whole.
     let per_cpu = (total_kb.saturating_mul(2) / cpus).min(total_kb).max(MIN_BUFFER_KB);
     let mut reason = format!(
-        "{rate} events/s × {dur} s × {BYTES_PER_EVENT} B/event ≈ {} MiB in all; \
+        "{rate} events/s × {dur} s × {per_event} B/event ≈ {} MiB in all; \
          each of {cpus} CPUs gets twice its even share (I/O concentrates on few CPUs)",
         kib_to_mib(total_kb)
     );
@@ -298,7 +231,7 @@ fn size_buffer(probe: &SystemProbe, opts: &PlanOptions, warnings: &mut Vec<Strin
     match cap_kb {
         Some(cap) if kb > cap => {
             kb = cap.max(MIN_BUFFER_KB.min(cap));
-            let secs = (kb.saturating_mul(cpus).saturating_mul(1024) / BYTES_PER_EVENT).checked_div(rate).unwrap_or(0);
+            let secs = (kb.saturating_mul(cpus).saturating_mul(1024) / per_event).checked_div(rate).unwrap_or(0);
             let _ = write!(reason, ", capped at 1/{RAM_FRACTION} of RAM ({} MiB per CPU)", kib_to_mib(kb));
             warnings.push(format!(
                 "the buffer is capped at 1/{RAM_FRACTION} of RAM ({} MiB per CPU): at {rate} \
@@ -364,12 +297,56 @@ impl Plan {
             trace_clock: None,
             duration_s: opts.duration_s,
             recordable: mounted,
+            identity_sources: Vec::new(),
+            flush_sources: Vec::new(),
+            choices: Vec::new(),
+            stacks: opts.stacks.clone(),
+            triggers: Vec::new(),
         };
         let (Some(t), true) = (tracefs, mounted) else {
             return plan;
         };
         plan.add_setup(probe, &t);
+        plan.name_sources();
         plan
+    }
+
+    /// Fills [`Self::identity_sources`] and [`Self::flush_sources`] from
+    /// what the plan enables.
+    fn name_sources(&mut self) {
+        let has_event = |s: &str, e: &str| self.events.iter().any(|(a, b)| a == s && b == e);
+        let mut identity = Vec::new();
+        let mut flush = Vec::new();
+        for k in &self.kprobes {
+            let role = KPROBES.iter().find(|s| s.name == k.name).map(|s| s.role);
+            match role {
+                Some(Role::Identity) => identity.push(kprobe_source(k.name)),
+                Some(Role::Flush) => flush.push(kprobe_source(k.name)),
+                _ => {}
+            }
+        }
+        for (list, table) in [(&mut identity, EVENT_IDENTITY), (&mut flush, EVENT_FLUSH)] {
+            for &(source, sys, ev) in table {
+                if has_event(sys, ev) && !list.iter().any(|x| x == source) {
+                    list.push(source.to_owned());
+                }
+            }
+        }
+        self.identity_sources = identity;
+        self.flush_sources = flush;
+    }
+
+    /// What this kernel offers, one line each, for the plan output.
+    #[must_use]
+    pub fn offer_lines(&self) -> Vec<String> {
+        let list = |v: &[String]| if v.is_empty() { "none".to_owned() } else { v.join(", ") };
+        let mut out = vec![
+            format!("identity sources: {}", list(&self.identity_sources)),
+            format!("flush sources: {}", list(&self.flush_sources)),
+            format!("stacks: {}", self.stacks.meta()),
+        ];
+        out.extend(self.choices.iter().map(|c| format!("chosen: {c}")));
+        out
     }
 
     fn add_setup(&mut self, probe: &SystemProbe, t: &Path) {
@@ -435,6 +412,40 @@ impl Plan {
                 false,
             ));
         }
+        // 6. stack triggers (removed with the instance)
+        self.add_stacks(&inst);
+    }
+
+    fn add_stacks(&mut self, inst: &Path) {
+        if matches!(self.stacks, Stacks::Off) {
+            return;
+        }
+        let mut want: Vec<(&str, &str, String, &str)> = STACK_EVENTS
+            .iter()
+            .map(|&(s, e)| (s, e, "stacktrace".to_owned(), "the kernel stack of every map and unmap (DMA rate)"))
+            .collect();
+        match self.stacks.page_trigger() {
+            Some(t) => want.extend(PAGE_STACK_EVENTS.iter().map(|&(s, e)| {
+                (s, e, t.clone(), "the kernel stack of the page frees and allocations the filter selects")
+            })),
+            None => self.warnings.push(
+                "--stacks without --stacks-filter: no stacks on page frees and allocations (they fire for \
+                 every page on the machine); findings carry the map and unmap stacks. Name the freeing \
+                 task of a finding with --stacks-filter 'comm == \"NAME\"' to get its free stack"
+                    .into(),
+            ),
+        }
+        for (sys, ev, trigger, why) in want {
+            if !self.events.iter().any(|(a, b)| a == sys && b == ev) {
+                continue;
+            }
+            self.steps.push(Step::new(
+                Action::Write { path: inst.join("events").join(sys).join(ev).join("trigger"), value: trigger.clone() },
+                format!("{sys}:{ev} stack trigger: {why}"),
+                false,
+            ));
+            self.triggers.push((sys.to_owned(), ev.to_owned(), trigger));
+        }
     }
 
     fn add_kprobes(&mut self, probe: &SystemProbe, t: &Path) {
@@ -462,27 +473,50 @@ impl Plan {
                     .into(),
             );
         }
-        let mut missing_reported = Vec::new();
-        for &(name, function, loss) in KPROBE_LOSS {
-            if probe.kallsyms_readable && !probe.kallsyms.contains(function) {
-                if !missing_reported.contains(&function) {
-                    missing_reported.push(function);
+        for spec in KPROBES {
+            if let Some(primary) = spec.fallback_for {
+                if self.kprobes.iter().any(|k| k.name == primary) {
+                    continue;
                 }
+            }
+            // Without a symbol list, try the first candidate: the kernel
+            // refuses an unknown symbol and apply reports it.
+            let chosen = if probe.kallsyms_readable {
+                spec.candidates.iter().find(|c| probe.kallsyms.contains(c.function))
+            } else {
+                spec.candidates.first()
+            };
+            let Some(chosen) = chosen else {
+                let names: Vec<&str> = spec.candidates.iter().map(|c| c.function).collect();
+                let fallback = KPROBES.iter().find(|f| f.fallback_for == Some(spec.name)).map_or(String::new(), |f| {
+                    let on = f.candidates.first().map_or("", |c| c.function);
+                    format!("; falling back to kprobe {GROUP}:{} on {on}", f.name)
+                });
                 self.warnings.push(format!(
-                    "kprobe {GROUP}:{name} skipped: {function} is not in /proc/kallsyms \
-                     (inlined or renamed on this kernel); lost: {loss}"
+                    "kprobe {GROUP}:{} skipped: {} not in {} (inlined or renamed on this kernel); \
+                     lost: {}{fallback}",
+                    spec.name,
+                    names.join(" nor "),
+                    probe.symbols_from.unwrap_or("/proc/kallsyms"),
+                    spec.gives
                 ));
                 continue;
+            };
+            if spec.candidates.len() > 1 && !spec.name.ends_with("_ret") {
+                self.choices.push(format!("kprobe {GROUP}:{} on {} ({})", spec.name, chosen.function, chosen.when));
             }
-            let Some(definition) = kprobe_line(&probe.arch, name, function) else {
+            if spec.fallback_for.is_some() {
+                self.choices.push(format!("kprobe {GROUP}:{} on {} ({})", spec.name, chosen.function, spec.gives));
+            }
+            let Some(definition) = kprobe_line(&probe.arch, spec.name, chosen.function) else {
                 continue;
             };
             self.steps.push(Step::new(
                 Action::Append { path: t.join("kprobe_events"), line: definition.clone() },
-                format!("GLOBAL kprobe definition (group {GROUP}, removed by cleanup): {loss}"),
+                format!("GLOBAL kprobe definition (group {GROUP}, removed by cleanup): {}", spec.gives),
                 false,
             ));
-            self.kprobes.push(Kprobe { name, function, definition });
+            self.kprobes.push(Kprobe { name: spec.name, function: chosen.function, definition });
         }
     }
 
@@ -492,6 +526,26 @@ impl Plan {
                 continue;
             }
             self.push_event(inst, wanted.system, wanted.event, wanted.gives);
+        }
+        match DMA_MAP_PAIRS.iter().find(|p| probe.has_event("dma", p.map)) {
+            Some(p) => {
+                self.push_event(
+                    inst,
+                    "dma",
+                    p.map,
+                    &format!("streaming maps with device and physical address ({})", p.when),
+                );
+                if probe.has_event("dma", p.unmap) {
+                    self.push_event(inst, "dma", p.unmap, &format!("streaming unmaps with device ({})", p.when));
+                }
+                if probe.has_system("dma") {
+                    self.choices.push(format!("dma:{} and dma:{} ({})", p.map, p.unmap, p.when));
+                }
+            }
+            None if probe.has_system("dma") => self.warnings.push(
+                "dma:* events without dma_map_phys or dma_map_page: single-page DMA-API maps are not seen".into(),
+            ),
+            None => {}
         }
         for &(system, gives) in WANTED_SYSTEMS {
             let evs: Vec<String> = probe.events.iter().filter(|(s, _)| s == system).map(|(_, e)| e.clone()).collect();
@@ -594,6 +648,10 @@ impl Plan {
     #[must_use]
     pub fn to_shell(&self) -> String {
         let mut s = String::from("#!/bin/sh\n# iosan record: tracefs set-up\n");
+        s.push_str("#\n# this kernel offers:\n");
+        for l in self.offer_lines() {
+            let _ = writeln!(s, "#   {l}");
+        }
         if !self.warnings.is_empty() {
             s.push_str("#\n# warnings:\n");
             for w in &self.warnings {
@@ -661,6 +719,7 @@ pub fn sh_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::kprobe_line;
 
     #[test]
     fn kprobe_lines_per_arch() {

@@ -14,14 +14,17 @@ use std::path::{Path, PathBuf};
 /// Name of our tracefs instance and of our kprobe group.
 pub const GROUP: &str = "iosan";
 
-/// Kernel functions iosan puts kprobes on, to learn IOMMU domain identity.
-pub const KPROBE_FUNCTIONS: [&str; 6] = [
+/// Kernel functions iosan may put kprobes on (for IOMMU domain identity
+/// and lazy-mode flushes), alternatives included; the plan picks per kernel.
+pub const KPROBE_FUNCTIONS: [&str; 8] = [
     "__iommu_map",
+    "iommu_map_nosync",
     "__iommu_unmap",
     "__iommu_attach_device",
     "iommu_domain_free",
     "fq_flush_timeout",
     "fq_flush_iotlb",
+    "free_iova_fast",
 ];
 
 /// Trace event systems iosan may use (both spellings of the SMMUv3 one).
@@ -160,10 +163,18 @@ pub struct SystemProbe {
     pub tracefs: Tracefs,
     /// Every `(system, event)` under `events/`.
     pub events: BTreeSet<(String, String)>,
-    /// Which of [`KPROBE_FUNCTIONS`] appear in `/proc/kallsyms`.
+    /// Which of [`KPROBE_FUNCTIONS`] appear in `/proc/kallsyms` (or, when
+    /// that is unreadable, in tracefs `available_filter_functions`).
     pub kallsyms: BTreeSet<String>,
-    /// Whether `/proc/kallsyms` could be read at all.
+    /// Whether a symbol list could be read at all.
     pub kallsyms_readable: bool,
+    /// Which list [`Self::kallsyms`] came from: `/proc/kallsyms` or
+    /// `available_filter_functions`.
+    pub symbols_from: Option<&'static str>,
+    /// The CPU page size in bytes (`KernelPageSize` of `/proc/self/smaps`).
+    pub page_size: Option<u64>,
+    /// `/proc/sys/kernel/osrelease` (`uname -r`).
+    pub kernel_release: Option<String>,
     /// Whether tracefs has a `kprobe_events` file (CONFIG_KPROBE_EVENTS).
     pub kprobe_events: bool,
     /// Kprobes of our group already defined (left by an earlier run):
@@ -231,10 +242,20 @@ impl SystemProbe {
             }
             saved_cmdlines_size = read_trim(&t.join("saved_cmdlines_size")).and_then(|s| s.parse().ok());
         }
-        let (kallsyms, kallsyms_readable) = match fs::read_to_string(under(root, "/proc/kallsyms")) {
-            Ok(text) => (find_symbols(&text), true),
-            Err(_) => (BTreeSet::new(), false),
-        };
+        // kallsyms first; without it (kptr_restrict does not hide names,
+        // but a locked-down /proc may), the functions ftrace can hook.
+        let mut symbols_from = None;
+        let mut kallsyms = BTreeSet::new();
+        if let Ok(text) = fs::read_to_string(under(root, "/proc/kallsyms")) {
+            kallsyms = find_symbols(&text, 2);
+            symbols_from = Some("/proc/kallsyms");
+        } else if let Some(t) = tracefs_mounted(&tracefs) {
+            if let Ok(text) = fs::read_to_string(t.join("available_filter_functions")) {
+                kallsyms = find_symbols(&text, 0);
+                symbols_from = Some("available_filter_functions");
+            }
+        }
+        let kallsyms_readable = symbols_from.is_some();
         let cmdline = read_trim(&under(root, "/proc/cmdline"));
         let groups = read_groups(&under(root, "/sys/kernel/iommu_groups"));
         let group_mode = mode_from_groups(&groups);
@@ -254,6 +275,9 @@ impl SystemProbe {
             events,
             kallsyms,
             kallsyms_readable,
+            symbols_from,
+            page_size: fs::read_to_string(under(root, "/proc/self/smaps")).ok().and_then(|t| page_size(&t)),
+            kernel_release: read_trim(&under(root, "/proc/sys/kernel/osrelease")).filter(|s| !s.is_empty()),
             kprobe_events,
             stale_kprobes,
             stale_instance,
@@ -297,6 +321,13 @@ impl SystemProbe {
     #[must_use]
     pub fn not_root(&self) -> bool {
         matches!(self.uid, Some(u) if u != 0)
+    }
+}
+
+fn tracefs_mounted(t: &Tracefs) -> Option<&Path> {
+    match t {
+        Tracefs::Mounted(p) => Some(p),
+        _ => None,
     }
 }
 
@@ -362,11 +393,14 @@ pub(crate) fn our_kprobes(text: &str) -> Vec<String> {
     out
 }
 
-fn find_symbols(kallsyms: &str) -> BTreeSet<String> {
+/// The [`KPROBE_FUNCTIONS`] named in a symbol list whose name is word
+/// `column` of each line: 2 in kallsyms (`ffffffff81929360 T __iommu_map`,
+/// modules add `\t[mod]`), 0 in `available_filter_functions`
+/// (`__iommu_map`, or `name [mod]`).
+fn find_symbols(text: &str, column: usize) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for line in kallsyms.lines() {
-        // "ffffffff81929360 T __iommu_map" (modules add "\t[mod]")
-        let Some(name) = line.split_whitespace().nth(2) else {
+    for line in text.lines() {
+        let Some(name) = line.split_whitespace().nth(column) else {
             continue;
         };
         if KPROBE_FUNCTIONS.contains(&name) {
@@ -374,6 +408,16 @@ fn find_symbols(kallsyms: &str) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// `KernelPageSize:        4 kB` in bytes.
+fn page_size(smaps: &str) -> Option<u64> {
+    smaps.lines().find_map(|l| {
+        let rest = l.strip_prefix("KernelPageSize:")?;
+        let mut it = rest.split_whitespace();
+        let n: u64 = it.next()?.parse().ok()?;
+        (it.next()? == "kB").then(|| n.checked_mul(1024)).flatten()
+    })
 }
 
 fn mem_total_kb(meminfo: &str) -> Option<u64> {
@@ -479,6 +523,26 @@ mod tests {
         assert_eq!(mode_from_cmdline("iommu=pt"), Some(IommuMode::Passthrough));
         assert_eq!(mode_from_cmdline("intel_iommu=on,strict"), Some(IommuMode::Strict));
         assert_eq!(mode_from_cmdline("console=ttyS0"), None);
+    }
+
+    #[test]
+    fn every_catalog_function_is_looked_for() {
+        for f in crate::catalog::kprobe_functions() {
+            assert!(KPROBE_FUNCTIONS.contains(&f), "{f}");
+        }
+        for f in KPROBE_FUNCTIONS {
+            assert!(crate::catalog::kprobe_functions().any(|c| c == f), "{f}");
+        }
+    }
+
+    #[test]
+    fn symbol_lists_and_page_size() {
+        let k = find_symbols("ffff0000 t iommu_map_nosync\nffff0001 T free_iova_fast\t[iova]\nffff2 t other\n", 2);
+        assert_eq!(k.into_iter().collect::<Vec<_>>(), ["free_iova_fast", "iommu_map_nosync"]);
+        let f = find_symbols("__iommu_map\nfq_flush_iotlb [dma_iommu]\nx\n", 0);
+        assert_eq!(f.into_iter().collect::<Vec<_>>(), ["__iommu_map", "fq_flush_iotlb"]);
+        assert_eq!(page_size("Size: 4 kB\nKernelPageSize:       16 kB\n"), Some(16384));
+        assert_eq!(page_size("KernelPageSize: 4 MB\n"), None);
     }
 
     #[test]

@@ -279,9 +279,13 @@ fn meta(out: &mut impl Write, key: &str, value: &str) -> io::Result<()> {
 /// Writes the capture file: `# iosan-meta: key=value` lines, then our
 /// instance's `trace` text verbatim (which opens with `# tracer: nop`).
 ///
-/// Keys: `tool`, `kernel`, `cmdline`, `arch`, `iommu_mode`,
-/// `iommu_mode_source`, `cpus`, `mem_total_kb`, `buffer_size_kb`,
-/// `trace_clock`, `events`, `kprobes`, `iommu_group.<n>`, `started_unix`,
+/// Keys: `tool`, `kernel`, `kernel_release`, `cmdline`, `arch`,
+/// `page_size`, `iommu_mode`, `iommu_mode_source`, `cpus`, `mem_total_kb`,
+/// `buffer_size_kb`, `trace_clock`, `events`, `kprobes`,
+/// `kprobe_functions` (`name=function,...`), `identity_sources`,
+/// `flush_sources` (comma-separated, or `none`), `stacks`
+/// (`off`, `map-unmap`, `map-unmap,pages`, `map-unmap,pages-if FILTER`),
+/// `iommu_group.<n>`, `started_unix`,
 /// `elapsed_s`, `command`, `exit_code`, `timed_out`, `cpu<n>.overrun`,
 /// `cpu<n>.commit_overrun`, `cpu<n>.dropped_events`, `lost_events`,
 /// `kprobe.<name>.hits`, `kprobe.<name>.nmissed`.
@@ -327,7 +331,13 @@ fn write_header(
     meta(w, "tool", concat!("iosan-record ", env!("CARGO_PKG_VERSION")))?;
     meta(w, "kernel", probe.kernel_version.as_deref().unwrap_or("unknown"))?;
     meta(w, "cmdline", probe.cmdline.as_deref().unwrap_or(""))?;
+    if let Some(r) = &probe.kernel_release {
+        meta(w, "kernel_release", r)?;
+    }
     meta(w, "arch", probe.arch.name())?;
+    if let Some(p) = probe.page_size {
+        meta(w, "page_size", &p.to_string())?;
+    }
     meta(w, "iommu_mode", probe.iommu_mode.name())?;
     let source = match probe.mode_source {
         crate::probe::ModeSource::GroupTypes => "iommu-group-types",
@@ -348,6 +358,12 @@ fn write_header(
     meta(w, "events", &events.join(","))?;
     let kprobes: Vec<&str> = plan.kprobes.iter().map(|k| k.name).collect();
     meta(w, "kprobes", &kprobes.join(","))?;
+    let kfuncs: Vec<String> = plan.kprobes.iter().map(|k| format!("{}={}", k.name, k.function)).collect();
+    meta(w, "kprobe_functions", &kfuncs.join(","))?;
+    let list = |v: &[String]| if v.is_empty() { "none".to_owned() } else { v.join(",") };
+    meta(w, "identity_sources", &list(&plan.identity_sources))?;
+    meta(w, "flush_sources", &list(&plan.flush_sources))?;
+    meta(w, "stacks", &plan.stacks.meta())?;
     for g in &probe.groups {
         meta(
             w,

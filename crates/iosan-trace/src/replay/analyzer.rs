@@ -15,7 +15,7 @@ use crate::report::{Findings, LostWindow, Summary, TraceFinding};
 
 /// Maps keyed by values from the capture; each is bounded in size, so
 /// collisions chosen by an attacker cost time, never memory.
-pub(super) type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<iosan_core::hash::FastHasher>>;
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<iosan_core::hash::FastHasher>>;
 
 /// Analysis options.
 #[derive(Clone, Debug)]

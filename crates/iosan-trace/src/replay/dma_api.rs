@@ -9,11 +9,14 @@
 
 use iosan_core::FindingKind;
 
-use super::analyzer::HashMap;
 use super::identity::Domains;
 use crate::parse::event::DmaDirection;
 use crate::record::Record;
 use crate::report::{fmt_ts, TraceFinding};
+
+/// Keys come from the capture; the map is bounded, so chosen collisions
+/// cost time, never memory.
+type HashMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<iosan_core::hash::FastHasher>>;
 
 /// Live DMA-API mappings remembered for unmap checks.
 const MAX_DMA_LIVE: usize = 1 << 22;

@@ -17,8 +17,11 @@ use std::sync::Arc;
 
 use iosan_core::{DomainId, IovaRange, Mapping, MappingSource, PhysAddr, ShadowDomain};
 
-use super::analyzer::HashMap;
 use crate::report::Attribution;
+
+/// Keys come from the capture; the map is bounded, so chosen collisions
+/// cost time, never memory.
+type HashMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<iosan_core::hash::FastHasher>>;
 
 /// Most anonymous IOVA spaces (layers of colliding IOVAs).
 const MAX_ANON_LAYERS: usize = 64;

@@ -10,8 +10,11 @@
 
 use iosan_core::{Iova, IovaRange, MapMeta, PhysAddr};
 
-use super::analyzer::HashMap;
 use crate::parse::event::Event;
+
+/// Keys come from the capture; the map is bounded, so chosen collisions
+/// cost time, never memory.
+type HashMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<iosan_core::hash::FastHasher>>;
 
 /// (CPU, execution context index).
 pub(super) type SeqKey = (u32, u8);

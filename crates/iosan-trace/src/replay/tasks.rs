@@ -8,9 +8,12 @@ use std::sync::Arc;
 
 use iosan_core::MapMeta;
 
-use super::analyzer::HashMap;
 use crate::record::Record;
 use crate::report::MapSite;
+
+/// Keys come from the capture; the map is bounded, so chosen collisions
+/// cost time, never memory.
+type HashMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<iosan_core::hash::FastHasher>>;
 
 /// Most distinct stacks kept; later ones are not recorded.
 const MAX_STACKS: usize = 1 << 16;

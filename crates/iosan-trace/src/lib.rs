@@ -27,6 +27,23 @@
 //! assert_eq!(f.device.as_deref(), Some("0000:00:02.0"));
 //! assert_eq!(f.iova, Some(0xfffbe000));
 //! ```
+//!
+//! ## The replay, room by room
+//!
+//! [`replay`] is a [`RecordSink`]; its dispatch loop (`replay/mod.rs`) hands
+//! each record to one room:
+//!
+//! - `replay/identity.rs`: the domain store (pointers, VT-d ids, devices, anonymous layers, merges).
+//! - `replay/attribute.rs`: which domain a map or unmap belongs to: decided here.
+//! - `replay/sequence.rs`: per-CPU, per-context call sequences whose items wait for a domain.
+//! - `replay/apply.rs`: a map or unmap of a known domain changes shadow and counters; double unmaps.
+//! - `replay/lazy.rs`: flush-queue exposure (unmapped, not yet flushed, then freed).
+//! - `replay/dma_api.rs`: DMA-API mappings and map/unmap mismatch checks.
+//! - `replay/pages.rs`: page free/alloc checks and their findings.
+//! - `replay/teardown.rs`: domains freed, or left by their last device, with live mappings.
+//! - `replay/tasks.rs`: task names and stacks (a mapping's provenance).
+//! - `replay/end.rs`: the end of the capture and the summary's totals.
+//! - [`report`]: the result types; findings collected and the report assembled.
 #![forbid(unsafe_code)]
 
 pub mod analyze;

@@ -1,11 +1,24 @@
 //! What an analysis produces: findings with provenance, and a summary.
+//!
+//! The types here are the analysis's public result. `Findings` is where
+//! the replay puts findings as it decides them: capped, with later events on
+//! the same mapping folded into the first finding as follow-ups; at the end
+//! it becomes the sorted list of a [`Report`]. Times are ns of the trace
+//! clock, printed with [`fmt_ts`].
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use iosan_core::FindingKind;
 
 use crate::record::Record;
+
+/// Seconds with 6 decimals, as ftrace prints them.
+#[must_use]
+pub fn fmt_ts(ns: u64) -> String {
+    format!("{}.{:06}", ns / 1_000_000_000, (ns % 1_000_000_000) / 1000)
+}
 
 /// How a domain's identity was learnt, best first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -428,5 +441,92 @@ impl Report {
     /// Bug-kind findings whose attribution is a guess.
     pub fn uncertain(&self) -> impl Iterator<Item = &TraceFinding> {
         self.findings.iter().filter(|f| f.kind.is_bug() && !f.counts_as_bug())
+    }
+}
+
+/// Most findings kept; more are counted in the summary.
+const MAX_FINDINGS: usize = 1 << 16;
+
+/// One mapping's life, as the replay names it: (domain slot, IOVA, time
+/// mapped). Findings on pages of one episode are one finding with follow-ups.
+pub(crate) type EpisodeKey = (usize, u64, u64);
+
+/// The findings of a replay so far (crate-internal: the replay's outbox).
+#[derive(Default)]
+pub(crate) struct Findings {
+    list: Vec<TraceFinding>,
+    episodes: std::collections::HashMap<EpisodeKey, Vec<usize>, BuildHasherDefault<iosan_core::hash::FastHasher>>,
+    dropped: u64,
+}
+
+impl Findings {
+    /// Keeps a finding, or counts it once the cap (65,536) is reached.
+    pub(crate) fn push(&mut self, f: TraceFinding) {
+        if self.list.len() < MAX_FINDINGS {
+            self.list.push(f);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// Keeps a page finding caused by mapping `episode`.
+    pub(crate) fn push_episode(&mut self, f: TraceFinding, episode: Option<EpisodeKey>) {
+        let idx = self.list.len();
+        self.push(f);
+        if let (Some(key), true) = (episode, self.list.len() > idx) {
+            self.episodes.entry(key).or_default().push(idx);
+        }
+    }
+
+    /// The finding of `episode` on pages overlapping `[first, first + npages)`, if any.
+    pub(crate) fn of_episode(&self, episode: EpisodeKey, first: u64, npages: u64) -> Option<usize> {
+        self.episodes.get(&episode).and_then(|v| {
+            v.iter().copied().find(|&i| {
+                self.list.get(i).is_some_and(|e| {
+                    let e0 = e.pfn.unwrap_or(0);
+                    first < e0 + e.npages.max(1) && e0 < first + npages
+                })
+            })
+        })
+    }
+
+    /// Adds a follow-up to finding `idx`, keeping at most `max` of them (the count is exact).
+    pub(crate) fn follow_up(&mut self, idx: usize, up: FollowUp, max: usize) {
+        if let Some(e) = self.list.get_mut(idx) {
+            e.follow_up_count += 1;
+            if e.follow_ups.len() < max {
+                e.follow_ups.push(up);
+            }
+        }
+    }
+
+    /// Findings not kept because of the cap.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The report: bug kinds first by time, then mappings live at the end.
+    pub(crate) fn into_report(mut self, summary: Summary) -> Report {
+        self.list.sort_by_key(|f| (f.kind == FindingKind::MappedAtEnd, f.time_ns, f.line));
+        Report { findings: self.list, summary }
+    }
+}
+
+impl LostWindow {
+    /// The `lost-events` confidence warning for this window.
+    pub(crate) fn finding(&self) -> TraceFinding {
+        let mut f = TraceFinding::blank(FindingKind::LostEvents);
+        f.time_ns = self.after_ns;
+        f.line = self.line;
+        f.cpu = self.cpu;
+        f.set_doubt(Some(Doubt::LostEvents));
+        f.note = Some(format!(
+            "{} events lost on {} between {} and {}",
+            self.events.map_or("some".to_string(), |n| n.to_string()),
+            self.cpu.map_or("a CPU".to_string(), |c| format!("CPU {c}")),
+            fmt_ts(self.after_ns),
+            self.before_ns.map_or("the end".to_string(), fmt_ts)
+        ));
+        f
     }
 }

@@ -1,0 +1,135 @@
+//! The replay's state: one field per room, its options, and the helpers
+//! every room uses to report (a finding at an event, lost-event doubt).
+
+use std::hash::BuildHasherDefault;
+
+use iosan_core::{Config, Finding, PageSize, Sanitizer, Semantics};
+
+use super::dma_api::DmaApi;
+use super::identity::Domains;
+use super::lazy::Lazy;
+use super::sequence::Sequences;
+use super::tasks::Tasks;
+use crate::record::Record;
+use crate::report::{Findings, LostWindow, Summary, TraceFinding};
+
+/// Maps keyed by values from the capture; each is bounded in size, so
+/// collisions chosen by an attacker cost time, never memory.
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<iosan_core::hash::FastHasher>>;
+
+/// Analysis options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Exact (default) or the kernel's algorithm.
+    pub semantics: Semantics,
+    /// CPU page size of the traced kernel.
+    pub page_size: PageSize,
+    /// IOMMU page sizes assumed for domains (the trace does not say):
+    /// 4 KiB granule with 2 MiB and 1 GiB superpages, as VT-d, AMD and SMMU with 4K pages.
+    pub pgsize_bitmap: u64,
+    /// Most follow-up events kept per finding (the count is always exact).
+    pub max_follow_ups: usize,
+    /// Most unflushed (lazy-mode) unmapped ranges tracked at once.
+    pub max_unflushed: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            semantics: Semantics::Exact,
+            page_size: PageSize::SIZE_4K,
+            pgsize_bitmap: (1 << 12) | (1 << 21) | (1 << 30),
+            max_follow_ups: 16,
+            max_unflushed: 1 << 20,
+        }
+    }
+}
+
+/// Replays events; call [`Analyzer::finish`] for the report.
+pub struct Analyzer {
+    pub(super) opts: Options,
+    /// The page counters (iosan-core).
+    pub(super) san: Sanitizer,
+    /// Domains and their shadows (`identity`).
+    pub(super) domains: Domains,
+    /// Open call sequences (`sequence`).
+    pub(super) seqs: Sequences,
+    /// Task names and stacks (`tasks`).
+    pub(super) tasks: Tasks,
+    /// Unflushed ranges (`lazy`).
+    pub(super) lazy: Lazy,
+    /// Live DMA-API mappings (`dma_api`).
+    pub(super) dma: DmaApi,
+    /// Findings so far.
+    pub(super) findings: Findings,
+    /// Lost-event windows, in order.
+    pub(super) lost: Vec<LostWindow>,
+    /// Last timestamp per CPU (CPU numbers are below MAX_CPUS).
+    pub(super) last_ts_by_cpu: Vec<Option<u64>>,
+    pub(super) summary: Summary,
+    /// Events per kind (few distinct labels: a list beats a map).
+    pub(super) kind_counts: Vec<(&'static str, u64)>,
+    /// An event that can identify a domain (kprobe, dma:*, VT-d) was seen:
+    /// until then maps cannot wait for an identity.
+    pub(super) identity_seen: bool,
+    /// Devices already listed in the summary.
+    pub(super) devices_seen: HashMap<std::sync::Arc<str>, ()>,
+}
+
+impl Analyzer {
+    /// A new analyzer.
+    #[must_use]
+    pub fn new(opts: Options) -> Self {
+        let san = Sanitizer::new(Config { semantics: opts.semantics, page_size: opts.page_size, ..Config::default() });
+        let summary = Summary { semantics: opts.semantics.name(), ..Summary::default() };
+        Self {
+            san,
+            domains: Domains::new(opts.pgsize_bitmap),
+            seqs: Sequences::default(),
+            tasks: Tasks::default(),
+            lazy: Lazy::new(opts.max_unflushed, opts.page_size.lg2()),
+            dma: DmaApi::default(),
+            findings: Findings::default(),
+            lost: Vec::new(),
+            last_ts_by_cpu: Vec::new(),
+            summary,
+            kind_counts: Vec::new(),
+            identity_seen: false,
+            devices_seen: HashMap::default(),
+            opts,
+        }
+    }
+
+    /// CPU page size, log2.
+    pub(super) fn page_lg2(&self) -> u32 {
+        self.opts.page_size.lg2()
+    }
+
+    /// Whether events were lost on some CPU between `from_ns` and `to_ns`.
+    pub(super) fn lost_between(&self, from_ns: u64, to_ns: u64) -> bool {
+        self.lost.iter().any(|w| w.after_ns <= to_ns && w.before_ns.unwrap_or(u64::MAX) >= from_ns)
+    }
+
+    /// A finding that is not about a page run (map/unmap level).
+    pub(super) fn plain(&self, ctx: &Record, f: Finding) -> TraceFinding {
+        let mut tf = TraceFinding::at(
+            f.kind,
+            ctx,
+            self.tasks.known(ctx.pid).cloned().unwrap_or_else(|| String::from_utf8_lossy(ctx.comm).into()),
+        );
+        tf.pfn = f.pfn.map(|p| p.get());
+        tf.npages = f.npages;
+        tf.phys = f.pfn.and_then(|p| p.get().checked_shl(self.page_lg2()));
+        tf.iova = f.iova.map(|i| i.get());
+        tf.size = f.size;
+        tf.count = f.count;
+        if let Some(d) = f.domain.filter(|d| (d.0 as usize) < self.domains.len()) {
+            tf.domain = self.domains.label_ro(d.0 as usize);
+            tf.attribution = self.domains.slot(d.0 as usize).via;
+        }
+        if let Some(why) = f.invalid {
+            tf.note = Some(why.describe().to_string());
+        }
+        tf
+    }
+}

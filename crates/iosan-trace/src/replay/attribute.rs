@@ -1,0 +1,312 @@
+//! Attribution: which domain a map or unmap belongs to. This is where it is
+//! decided.
+//!
+//! Best first:
+//! 1. a kprobe on `__iommu_map`/`__iommu_unmap` just before it in the same
+//!    call sequence names the domain pointer ([`Analyzer::on_map`],
+//!    [`Analyzer::on_unmap`]);
+//! 2. for unmaps, a `dma_unmap_sg`/coherent free that opened the call names
+//!    the device;
+//! 3. a `dma:*` event that wraps the call (same sequence, IOVA in its range)
+//!    names the device, or a VT-d flush names the domain id
+//!    ([`Analyzer::resolve`], called as those events arrive);
+//! 4. when the sequence ends with items still unattributed
+//!    ([`Analyzer::finish_seq`]): maps go to an anonymous IOVA space, and an
+//!    unmap goes to the domain whose shadow translates its range
+//!    ([`Analyzer::resolve_unmap_by_content`]; the best-ranked of several is
+//!    a guess, counted as ambiguous).
+//!
+//! Page counts do not depend on the domain, so a map is counted at once and
+//! its shadow entry waits for the identity; an unmap waits for it whole.
+
+use iosan_core::{DomainId, Finding, Iova, IovaRange, PhysAddr, ShadowDomain};
+
+use super::analyzer::Analyzer;
+use super::sequence::{Item, SeqKey, Unmap};
+use crate::record::Record;
+use crate::report::{Doubt, TraceFinding};
+
+/// What a `dma:*` or VT-d event says about the items of its sequence.
+pub(super) enum Resolver {
+    /// VT-d domain (slot) and the flushed IOVAs `[lo, hi]`.
+    Did(usize, u64, u64),
+    /// Device's domain (slot) and the DMA address ranges `[lo, hi]` of the event.
+    Dev(usize, Vec<(u64, u64)>),
+}
+
+impl Analyzer {
+    /// A kprobe's domain type: DMA-FQ (0xb) means lazy, DMA (3) strict.
+    pub(super) fn note_dtype(&mut self, domain: u64, dtype: Option<u64>) {
+        if let Some(t) = dtype {
+            if t == 0xb {
+                self.summary.lazy_evidence += 1;
+            } else if t == 3 {
+                self.summary.strict_evidence += 1;
+            }
+            let s = self.domains.ptr(domain);
+            let slot = self.domains.slot_mut(s);
+            slot.dtype = Some(t);
+            slot.flush_queue |= t == 0xb;
+        }
+    }
+
+    /// `iommu:map`.
+    pub(super) fn on_map(&mut self, ctx: &Record, key: SeqKey, iova: u64, paddr: u64, size: u64, stack: &[&[u8]]) {
+        let meta = self.tasks.meta(ctx, stack);
+        let Some(range) = IovaRange::from_start_len(Iova(iova), size) else {
+            let f = self
+                .plain(ctx, Finding::invalid(DomainId(u64::MAX), Iova(iova), size, iosan_core::InvalidArgs::ZeroSize));
+            self.findings.push(f);
+            return;
+        };
+        // Counts do not depend on the domain: apply them now, attribute the shadow entry when known.
+        let probe =
+            self.seqs.get(key).kp_map.filter(|&(_, kiova, ksize, _)| iova >= kiova && iova - kiova < ksize.max(1));
+        let slot = probe.map(|(dom, ..)| self.domains.ptr(dom));
+        let pending = ShadowDomain::new(DomainId(u64::MAX), self.opts.pgsize_bitmap);
+        let found =
+            self.san.map(DomainId(slot.unwrap_or(usize::MAX) as u64), &pending, Iova(iova), PhysAddr(paddr), size);
+        for f in found {
+            let tf = self.plain(ctx, f);
+            self.findings.push(tf);
+        }
+        match slot {
+            Some(s) => {
+                self.summary.maps_by.kprobe += 1;
+                self.insert_map(s, range, PhysAddr(paddr), meta);
+            }
+            None if !self.identity_seen => {
+                // Nothing in this capture identified a domain so far: no use waiting.
+                // The item stays in its call sequence, so an identity that does come
+                // in this call adopts it out of the anonymous space.
+                self.summary.maps_by.anonymous += 1;
+                let a = self.domains.anon_for(range);
+                self.insert_map(a, range, PhysAddr(paddr), meta);
+                self.push_item(key, Item::Map { iova: range, phys: PhysAddr(paddr), meta, slot: Some(a) });
+                return;
+            }
+            None => self.summary.maps_pending += 1,
+        }
+        self.push_item(key, Item::Map { iova: range, phys: PhysAddr(paddr), meta, slot });
+    }
+
+    /// Adds an item to a sequence; maps waiting too long for an identity
+    /// go to an anonymous space, and a sequence that keeps growing is settled.
+    fn push_item(&mut self, key: SeqKey, item: Item) {
+        for (iova, phys, meta) in self.seqs.push(key, item) {
+            self.summary.maps_pending = self.summary.maps_pending.saturating_sub(1);
+            self.summary.maps_by.anonymous += 1;
+            let a = self.domains.anon_for(iova);
+            self.insert_map(a, iova, phys, meta);
+        }
+        if self.seqs.prune(key) {
+            self.finish_seq(key);
+        }
+    }
+
+    /// `iommu:unmap` (`iova`, `size` asked, `unmapped` removed).
+    pub(super) fn on_unmap(&mut self, ctx: &Record, key: SeqKey, iova: u64, size: u64, unmapped: u64) {
+        let (probe, sg_dev) = {
+            let seq = self.seqs.get(key);
+            let p = seq.kp_unmap.take().filter(|&(_, kiova, ..)| kiova == iova);
+            (p, seq.unmap_sg_dev.take())
+        };
+        let slot = if let Some((dom, ..)) = probe {
+            self.summary.unmaps_by.kprobe += 1;
+            Some(self.domains.ptr(dom))
+        } else if let Some(d) = sg_dev {
+            self.summary.unmaps_by.device += 1;
+            Some(d)
+        } else {
+            None
+        };
+        // An unmap of what this very sequence mapped and has not attributed (a map error path).
+        let overlaps_pending = self.seqs.get(key).items.iter().any(|it| match it {
+            Item::Map { iova: r, slot: None, .. } => r.contains(Iova(iova)),
+            _ => false,
+        });
+        if slot.is_none() && overlaps_pending {
+            self.finish_seq(key);
+        }
+        let u = Unmap { iova: Iova(iova), size, unmapped, ts_ns: ctx.ts_ns, line: ctx.origin.line };
+        match slot {
+            Some(s) => {
+                self.apply_unmap(s, u, false);
+                self.push_item(key, Item::Unmap { u, slot: Some(s) });
+            }
+            None if !self.identity_seen => {
+                // Nothing identifies domains in this capture so far: decide now.
+                self.resolve_unmap_by_content(u);
+            }
+            None => {
+                self.summary.unmaps_pending += 1;
+                if let Some(oldest) = self.seqs.evict_for(key) {
+                    self.finish_seq(oldest);
+                }
+                self.seqs.add_pending(key);
+                self.push_item(key, Item::Unmap { u, slot: None });
+            }
+        }
+    }
+
+    /// A `dma:*` event or VT-d flush names the domain of the items of its
+    /// sequence in its range: waiting maps (if `maps`) and unmaps (if
+    /// `unmaps`) get it; items already attributed are merged with it.
+    pub(super) fn resolve(&mut self, key: SeqKey, r: Resolver, maps: bool, unmaps: bool) {
+        let target = match &r {
+            Resolver::Did(s, ..) | Resolver::Dev(s, _) => *s,
+        };
+        let in_range = |a: u64| match &r {
+            Resolver::Did(_, lo, hi) => a >= *lo && a <= *hi,
+            Resolver::Dev(_, ranges) => ranges.iter().any(|&(lo, hi)| a >= lo && a <= hi),
+        };
+        let via_dev = matches!(r, Resolver::Dev(..));
+        let items = std::mem::take(&mut self.seqs.get(key).items);
+        let mut kept = Vec::with_capacity(items.len());
+        for it in items {
+            match it {
+                Item::Map { iova, phys, meta, slot } if maps && in_range(iova.start().get()) => {
+                    match slot {
+                        Some(s) if self.domains.is_anonymous(s) => {
+                            // Put in the anonymous space before any identity was seen: adopt it.
+                            let a = self.domains.find(s);
+                            let here =
+                                self.domains.slot(a).shadow.overlapping(iova).any(|m| m.iova == iova && m.meta == meta);
+                            if here {
+                                self.domains.slot_mut(a).shadow.unmap(iova);
+                                self.summary.maps_by.anonymous = self.summary.maps_by.anonymous.saturating_sub(1);
+                                if via_dev {
+                                    self.summary.maps_by.device += 1;
+                                } else {
+                                    self.summary.maps_by.did += 1;
+                                }
+                                self.insert_map(target, iova, phys, meta);
+                            }
+                            kept.push(Item::Map { iova, phys, meta, slot: Some(target) });
+                        }
+                        Some(s) => {
+                            // Already attributed: the two identities are one domain.
+                            let merged = self.domains.union(s, target);
+                            kept.push(Item::Map { iova, phys, meta, slot: Some(merged) });
+                        }
+                        None => {
+                            if via_dev {
+                                self.summary.maps_by.device += 1;
+                            } else {
+                                self.summary.maps_by.did += 1;
+                            }
+                            self.summary.maps_pending = self.summary.maps_pending.saturating_sub(1);
+                            self.insert_map(target, iova, phys, meta);
+                            kept.push(Item::Map { iova, phys, meta, slot: Some(target) });
+                        }
+                    }
+                }
+                Item::Unmap { u, slot } if unmaps && in_range(u.iova.get()) => match slot {
+                    Some(s) => {
+                        let merged = self.domains.union(s, target);
+                        kept.push(Item::Unmap { u, slot: Some(merged) });
+                    }
+                    None => {
+                        if via_dev {
+                            self.summary.unmaps_by.device += 1;
+                        } else {
+                            self.summary.unmaps_by.did += 1;
+                        }
+                        self.summary.unmaps_pending = self.summary.unmaps_pending.saturating_sub(1);
+                        self.apply_unmap(target, u, false);
+                        kept.push(Item::Unmap { u, slot: Some(target) });
+                    }
+                },
+                other => kept.push(other),
+            }
+        }
+        if via_dev {
+            // A dma:* event closes its call: what it attributed is done.
+            kept.retain(|i| matches!(i, Item::Map { slot: None, .. } | Item::Unmap { slot: None, .. }));
+        }
+        let seq = self.seqs.get(key);
+        kept.append(&mut seq.items);
+        seq.items = kept;
+    }
+
+    /// Ends a sequence: what is still unattributed gets its best answer.
+    pub(super) fn finish_seq(&mut self, key: SeqKey) {
+        for it in self.seqs.end(key) {
+            match it {
+                Item::Map { iova, phys, meta, slot: None } => {
+                    self.summary.maps_pending = self.summary.maps_pending.saturating_sub(1);
+                    self.summary.maps_by.anonymous += 1;
+                    let a = self.domains.anon_for(iova);
+                    self.insert_map(a, iova, phys, meta);
+                }
+                Item::Unmap { u, slot: None } => {
+                    self.summary.unmaps_pending = self.summary.unmaps_pending.saturating_sub(1);
+                    self.resolve_unmap_by_content(u);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// An unmap nothing attributed: the domain whose shadow translates it.
+    pub(super) fn resolve_unmap_by_content(&mut self, u: Unmap) {
+        let Unmap { iova, size, unmapped, ts_ns, line } = u;
+        let Some(range) = IovaRange::from_start_len(iova, unmapped.max(size).max(1)) else { return };
+        // A map still waiting for its identity in another sequence may be the one:
+        // let those sequences settle first.
+        if self.summary.maps_pending != 0 {
+            for k in self.seqs.waiting_maps(range) {
+                self.finish_seq(k);
+            }
+        }
+        // Candidates: domains whose shadow translates the range. Best first: a
+        // mapping that starts at `iova` with the unmapped size, then one that
+        // starts at `iova`, then the most recent.
+        let mut candidates: Vec<(usize, (u8, u64))> = Vec::new();
+        for i in 0..self.domains.len() {
+            if !self.domains.is_root(i) {
+                continue;
+            }
+            let sh = &self.domains.slot(i).shadow;
+            if let Some(m) = sh.overlapping(range).next() {
+                let exact = u8::from(m.iova.start() == iova)
+                    + u8::from(m.iova.start() == iova && m.len() == size.max(unmapped));
+                candidates.push((i, (exact, m.meta.when)));
+            }
+        }
+        if candidates.len() > 1 {
+            candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
+            // A unique exact match is as good as a single candidate.
+            if candidates[0].1 .0 == 2 && candidates[1].1 .0 < 2 {
+                candidates.truncate(1);
+            }
+        }
+        match candidates.len() {
+            0 => {
+                self.summary.unmaps_by.none += 1;
+                self.summary.unmaps_without_translation += 1;
+                if unmapped == 0 && size > 0 {
+                    // The kernel itself found nothing there: certain, though the domain is not known.
+                    let mut f = TraceFinding::blank(iosan_core::FindingKind::DoubleUnmap);
+                    f.time_ns = ts_ns;
+                    f.line = line;
+                    f.iova = Some(iova.get());
+                    f.size = size;
+                    f.set_doubt(self.lost_between(0, ts_ns).then_some(Doubt::LostEvents));
+                    f.note = Some("the IOMMU found nothing mapped (unmapped_size=0); domain unknown".into());
+                    self.findings.push(f);
+                }
+            }
+            1 => {
+                self.summary.unmaps_by.content += 1;
+                self.apply_unmap(candidates[0].0, u, false);
+            }
+            _ => {
+                // Ambiguous: the best-ranked mapping is the likeliest owner.
+                self.summary.unmaps_by.ambiguous += 1;
+                let best = candidates.first().map_or(0, |c| c.0);
+                self.apply_unmap(best, u, false);
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Lazy mode: ranges unmapped but not yet flushed from the IOTLB.
+//!
+//! With a flush queue (`iommu.strict=0`, DMA-FQ domains) the page table is
+//! cleared at unmap time but the IOTLB later, so a page freed in between is
+//! still reachable by the device. That is lazy mode's accepted cost: it is
+//! measured as exposure in the summary (frees, pages, bytes, longest
+//! window), never a finding. A domain is known to be a flush-queue domain
+//! from its type (a kprobe's `dtype`) or from a whole-domain flush; until
+//! then frees in its unflushed ranges are held in its [`Slot`].
+//!
+//! [`Slot`]: super::identity::Slot
+
+use std::collections::BTreeMap;
+
+use iosan_core::{IovaRange, ShadowMapping};
+
+use super::identity::Domains;
+use crate::report::{Exposure, Summary};
+
+/// Unflushed ranges tracked before any IOTLB flush event was seen.
+const MAX_UNFLUSHED_BEFORE_FLUSH: usize = 1 << 16;
+/// Frees held per domain until its kind of flush is known.
+const MAX_HELD_FREES: usize = 1 << 16;
+
+/// A range that was unmapped but not yet flushed from the IOTLB (lazy mode).
+#[derive(Clone, Copy, Debug)]
+struct Unflushed {
+    slot: usize,
+    iova: IovaRange,
+    pfn_last: u64,
+    unmap_ns: u64,
+    first_free_ns: Option<u64>,
+}
+
+/// The unflushed ranges, by first page frame.
+pub(super) struct Lazy {
+    /// (first pfn, insertion number) -> range.
+    unflushed: BTreeMap<(u64, u64), Unflushed>,
+    unflushed_seq: u64,
+    /// Longest unflushed range in pages, bounding lookups by page.
+    unflushed_max_pages: u64,
+    /// An IOTLB flush event was seen: exposure can be measured.
+    flush_events_seen: bool,
+    /// Most unflushed ranges tracked at once.
+    max_unflushed: usize,
+    /// CPU page size, log2.
+    page_lg2: u32,
+}
+
+impl Lazy {
+    /// Tracks at most `max_unflushed` ranges; pages are `1 << page_lg2` bytes.
+    pub(super) fn new(max_unflushed: usize, page_lg2: u32) -> Self {
+        Self {
+            unflushed: BTreeMap::new(),
+            unflushed_seq: 0,
+            unflushed_max_pages: 0,
+            flush_events_seen: false,
+            max_unflushed,
+            page_lg2,
+        }
+    }
+
+    /// An IOTLB flush event (VT-d range or whole-domain flush) was seen.
+    pub(super) fn flush_event_seen(&mut self) {
+        self.flush_events_seen = true;
+    }
+
+    /// The mappings `gone` of domain `slot` left the page table at `ts_ns`
+    /// and stay in the IOTLB until a flush. Until a flush event shows up
+    /// (or the domain has a VT-d id, which flushes are traced for), only a
+    /// bounded sample is kept.
+    pub(super) fn unmapped(&mut self, slot: usize, did_known: bool, gone: Vec<ShadowMapping>, ts_ns: u64) {
+        let cap = if self.flush_events_seen || did_known { self.max_unflushed } else { MAX_UNFLUSHED_BEFORE_FLUSH };
+        if self.unflushed.len() >= cap {
+            return;
+        }
+        let page_lg2 = self.page_lg2;
+        for m in gone {
+            let first = m.phys.get() >> page_lg2;
+            let last = m.phys.get().saturating_add(m.len() - 1) >> page_lg2;
+            self.unflushed_seq += 1;
+            self.unflushed_max_pages = self.unflushed_max_pages.max(last - first + 1);
+            self.unflushed.insert(
+                (first, self.unflushed_seq),
+                Unflushed { slot, iova: m.iova, pfn_last: last, unmap_ns: ts_ns, first_free_ns: None },
+            );
+        }
+    }
+
+    /// An IOTLB flush at `ts_ns` of domain `slot` (every domain when
+    /// `None`), of IOVAs `[lo, hi]` (the whole domain when `None`).
+    pub(super) fn flushed(
+        &mut self,
+        domains: &mut Domains,
+        summary: &mut Summary,
+        ts_ns: u64,
+        slot: Option<usize>,
+        iova: Option<(u64, u64)>,
+    ) {
+        if self.unflushed.is_empty() {
+            return;
+        }
+        let mut slot = slot.map(|s| domains.find(s));
+        if let (Some(d), None) = (slot, iova) {
+            let r = self.link_flushed_did(domains, summary, d);
+            domains.slot_mut(r).flush_queue = true;
+            slot = Some(r);
+        }
+        let mut done = Vec::new();
+        for (k, u) in &self.unflushed {
+            let same = slot.is_none_or(|s| domains.root_ro(u.slot) == s);
+            let inside = iova.is_none_or(|(lo, hi)| u.iova.start().get() >= lo && u.iova.last().get() <= hi);
+            if same && inside {
+                done.push(*k);
+            }
+        }
+        for k in done {
+            if let Some(u) = self.unflushed.remove(&k) {
+                if !domains.slot(domains.root_ro(u.slot)).flush_queue {
+                    continue;
+                }
+                if let Some(f) = u.first_free_ns {
+                    let e = &mut summary.exposure;
+                    e.longest_ns = e.longest_ns.max(ts_ns.saturating_sub(f));
+                }
+            }
+        }
+        // A whole-domain flush: the frees held for this domain were exposure.
+        if let (Some(s), None) = (slot, iova) {
+            let page_lg2 = self.page_lg2;
+            let held = std::mem::take(&mut domains.slot_mut(s).held);
+            let e = &mut summary.exposure;
+            for (pages, at) in held {
+                e.frees += 1;
+                e.pages += pages;
+                e.bytes += pages << page_lg2;
+                e.longest_ns = e.longest_ns.max(ts_ns.saturating_sub(at));
+            }
+        } else if let Some(s) = slot {
+            // A range flush (strict): what was held up to now was not lazy exposure.
+            domains.slot_mut(s).held.clear();
+        }
+    }
+
+    /// A whole-domain flush for a VT-d domain id not yet tied to a domain
+    /// (the capture started after the devices attached). The flush queue
+    /// flushes a domain a fixed delay after the first unmap it queued, so
+    /// the id belongs to the domain with the oldest unflushed unmap.
+    fn link_flushed_did(&self, domains: &mut Domains, summary: &mut Summary, d: usize) -> usize {
+        let did_only = {
+            let s = domains.slot(d);
+            s.ptrs.is_empty() && s.devices.is_empty() && !s.anonymous
+        };
+        if !did_only || self.unflushed.values().any(|u| domains.root_ro(u.slot) == d) {
+            return d;
+        }
+        let oldest = self
+            .unflushed
+            .values()
+            .filter(|u| {
+                let r = domains.root_ro(u.slot);
+                let s = domains.slot(r);
+                s.dids.is_empty() && !s.anonymous
+            })
+            .min_by_key(|u| u.unmap_ns)
+            .map(|u| u.slot);
+        match oldest {
+            Some(c) => {
+                summary.dids_linked_by_flush += 1;
+                domains.union(c, d)
+            }
+            None => d,
+        }
+    }
+
+    /// Pages `[first, first + n)` were freed at `ts_ns`: those inside
+    /// unflushed ranges are exposure.
+    pub(super) fn freed(&mut self, domains: &mut Domains, exposure: &mut Exposure, ts_ns: u64, first: u64, n: u64) {
+        if self.unflushed.is_empty() {
+            return;
+        }
+        let last = first.saturating_add(n - 1);
+        let lo = first.saturating_sub(self.unflushed_max_pages);
+        let page_lg2 = self.page_lg2;
+        // Pages of the freed block inside unflushed ranges, per domain, each
+        // counted once. Flush-queue domains count now; for other domains the
+        // free is held until a whole-domain flush tells what they are.
+        let mut spans: Vec<(usize, u64, u64)> = Vec::new();
+        for (&(ufirst, _), u) in self.unflushed.range_mut((lo, 0)..=(last, u64::MAX)) {
+            let a = first.max(ufirst);
+            let b = last.min(u.pfn_last);
+            if a <= b {
+                u.first_free_ns.get_or_insert(ts_ns);
+                spans.push((domains.root_ro(u.slot), a, b));
+            }
+        }
+        if spans.is_empty() {
+            return;
+        }
+        spans.sort_unstable();
+        let mut per_domain: Vec<(usize, u64)> = Vec::new();
+        let mut cur: Option<(usize, u64, u64)> = None;
+        let close = |c: (usize, u64, u64), out: &mut Vec<(usize, u64)>| match out.last_mut() {
+            Some((d, n)) if *d == c.0 => *n += c.2 - c.1 + 1,
+            _ => out.push((c.0, c.2 - c.1 + 1)),
+        };
+        for (d, a, b) in spans {
+            cur = match cur {
+                Some((cd, ca, cb)) if cd == d && a <= cb.saturating_add(1) => Some((cd, ca, cb.max(b))),
+                Some(c) => {
+                    close(c, &mut per_domain);
+                    Some((d, a, b))
+                }
+                None => Some((d, a, b)),
+            };
+        }
+        if let Some(c) = cur {
+            close(c, &mut per_domain);
+        }
+        let mut counted = 0u64;
+        for (d, pages) in per_domain {
+            let slot = domains.slot_mut(d);
+            if slot.flush_queue {
+                counted += pages;
+            } else if slot.held.len() < MAX_HELD_FREES {
+                slot.held.push((pages, ts_ns));
+            }
+        }
+        if counted > 0 {
+            exposure.frees += 1;
+            exposure.pages += counted;
+            exposure.bytes += counted << page_lg2;
+        }
+    }
+
+    /// Domain `s` was freed: its unflushed ranges go with it.
+    pub(super) fn forget_domain(&mut self, s: usize) {
+        self.unflushed.retain(|_, u| u.slot != s);
+    }
+
+    /// The capture ended at `end_ns`: windows still open count up to the
+    /// end; without flush events nothing could be measured.
+    pub(super) fn finish(&mut self, domains: &Domains, summary: &mut Summary, end_ns: u64) {
+        summary.exposure_measurable = self.flush_events_seen;
+        if !self.flush_events_seen {
+            // Without IOTLB flush events the window cannot be measured.
+            summary.exposure = Exposure::default();
+            self.unflushed.clear();
+        }
+        for u in self.unflushed.values() {
+            if !domains.slot(domains.root_ro(u.slot)).flush_queue {
+                continue;
+            }
+            if let Some(f) = u.first_free_ns {
+                summary.exposure.longest_ns = summary.exposure.longest_ns.max(end_ns.saturating_sub(f));
+                summary.exposure.unflushed_at_end += 1;
+            }
+        }
+    }
+}

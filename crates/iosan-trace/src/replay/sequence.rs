@@ -1,0 +1,239 @@
+//! Call sequences: the events of one map or unmap call, per CPU and context.
+//!
+//! An `iommu:map`/`unmap` names no domain; the events around it in the
+//! same call do (a kprobe before it, a `dma:*` event after it, a VT-d flush
+//! in between). Events of one call run on one CPU, in one execution
+//! context, for one task, back to back; a sequence is keyed by
+//! (CPU, context) and ends when another task runs there or an event that
+//! belongs to no call comes. This room holds the sequences and their
+//! waiting items; `attribute` decides what the items belong to.
+
+use iosan_core::{Iova, IovaRange, MapMeta, PhysAddr};
+
+use crate::parse::event::Event;
+
+/// Keys come from the capture; the map is bounded, so chosen collisions
+/// cost time, never memory.
+type HashMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<iosan_core::hash::FastHasher>>;
+
+/// (CPU, execution context index).
+pub(super) type SeqKey = (u32, u8);
+
+/// Items after which a sequence's unattributed maps stop waiting for an identity.
+const PENDING_MAP_WINDOW: usize = 512;
+/// Most items a sequence holds.
+const MAX_SEQ_ITEMS: usize = 8192;
+/// Most sequences with unattributed unmaps waiting at once; the oldest is settled first.
+const MAX_PENDING_SEQS: usize = 1024;
+/// Resolved items kept when a sequence is pruned.
+const KEEP_RESOLVED: usize = 256;
+
+/// One `iommu:unmap`: `size` bytes asked at `iova`, `unmapped` bytes
+/// removed (the kernel's return value), at `ts_ns`, read from `line`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Unmap {
+    pub(super) iova: Iova,
+    pub(super) size: u64,
+    pub(super) unmapped: u64,
+    pub(super) ts_ns: u64,
+    pub(super) line: u64,
+}
+
+/// A map or unmap of a sequence, with the domain slot once known.
+#[derive(Clone, Debug)]
+pub(super) enum Item {
+    Map { iova: IovaRange, phys: PhysAddr, meta: MapMeta, slot: Option<usize> },
+    Unmap { u: Unmap, slot: Option<usize> },
+}
+
+/// A kprobe on `__iommu_map`/`__iommu_unmap`: (domain, iova, size, domain type).
+pub(super) type ProbeCall = (u64, u64, u64, Option<u64>);
+
+/// One call sequence.
+#[derive(Default, Debug)]
+pub(super) struct Seq {
+    pub(super) pid: u32,
+    pub(super) items: Vec<Item>,
+    pub(super) kp_map: Option<ProbeCall>,
+    pub(super) kp_unmap: Option<ProbeCall>,
+    /// The device of a `dma_unmap_sg`/coherent free that the unmaps follow.
+    pub(super) unmap_sg_dev: Option<usize>,
+    /// The domain of a `__iommu_attach_device` kprobe.
+    pub(super) attach_slot: Option<usize>,
+    /// A VT-d `cache_tag_assign` waiting for its device.
+    pub(super) pending_did: Option<u32>,
+}
+
+/// Every open sequence, and which hold unattributed unmaps (oldest first).
+#[derive(Default)]
+pub(super) struct Sequences {
+    seqs: HashMap<SeqKey, Seq>,
+    pending: Vec<SeqKey>,
+}
+
+impl Sequences {
+    /// The sequence of `key` (created empty).
+    #[inline]
+    pub(super) fn get(&mut self, key: SeqKey) -> &mut Seq {
+        self.seqs.entry(key).or_default()
+    }
+
+    /// The sequence of `key`, if it exists.
+    #[inline]
+    pub(super) fn existing(&mut self, key: SeqKey) -> Option<&mut Seq> {
+        self.seqs.get_mut(&key)
+    }
+
+    /// An event of task `pid` comes on `key`: true when the open sequence
+    /// there must end first (another task, or an event of no call).
+    #[inline]
+    pub(super) fn must_end(&mut self, key: SeqKey, pid: u32, continues: bool) -> bool {
+        let seq = self.get(key);
+        let open =
+            !seq.items.is_empty() || seq.kp_map.is_some() || seq.kp_unmap.is_some() || seq.unmap_sg_dev.is_some();
+        open && (seq.pid != pid || !continues)
+    }
+
+    /// Every key.
+    pub(super) fn keys(&self) -> Vec<SeqKey> {
+        self.seqs.keys().copied().collect()
+    }
+
+    /// Sequences holding an unattributed map that intersects `range`.
+    pub(super) fn waiting_maps(&self, range: IovaRange) -> Vec<SeqKey> {
+        self.seqs
+            .iter()
+            .filter(|(_, s)| {
+                s.items
+                    .iter()
+                    .any(|i| matches!(i, Item::Map { iova: r, slot: None, .. } if r.intersect(range).is_some()))
+            })
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// `key` is about to hold an unattributed unmap: when it is not listed
+    /// yet and too many sequences wait, the oldest is taken off the list
+    /// for the caller to settle before [`Self::add_pending`].
+    pub(super) fn evict_for(&mut self, key: SeqKey) -> Option<SeqKey> {
+        if self.pending.contains(&key) || self.pending.len() < MAX_PENDING_SEQS {
+            return None;
+        }
+        Some(self.pending.remove(0))
+    }
+
+    /// Lists `key` as holding an unattributed unmap.
+    pub(super) fn add_pending(&mut self, key: SeqKey) {
+        if !self.pending.contains(&key) {
+            self.pending.push(key);
+        }
+    }
+
+    /// Sequences holding unattributed unmaps, oldest first.
+    pub(super) fn pending(&self) -> Vec<SeqKey> {
+        self.pending.clone()
+    }
+
+    /// No unmap waits any more.
+    pub(super) fn clear_pending(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Ends the sequence of `key`: its items, for the caller to settle.
+    pub(super) fn end(&mut self, key: SeqKey) -> Vec<Item> {
+        if let Some(i) = self.pending.iter().position(|k| *k == key) {
+            self.pending.remove(i);
+        }
+        let Some(seq) = self.seqs.get_mut(&key) else { return Vec::new() };
+        let items = std::mem::take(&mut seq.items);
+        seq.kp_map = None;
+        seq.kp_unmap = None;
+        seq.unmap_sg_dev = None;
+        items
+    }
+
+    /// Adds an item to a sequence. Returns the unattributed maps too old
+    /// to wait any more, taken out of it: the caller gives them an
+    /// anonymous space, then calls [`Self::prune`].
+    pub(super) fn push(&mut self, key: SeqKey, item: Item) -> Vec<(IovaRange, PhysAddr, MapMeta)> {
+        let mut aged = Vec::new();
+        let seq = self.get(key);
+        seq.items.push(item);
+        if seq.items.len() > PENDING_MAP_WINDOW {
+            // Unattributed maps this old will get no identity from this call any more.
+            let cut = seq.items.len() - PENDING_MAP_WINDOW;
+            aged = seq.items[..cut]
+                .iter()
+                .filter_map(|i| match i {
+                    Item::Map { iova, phys, meta, slot: None } => Some((*iova, *phys, *meta)),
+                    _ => None,
+                })
+                .collect();
+            if !aged.is_empty() {
+                let mut n = 0usize;
+                seq.items.retain(|i| {
+                    n += 1;
+                    n > cut || !matches!(i, Item::Map { slot: None, .. })
+                });
+            }
+        }
+        aged
+    }
+
+    /// Resolved items are only kept (a few) to link the identities that
+    /// later events of the same call give: prunes them from a sequence grown
+    /// too long. True when it is still too long and must be settled.
+    pub(super) fn prune(&mut self, key: SeqKey) -> bool {
+        let seq = self.get(key);
+        if seq.items.len() > MAX_SEQ_ITEMS {
+            let resolved = |i: &Item| matches!(i, Item::Map { slot: Some(_), .. } | Item::Unmap { slot: Some(_), .. });
+            let n_resolved = seq.items.iter().filter(|i| resolved(i)).count();
+            let mut drop = n_resolved.saturating_sub(KEEP_RESOLVED);
+            seq.items.retain(|i| {
+                if drop > 0 && resolved(i) {
+                    drop -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+            return seq.items.len() > MAX_SEQ_ITEMS;
+        }
+        false
+    }
+}
+
+/// Events that belong to a map or unmap call sequence on one CPU.
+pub(super) fn is_sequence_event(ev: &Event) -> bool {
+    matches!(
+        ev,
+        Event::IommuMap(_)
+            | Event::IommuUnmap(_)
+            | Event::ProbeMap(_)
+            | Event::ProbeUnmap(_)
+            | Event::ProbeMapReturn(_)
+            | Event::ProbeUnmapReturn(_)
+            | Event::ProbeAttach(_)
+            | Event::CacheTagAssign(_)
+            | Event::CacheTagFlushRange(_)
+            | Event::CacheTagFlushRangeNp(_)
+            | Event::QiSubmit
+            | Event::DmaMapPage(_)
+            | Event::DmaMapResource(_)
+            | Event::DmaUnmapPage(_)
+            | Event::DmaUnmapResource(_)
+            | Event::DmaMapSg(_)
+            | Event::DmaUnmapSg(_)
+            | Event::DmaAlloc(_)
+            | Event::DmaAllocPages(_)
+            | Event::DmaFree(_)
+            | Event::DmaFreePages(_)
+            | Event::DmaAllocSgt(_)
+            | Event::DmaFreeSgt(_)
+            | Event::AttachDeviceToDomain { .. }
+            | Event::Console { .. }
+            | Event::PageAlloc(_)
+            | Event::PageFree(_)
+            | Event::PageFreeBatched(_)
+    )
+}

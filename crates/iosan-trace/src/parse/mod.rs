@@ -29,13 +29,18 @@
 //! }
 //! ```
 
+pub mod collect;
 pub mod event;
 pub mod fields;
+pub mod kinds;
 pub mod line;
 pub mod num;
 pub mod reader;
 mod scan;
+mod text;
 
-pub use event::{parse_event, Event, FieldError, FieldProblem};
+pub use collect::{FieldSpec, FieldType};
+pub use event::{event_from_fields, parse_event, Event, FieldError, FieldProblem};
+pub use kinds::{EventSpec, TextLayout};
 pub use line::{classify_line, EventLine, LineError, LineErrorKind, LineKind};
 pub use reader::{Line, LineReader, Located, Location, ReadError};

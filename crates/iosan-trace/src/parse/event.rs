@@ -814,3 +814,7 @@ pub fn event_from_fields<'a>(
 #[cfg(test)]
 #[path = "event_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "binary_tests.rs"]
+mod binary_tests;

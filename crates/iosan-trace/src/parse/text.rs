@@ -420,45 +420,47 @@ fn fast_probe<'a>(site: ProbeSite<'a>, caller: Option<ProbeSite<'a>>, rest: &[u8
     let mut c = Cur::new(rest);
     let ev = match (site.function()?, caller.is_some()) {
         (b"__iommu_map", false) => {
-            c.lit(b" domain=")?;
-            let domain = c.auto()?;
-            c.lit(b" dtype=")?;
-            let dtype = c.auto()?;
-            c.lit(b" iova=")?;
-            let iova = c.auto()?;
-            c.lit(b" paddr=")?;
-            let paddr = c.auto()?;
-            c.lit(b" size=")?;
-            let size = c.auto()?;
-            c.lit(b" prot=")?;
-            let prot = i64::try_from(c.dec()?).ok()?;
+            let domain = auto_after(&mut c, b" domain=")?;
+            let dtype = auto_after(&mut c, b" dtype=")?;
+            let iova = auto_after(&mut c, b" iova=")?;
+            let paddr = auto_after(&mut c, b" paddr=")?;
+            let size = auto_after(&mut c, b" size=")?;
+            let prot = i64::try_from(dec_after(&mut c, b" prot=")?).ok()?;
             Event::ProbeMap(ProbeMap { probe, domain, dtype: Some(dtype), iova, paddr, size, prot: Some(prot) })
         }
         (b"__iommu_unmap", false) => {
-            c.lit(b" domain=")?;
-            let domain = c.auto()?;
-            c.lit(b" dtype=")?;
-            let dtype = c.auto()?;
-            c.lit(b" iova=")?;
-            let iova = c.auto()?;
-            c.lit(b" size=")?;
-            let size = c.auto()?;
+            let domain = auto_after(&mut c, b" domain=")?;
+            let dtype = auto_after(&mut c, b" dtype=")?;
+            let iova = auto_after(&mut c, b" iova=")?;
+            let size = auto_after(&mut c, b" size=")?;
             Event::ProbeUnmap(ProbeUnmap { probe, domain, dtype: Some(dtype), iova, size })
         }
         (b"__iommu_map", true) => {
-            c.lit(b" ret=")?;
-            let ret = i64::try_from(c.dec()?).ok()?;
+            let ret = i64::try_from(dec_after(&mut c, b" ret=")?).ok()?;
             Event::ProbeMapReturn(ProbeMapReturn { probe, ret })
         }
         (b"__iommu_unmap", true) => {
-            c.lit(b" unmapped=")?;
-            let unmapped = c.auto()?;
+            let unmapped = auto_after(&mut c, b" unmapped=")?;
             Event::ProbeUnmapReturn(ProbeUnmapReturn { probe, unmapped })
         }
         _ => return None,
     };
     c.end()?;
     Some(ev)
+}
+
+/// `lit` then a `0x`-hex or decimal number.
+#[inline(always)]
+fn auto_after(c: &mut Cur<'_>, lit: &[u8]) -> Option<u64> {
+    c.lit(lit)?;
+    c.auto()
+}
+
+/// `lit` then a decimal number.
+#[inline(always)]
+fn dec_after(c: &mut Cur<'_>, lit: &[u8]) -> Option<u64> {
+    c.lit(lit)?;
+    c.dec()
 }
 
 /// The first ` <- ` in `s` (a `memmem` searcher costs more to build than

@@ -37,8 +37,10 @@ pub mod parse;
 pub mod record;
 pub mod replay;
 pub mod report;
+pub mod source;
 
-pub use analyze::{analyze, AnalyzeError, AnalyzeOptions, Progress};
+pub use analyze::{analyze, analyze_merged, analyze_source, AnalyzeError, AnalyzeOptions};
 pub use record::{ExecContext, Origin, Record, RecordSink};
 pub use replay::{fmt_ts, Options};
 pub use report::{Attribution, Report, Summary, TraceFinding};
+pub use source::{Progress, Source, SourceError};

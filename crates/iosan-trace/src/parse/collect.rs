@@ -2,7 +2,7 @@
 //!
 //! An event kind's fields are described once ([`FieldSpec`]: the kernel's
 //! field name, other names it has had or is printed under, its type, and
-//! whether it is required). A [`Got`] holds one value per described field:
+//! whether it is required). One collector holds a value per described field:
 //! the text tokenizer puts printed tokens in it
 //! ([`FieldValue::Text`]), a binary decoder the decoded values
 //! ([`FieldValue::Unsigned`], [`FieldValue::Str`], ...). The typed getters

@@ -3,10 +3,10 @@
 //! its text prints, which are required, how each is typed), how its text
 //! body is laid out, and how the typed event is built from the fields.
 //!
-//! Text and binary sources fill the same [`Got`] from these descriptions
+//! Text and binary sources fill the same collector from these descriptions
 //! and call the same builder. Where the two differ, the description says
 //! so: `dma_map_page` prints `dir=BIDIRECTIONAL` where binary holds an
-//! integer ([`FieldType::Dir`]); `dma_unmap_page` prints `dma_addr=` for
+//! integer ([`FieldType::Dir`](super::collect::FieldType::Dir)); `dma_unmap_page` prints `dma_addr=` for
 //! the field `addr`; `dma_map_sg` prints `nents=3/27` where binary holds
 //! `full_nents` and the arrays' lengths; `mm_page_alloc` prints a NULL
 //! `page=` where binary holds `pfn == -1`. Fields a kernel version added

@@ -6,6 +6,13 @@
 //! page freed or re-allocated while an IOMMU mapping still covered it, with
 //! the device, the IOVA and when it was mapped.
 //!
+//! Layers: a [`Source`] ([`source::text::TextSource`]) reads a capture
+//! and pushes [`Record`]s into a [`RecordSink`] (the replay); events are
+//! decoded by [`parse`], where each event kind is described once and
+//! filled either from text tokens or from a binary source's decoded fields
+//! ([`parse::event_from_fields`]); [`merge`] merges per-CPU parts by
+//! record timestamp.
+//!
 //! Supported envelope: Linux 5.x–7.x ftrace text (4- or 5-character flags,
 //! optional tgid column), `dma:*` events of 6.12+ (older kernels work from
 //! iommu and kmem events alone, with less attribution), Intel VT-d domain
@@ -55,8 +62,10 @@ pub mod perf_data;
 pub mod record;
 pub mod replay;
 pub mod report;
+pub mod source;
 
-pub use analyze::{analyze, AnalyzeError, AnalyzeOptions, Progress};
+pub use analyze::{analyze, analyze_merged, analyze_source, AnalyzeError, AnalyzeOptions};
 pub use record::{ExecContext, Origin, Record, RecordSink};
 pub use replay::{fmt_ts, Options};
 pub use report::{Attribution, Report, Summary, TraceFinding};
+pub use source::{Progress, Source, SourceError};

@@ -1,122 +1,118 @@
-//! Merging per-CPU parts of one capture into one time-ordered stream.
+//! Merging per-CPU parts of one capture into one time-ordered record
+//! stream.
 //!
-//! Each input is already in time order (ftrace writes each CPU's buffer in
-//! order). The merge is a k-way merge on the event timestamp; lines that are
-//! not events (headers, lost-event markers) go out as they are met, and stack
-//! lines stay with the event before them.
+//! Each part is already in time order (ftrace writes each CPU's buffer in
+//! order). The merge is a k-way merge on the record timestamp over
+//! [`Source::peek`]/[`Source::pop`]: each part holds one pending record, so
+//! memory is bounded by the number of parts. Out-of-band items (lost-event
+//! markers, metadata, skipped input) reach the sink as each part meets
+//! them; records with equal timestamps go in part order.
 
-use std::io::{self, BufRead, Read};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
-use crate::parse::line::{classify_line, LineKind};
-use crate::parse::reader::{LineReader, ReadError};
+use crate::record::RecordSink;
+use crate::source::{Source, SourceError};
 
-struct Part {
-    reader: LineReader<Box<dyn BufRead + Send>>,
-    /// The next event line (with its stack lines), waiting to be merged.
-    pending: Option<(u64, Vec<u8>)>,
-    done: bool,
-}
-
-/// A reader that yields the lines of several captures merged by timestamp.
-pub struct MergedCaptures {
-    parts: Vec<Part>,
-    out: Vec<u8>,
-    pos: usize,
-}
-
-impl MergedCaptures {
-    /// Merges `inputs`, each a time-ordered capture (or per-CPU part of one).
-    #[must_use]
-    pub fn new(inputs: Vec<Box<dyn BufRead + Send>>, max_line_len: usize) -> Self {
-        let parts = inputs
-            .into_iter()
-            .map(|r| Part { reader: LineReader::with_max_line_len(r, max_line_len), pending: None, done: false })
-            .collect();
-        Self { parts, out: Vec::new(), pos: 0 }
-    }
-
-    /// Reads ahead in `part` until it holds one event (or ends); other lines
-    /// are passed straight to `out`.
-    fn fill(part: &mut Part, out: &mut Vec<u8>) -> io::Result<()> {
-        while part.pending.is_none() && !part.done {
-            match part.reader.next_line() {
-                None => part.done = true,
-                Some(Err(ReadError::Io { source, .. })) => return Err(source),
-                // An over-long line is skipped by the analysis reader too; keep a marker so it is counted.
-                Some(Err(ReadError::LineTooLong { .. })) => {
-                    out.extend_from_slice(b"# iosan: over-long line dropped while merging\n")
-                }
-                Some(Ok(line)) => match classify_line(line.bytes) {
-                    Ok(LineKind::Event(ev)) => {
-                        let mut v = line.bytes.to_vec();
-                        v.push(b'\n');
-                        part.pending = Some((ev.ts_ns, v));
-                    }
-                    _ => {
-                        out.extend_from_slice(line.bytes);
-                        out.push(b'\n');
-                    }
-                },
-            }
+/// Pushes the records of `parts` into `sink` in timestamp order.
+///
+/// # Errors
+/// The index of the part that could not be read any further, and why;
+/// what was merged before is in the sink.
+pub fn merge_into(parts: &mut [&mut dyn Source], sink: &mut dyn RecordSink) -> Result<(), (usize, SourceError)> {
+    let mut next: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::with_capacity(parts.len());
+    for (i, p) in parts.iter_mut().enumerate() {
+        if let Some(ts) = p.peek(sink).map_err(|e| (i, e))? {
+            next.push(Reverse((ts, i)));
         }
-        Ok(())
     }
-
-    /// Emits the earliest pending event (with any stack lines after it).
-    fn step(&mut self) -> io::Result<bool> {
-        for p in &mut self.parts {
-            Self::fill(p, &mut self.out)?;
+    while let Some(Reverse((_, i))) = next.pop() {
+        let Some(p) = parts.get_mut(i) else { continue };
+        p.pop(sink);
+        if let Some(ts) = p.peek(sink).map_err(|e| (i, e))? {
+            next.push(Reverse((ts, i)));
         }
-        let next = self.parts.iter().enumerate().filter_map(|(i, p)| p.pending.as_ref().map(|(ts, _)| (*ts, i))).min();
-        let Some((_, i)) = next else { return Ok(!self.out.is_empty()) };
-        let Some(part) = self.parts.get_mut(i) else { return Ok(false) };
-        if let Some((_, line)) = part.pending.take() {
-            self.out.extend_from_slice(&line);
-        }
-        Ok(true)
     }
-}
-
-impl Read for MergedCaptures {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos >= self.out.len() {
-            self.out.clear();
-            self.pos = 0;
-            if !self.step()? {
-                return Ok(0);
-            }
-        }
-        let avail = self.out.get(self.pos..).unwrap_or(&[]);
-        let n = avail.len().min(buf.len());
-        buf.get_mut(..n).unwrap_or(&mut []).copy_from_slice(avail.get(..n).unwrap_or(&[]));
-        self.pos += n;
-        Ok(n)
-    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::text::TextSource;
 
-    fn boxed(s: &'static str) -> Box<dyn BufRead + Send> {
-        Box::new(io::Cursor::new(s.as_bytes()))
+    /// Logs records as `label ts stack-len` and the rest by kind.
+    #[derive(Default)]
+    struct Log(Vec<String>);
+
+    impl RecordSink for Log {
+        fn record(&mut self, r: &crate::record::Record<'_>) {
+            self.0.push(format!(
+                "{} {} {}",
+                r.event.label(),
+                r.ts_ns.saturating_sub(1_000_000_000) / 1000,
+                r.stack.len()
+            ));
+        }
+        fn lost(&mut self, cpu: Option<u32>, events: Option<u64>, _: crate::record::Origin) {
+            self.0.push(format!("lost {cpu:?} {events:?}"));
+        }
+        fn skipped(&mut self, reason: &str, _: crate::record::Origin) {
+            self.0.push(format!("skipped {reason}"));
+        }
+        fn unknown_event(&mut self, _: &[u8]) {}
+        fn meta(&mut self, key: &str, _: &str) {
+            self.0.push(format!("meta {key}"));
+        }
+        fn overwritten(&mut self, _: u64) {}
+    }
+
+    fn line(cpu: u32, us: u64, pfn: u64) -> String {
+        format!(" a-1 [{cpu:03}] ..... 1.{us:06}: mm_page_free: page=0 pfn={pfn:#x} order=0\n")
     }
 
     #[test]
-    fn merges_by_timestamp_keeping_headers_and_stacks() {
-        let a = "# tracer: nop\n  a-1 [000] ..... 1.000000: x: 1\n  a-1 [000] ..... 3.000000: x: 3\n => f+0x1/0x2\n";
-        let b = "CPU:1 [LOST 2 EVENTS]\n  b-2 [001] ..... 2.000000: x: 2\n  b-2 [001] ..... 4.000000: x: 4\n";
-        let mut m = MergedCaptures::new(vec![boxed(a), boxed(b)], 1 << 20);
-        let mut s = String::new();
-        m.read_to_string(&mut s).unwrap();
-        let events: Vec<&str> =
-            s.lines().filter(|l| l.contains(": x: ")).map(|l| l.rsplit(' ').next().unwrap()).collect();
-        assert_eq!(events, ["1", "2", "3", "4"]);
-        assert!(s.contains("# tracer: nop") && s.contains("[LOST 2 EVENTS]"));
-        // The stack line follows its event.
-        let i3 = s.find("3.000000").unwrap();
-        let istack = s.find("=> f").unwrap();
-        let i4 = s.find("4.000000").unwrap();
-        assert!(i3 < istack && istack < i4);
+    fn merges_by_timestamp_keeping_out_of_band_items_and_stacks() {
+        let a = format!("# iosan-meta: part=a\n{}{}{} => f+0x1/0x2\n", line(0, 1, 1), line(0, 3, 3), line(0, 5, 5));
+        let b = format!(
+            "CPU:1 [LOST 2 EVENTS]\n{}{} => f+0x1/0x2\n => g+0x1/0x2\n{}",
+            line(1, 2, 2),
+            line(1, 4, 4),
+            line(1, 5, 6)
+        );
+        let mut pa = TextSource::new(a.as_bytes(), 1 << 20);
+        let mut pb = TextSource::new(b.as_bytes(), 1 << 20);
+        let mut log = Log::default();
+        merge_into(&mut [&mut pa, &mut pb], &mut log).unwrap();
+        let records: Vec<&str> = log.0.iter().filter(|l| l.starts_with("kmem")).map(String::as_str).collect();
+        assert_eq!(
+            records,
+            [
+                "kmem:mm_page_free 1 0",
+                "kmem:mm_page_free 2 0",
+                "kmem:mm_page_free 3 0",
+                // The first stack line of each part turns on stack mode.
+                "kmem:mm_page_free 4 0",
+                // Equal timestamps go in part order.
+                "kmem:mm_page_free 5 0",
+                "kmem:mm_page_free 5 0"
+            ]
+        );
+        assert!(log.0.iter().any(|l| l == "lost Some(1) Some(2)") && log.0.iter().any(|l| l == "meta part"));
+        // The out-of-band items come before the records of their part that follow them.
+        let pos = |s: &str| log.0.iter().position(|l| l == s).unwrap();
+        assert!(pos("lost Some(1) Some(2)") < pos("kmem:mm_page_free 2 0"));
+    }
+
+    #[test]
+    fn stacks_stay_with_their_event() {
+        let a = format!("{} => x+0x1/0x2\n{} => f+0x1/0x2\n => g+0x1/0x2\n", line(0, 1, 1), line(0, 3, 3));
+        let b = line(1, 2, 2);
+        let mut pa = TextSource::new(a.as_bytes(), 1 << 20);
+        let mut pb = TextSource::new(b.as_bytes(), 1 << 20);
+        let mut log = Log::default();
+        merge_into(&mut [&mut pa, &mut pb], &mut log).unwrap();
+        let records: Vec<&str> = log.0.iter().filter(|l| l.starts_with("kmem")).map(String::as_str).collect();
+        assert_eq!(records, ["kmem:mm_page_free 1 0", "kmem:mm_page_free 2 0", "kmem:mm_page_free 3 2"]);
     }
 }

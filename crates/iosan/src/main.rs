@@ -164,11 +164,11 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
     if a.merge && a.files.len() > 1 {
         let mut inputs = Vec::with_capacity(a.files.len());
         for path in &a.files {
-            inputs.push(open_input(path).map_err(|e| anyhow::anyhow!("{e}"))?);
+            let input = open_input(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            inputs.push((path.display().to_string(), input));
         }
         let name = a.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + ");
-        let merged = io::BufReader::new(iosan_trace::merge::MergedCaptures::new(inputs, a.out.max_line));
-        let report = analyze(merged, &name, &opts, &mut ()).with_context(|| format!("reading {name}"))?;
+        let report = iosan_trace::analyze_merged(inputs, &name, &opts).with_context(|| format!("reading {name}"))?;
         if let Some(why) = verdict::inconclusive(&report.summary, false) {
             return Err(anyhow::anyhow!("{name}: {why}"));
         }

@@ -16,9 +16,11 @@
 //! (`(ffffffff81929360)`, `(func <- ret_ip)`); those are recognised by their
 //! field set and flagged with [`ProbeInfo::by_fields`].
 
-use super::fields::{Tok, Toks};
-use super::num::{self, NumError};
-use super::scan::{self, Cur};
+use super::collect::Got;
+use super::kinds::{probe_event, spec, TextLayout, PROBE_FIELDS};
+use super::num::NumError;
+use super::text;
+use crate::field::{FieldLookup, FieldValue};
 
 /// The most elements accepted in one array field (`dma_map_sg` address
 /// lists). The kernel prints at most 128 per `dma_map_sg` event, but
@@ -50,6 +52,9 @@ pub enum FieldProblem {
     Inconsistent,
     /// A range `[0xstart-0xlast]` is malformed.
     BadRange,
+    /// A binary source gave a value of another type (a number for a
+    /// string, an array for a number).
+    WrongType,
 }
 
 impl core::fmt::Display for FieldProblem {
@@ -63,6 +68,7 @@ impl core::fmt::Display for FieldProblem {
             FieldProblem::OrderTooLarge => write!(f, "order above {MAX_ORDER}"),
             FieldProblem::Inconsistent => f.write_str("inconsistent with the other fields"),
             FieldProblem::BadRange => f.write_str("malformed [0xstart-0xlast] range"),
+            FieldProblem::WrongType => f.write_str("value of the wrong type"),
         }
     }
 }
@@ -94,7 +100,7 @@ fn fmt_value(v: &[u8]) -> String {
 }
 
 #[cold]
-fn ferr(event: &'static str, field: &'static str, problem: FieldProblem, value: &[u8]) -> FieldError {
+pub(crate) fn ferr(event: &'static str, field: &'static str, problem: FieldProblem, value: &[u8]) -> FieldError {
     FieldError { event, field, problem, value: value.get(..ERROR_SNIPPET).unwrap_or(value).to_vec() }
 }
 
@@ -395,8 +401,8 @@ pub struct CacheTagFlushRange<'a> {
     pub last: u64,
     /// Address of the invalidation.
     pub addr: u64,
-    /// Pages invalidated.
-    pub pages: u64,
+    /// Pages invalidated (absent from 7.x kernels).
+    pub pages: Option<u64>,
     /// Address mask.
     pub mask: u64,
 }
@@ -719,7 +725,7 @@ impl Event<'_> {
     }
 }
 
-/// Parses an event from its name and body (as split by
+/// Parses an event from its name and text body (as split by
 /// [`classify_line`](super::line::classify_line)).
 ///
 /// Returns `Ok(None)` for an event this crate does not know (the caller
@@ -730,1183 +736,85 @@ impl Event<'_> {
 /// [`FieldError`] when the event is known but a required field is missing
 /// or malformed.
 pub fn parse_event<'a>(name: &[u8], body: &'a [u8]) -> Result<Option<Event<'a>>, FieldError> {
-    // Free-text events first: their message may start with anything.
-    match name {
-        b"console" => return Ok(Some(Event::Console { msg: body })),
-        b"tracing_mark_write" => return Ok(Some(Event::Marker { msg: body })),
-        b"print" => return Ok(parse_print(body)),
-        _ => {}
+    if let Some(ev) = text::fast_event(name, body) {
+        return Ok(Some(ev));
     }
-    // No stock tracepoint body starts with '('; a probe's always does.
-    if body.first() == Some(&b'(') {
-        return parse_probe(body);
+    let kind = spec(None, name);
+    // No tracepoint body starts with '(' but a probe's always does; a free
+    // text message may start with anything.
+    if body.first() == Some(&b'(')
+        && !kind.is_some_and(|(k, _)| matches!(k.text, TextLayout::Message | TextLayout::Marker))
+    {
+        return text::parse_probe(body);
     }
-    let ev = match name {
-        b"map" => Event::IommuMap(parse_iommu_map(body)?),
-        b"unmap" => Event::IommuUnmap(parse_iommu_unmap(body)?),
-        b"attach_device_to_domain" => {
-            Event::AttachDeviceToDomain { device: device_only("attach_device_to_domain", body)? }
-        }
-        b"detach_device_from_domain" => {
-            Event::DetachDeviceFromDomain { device: device_only("detach_device_from_domain", body)? }
-        }
-        b"add_device_to_group" => {
-            let (group, device) = group_device("add_device_to_group", body)?;
-            Event::AddDeviceToGroup { group, device }
-        }
-        b"remove_device_from_group" => {
-            let (group, device) = group_device("remove_device_from_group", body)?;
-            Event::RemoveDeviceFromGroup { group, device }
-        }
-        b"io_page_fault" => Event::IoPageFault(parse_io_page_fault(body)?),
-
-        b"dma_map_page" => Event::DmaMapPage(parse_dma_map("dma_map_page", body)?),
-        b"dma_map_phys" => Event::DmaMapPage(parse_dma_map("dma_map_phys", body)?),
-        b"dma_map_resource" => Event::DmaMapResource(parse_dma_map("dma_map_resource", body)?),
-        b"dma_unmap_page" => Event::DmaUnmapPage(parse_dma_unmap("dma_unmap_page", body)?),
-        b"dma_unmap_phys" => Event::DmaUnmapPage(parse_dma_unmap("dma_unmap_phys", body)?),
-        b"dma_unmap_resource" => Event::DmaUnmapResource(parse_dma_unmap("dma_unmap_resource", body)?),
-        b"dma_map_sg" => Event::DmaMapSg(parse_dma_map_sg(body)?),
-        b"dma_unmap_sg" => Event::DmaUnmapSg(parse_dma_unmap_sg(body)?),
-        b"dma_map_sg_err" => Event::DmaMapSgErr(parse_dma_map_sg_err(body)?),
-        b"dma_alloc" => Event::DmaAlloc(parse_dma_alloc("dma_alloc", body)?),
-        b"dma_alloc_pages" => Event::DmaAllocPages(parse_dma_alloc("dma_alloc_pages", body)?),
-        b"dma_alloc_sgt_err" => Event::DmaAllocSgtErr(parse_dma_alloc("dma_alloc_sgt_err", body)?),
-        b"dma_free" => Event::DmaFree(parse_dma_free("dma_free", body)?),
-        b"dma_free_pages" => Event::DmaFreePages(parse_dma_free("dma_free_pages", body)?),
-        b"dma_alloc_sgt" => Event::DmaAllocSgt(parse_dma_sgt("dma_alloc_sgt", body)?),
-        b"dma_free_sgt" => Event::DmaFreeSgt(parse_dma_sgt("dma_free_sgt", body)?),
-        b"dma_sync_single_for_cpu" => {
-            Event::DmaSyncSingleForCpu(parse_dma_sync_single("dma_sync_single_for_cpu", body)?)
-        }
-        b"dma_sync_single_for_device" => {
-            Event::DmaSyncSingleForDevice(parse_dma_sync_single("dma_sync_single_for_device", body)?)
-        }
-        b"dma_sync_sg_for_cpu" => Event::DmaSyncSgForCpu(parse_dma_sync_sg("dma_sync_sg_for_cpu", body)?),
-        b"dma_sync_sg_for_device" => Event::DmaSyncSgForDevice(parse_dma_sync_sg("dma_sync_sg_for_device", body)?),
-
-        b"mm_page_alloc" => Event::PageAlloc(parse_page_alloc("mm_page_alloc", body)?),
-        b"mm_page_alloc_zone_locked" => {
-            Event::PageAllocZoneLocked(parse_page_alloc("mm_page_alloc_zone_locked", body)?)
-        }
-        b"mm_page_free" => Event::PageFree(parse_page_block("mm_page_free", body)?),
-        b"mm_page_free_batched" => Event::PageFreeBatched(parse_page_block("mm_page_free_batched", body)?),
-        b"mm_page_pcpu_drain" => Event::PagePcpuDrain(parse_page_block("mm_page_pcpu_drain", body)?),
-
-        b"cache_tag_assign" => Event::CacheTagAssign(parse_cache_tag("cache_tag_assign", body)?),
-        b"cache_tag_unassign" => Event::CacheTagUnassign(parse_cache_tag("cache_tag_unassign", body)?),
-        b"cache_tag_flush_all" => Event::CacheTagFlushAll(parse_cache_tag("cache_tag_flush_all", body)?),
-        b"cache_tag_flush_range" => Event::CacheTagFlushRange(parse_flush_range("cache_tag_flush_range", body)?),
-        b"cache_tag_flush_range_np" => {
-            Event::CacheTagFlushRangeNp(parse_flush_range("cache_tag_flush_range_np", body)?)
-        }
-        b"qi_submit" => Event::QiSubmit,
-        b"prq_report" => Event::PrqReport,
-        _ => return Ok(None),
-    };
-    Ok(Some(ev))
-}
-
-// ---------------------------------------------------------------- helpers
-
-type Conv = fn(&[u8]) -> Result<u64, NumError>;
-
-#[inline]
-fn req<'a>(event: &'static str, field: &'static str, v: Option<&'a [u8]>) -> Result<&'a [u8], FieldError> {
-    v.ok_or_else(|| ferr(event, field, FieldProblem::Missing, &[]))
-}
-
-#[inline]
-fn number(event: &'static str, field: &'static str, v: Option<&[u8]>, conv: Conv) -> Result<u64, FieldError> {
-    let v = req(event, field, v)?;
-    conv(v).map_err(|e| ferr(event, field, FieldProblem::Number(e), v))
-}
-
-#[inline]
-fn opt_number(
-    event: &'static str,
-    field: &'static str,
-    v: Option<&[u8]>,
-    conv: Conv,
-) -> Result<Option<u64>, FieldError> {
-    match v {
+    match kind {
+        Some((k, event)) => text::parse_body(k, event, body).map(Some),
         None => Ok(None),
-        Some(_) => number(event, field, v, conv).map(Some),
     }
 }
 
-#[inline]
-fn number_u32(event: &'static str, field: &'static str, v: Option<&[u8]>, conv: Conv) -> Result<u32, FieldError> {
-    let n = number(event, field, v, conv)?;
-    u32::try_from(n).map_err(|_| ferr(event, field, FieldProblem::Number(NumError::Overflow), v.unwrap_or_default()))
-}
-
-fn signed(event: &'static str, field: &'static str, v: Option<&[u8]>) -> Result<i64, FieldError> {
-    let v = req(event, field, v)?;
-    num::auto_i64(v).map_err(|e| ferr(event, field, FieldProblem::Number(e), v))
-}
-
-/// Hex printed with `%llx`; a stray `0x` prefix is tolerated.
-#[inline]
-fn hex_maybe_0x(s: &[u8]) -> Result<u64, NumError> {
-    num::hex_u64(num::strip_0x(s).unwrap_or(s))
-}
-
-fn order(event: &'static str, v: Option<&[u8]>) -> Result<u32, FieldError> {
-    let n = number(event, "order", v, num::dec_u64)?;
-    match u32::try_from(n) {
-        Ok(o) if o <= MAX_ORDER => Ok(o),
-        _ => Err(ferr(event, "order", FieldProblem::OrderTooLarge, v.unwrap_or_default())),
-    }
-}
-
-// ---------------------------------------------------------------- iommu
-
-/// `IOMMU: iova=0x%016llx - 0x%016llx paddr=0x%016llx size=%zu`, exactly.
-#[inline]
-fn fast_iommu_map(body: &[u8]) -> Option<IommuMap> {
-    let mut c = Cur::new(body);
-    c.lit(b"IOMMU: iova=")?;
-    let iova = c.auto()?;
-    c.lit(b" - ")?;
-    let end = c.auto()?;
-    c.lit(b" paddr=")?;
-    let paddr = c.auto()?;
-    c.lit(b" size=")?;
-    let size = c.dec()?;
-    c.end()?;
-    (end == iova.wrapping_add(size)).then_some(IommuMap { iova, paddr, size })
-}
-
-/// `IOMMU: iova=0x%016llx - 0x%016llx size=%zu unmapped_size=%zu`, exactly.
-#[inline]
-fn fast_iommu_unmap(body: &[u8]) -> Option<IommuUnmap> {
-    let mut c = Cur::new(body);
-    c.lit(b"IOMMU: iova=")?;
-    let iova = c.auto()?;
-    c.lit(b" - ")?;
-    let end = c.auto()?;
-    c.lit(b" size=")?;
-    let size = c.dec()?;
-    c.lit(b" unmapped_size=")?;
-    let unmapped_size = c.dec()?;
-    c.end()?;
-    (end == iova.wrapping_add(size)).then_some(IommuUnmap { iova, size, unmapped_size })
-}
-
-fn parse_iommu_map(body: &[u8]) -> Result<IommuMap, FieldError> {
-    const EV: &str = "map";
-    if let Some(m) = fast_iommu_map(body) {
-        return Ok(m);
-    }
-    let (mut iova, mut paddr, mut size, mut end) = (None, None, None, None);
-    let mut after_dash = false;
-    for Tok { key, val } in Toks::new(body) {
-        match key {
-            b"iova" => iova = iova.or(Some(val)),
-            b"paddr" => paddr = paddr.or(Some(val)),
-            b"size" => size = size.or(Some(val)),
-            b"" if after_dash => end = end.or(Some(val)),
-            _ => {}
-        }
-        after_dash = key.is_empty() && val == b"-";
-    }
-    let iova = number(EV, "iova", iova, num::auto_u64)?;
-    let paddr = number(EV, "paddr", paddr, num::auto_u64)?;
-    let size = number(EV, "size", size, num::dec_u64)?;
-    check_end(EV, iova, size, end)?;
-    Ok(IommuMap { iova, paddr, size })
-}
-
-fn parse_iommu_unmap(body: &[u8]) -> Result<IommuUnmap, FieldError> {
-    const EV: &str = "unmap";
-    if let Some(u) = fast_iommu_unmap(body) {
-        return Ok(u);
-    }
-    let (mut iova, mut size, mut unmapped, mut end) = (None, None, None, None);
-    let mut after_dash = false;
-    for Tok { key, val } in Toks::new(body) {
-        match key {
-            b"iova" => iova = iova.or(Some(val)),
-            b"size" => size = size.or(Some(val)),
-            b"unmapped_size" => unmapped = unmapped.or(Some(val)),
-            b"" if after_dash => end = end.or(Some(val)),
-            _ => {}
-        }
-        after_dash = key.is_empty() && val == b"-";
-    }
-    let iova = number(EV, "iova", iova, num::auto_u64)?;
-    let size = number(EV, "size", size, num::dec_u64)?;
-    let unmapped_size = number(EV, "unmapped_size", unmapped, num::dec_u64)?;
-    check_end(EV, iova, size, end)?;
-    Ok(IommuUnmap { iova, size, unmapped_size })
-}
-
-/// The printed end (`iova - end`) must be `iova + size` (the kernel
-/// computes it in 64-bit arithmetic, so it wraps).
-fn check_end(event: &'static str, iova: u64, size: u64, end: Option<&[u8]>) -> Result<(), FieldError> {
-    if let Some(e) = end {
-        let v = num::auto_u64(e).map_err(|err| ferr(event, "iova end", FieldProblem::Number(err), e))?;
-        if v != iova.wrapping_add(size) {
-            return Err(ferr(event, "iova end", FieldProblem::Inconsistent, e));
-        }
-    }
-    Ok(())
-}
-
-fn device_only<'a>(event: &'static str, body: &'a [u8]) -> Result<&'a [u8], FieldError> {
-    let dev = Toks::new(body).find(|t| t.key == b"device").map(|t| t.val);
-    req(event, "device", dev)
-}
-
-fn group_device<'a>(event: &'static str, body: &'a [u8]) -> Result<(u32, &'a [u8]), FieldError> {
-    let (mut group, mut device) = (None, None);
-    for Tok { key, val } in Toks::new(body) {
-        match key {
-            b"groupID" | b"group" => group = group.or(Some(val)),
-            b"device" => device = device.or(Some(val)),
-            _ => {}
-        }
-    }
-    let group = number_u32(event, "groupID", group, num::auto_u64)?;
-    Ok((group, req(event, "device", device)?))
-}
-
-fn parse_io_page_fault(body: &[u8]) -> Result<IoPageFault<'_>, FieldError> {
-    const EV: &str = "io_page_fault";
-    let (mut driver, mut device, mut iova, mut flags) = (None, None, None, None);
-    for Tok { key, val } in Toks::new(body) {
-        match key {
-            b"" => {
-                if driver.is_none() {
-                    match val.strip_prefix(b"IOMMU:") {
-                        Some(d) if !d.is_empty() => driver = Some(d),
-                        Some(_) => driver = Some(&[][..]),
-                        None => {
-                            driver = Some(&[][..]);
-                            device = Some(val);
-                        }
-                    }
-                } else if device.is_none() || device == Some(&[][..]) {
-                    device = Some(val);
-                }
+/// Builds an event from the decoded fields of a binary record (trace.dat,
+/// perf.data): the same descriptions and builders as [`parse_event`].
+///
+/// `system` is the event's trace system when the source knows it (a kind
+/// is then matched only in its own system); `name` its event name. Fields
+/// are looked up by the kernel's `field:` names, with the values a binary
+/// decoder has: [`FieldValue::Unsigned`]/[`FieldValue::Signed`] for
+/// integers (`enum dma_data_direction` as its number),
+/// [`FieldValue::Str`] for `char[]` and `__data_loc char[]`,
+/// [`FieldValue::Array`] for integer arrays. Fields a kernel version added
+/// are ignored, optional fields it removed are `None` in the event, and
+/// values kept only as printed text (flag lists such as `attrs`, hashed
+/// pointers) are empty.
+///
+/// Probe events (any group or name) are recognised by their fields: an
+/// entry probe has `__probe_ip`, a return probe `__probe_func` and
+/// `__probe_ret_ip`. The source gives the probed function's name as the
+/// pseudo-field `__probe_func` ([`FieldValue::Str`], resolved through
+/// kallsyms); when it cannot, the raw addresses are used and the probe is
+/// recognised by its field set, as for `trace-cmd report` text
+/// ([`ProbeInfo::by_fields`]).
+///
+/// Returns `Ok(None)` for an event this crate does not know.
+///
+/// # Errors
+///
+/// [`FieldError`] when the event is known but a required field is missing
+/// or has a value of the wrong type or range.
+pub fn event_from_fields<'a>(
+    system: Option<&[u8]>,
+    name: &[u8],
+    fields: &dyn FieldLookup<'a>,
+) -> Result<Option<Event<'a>>, FieldError> {
+    let func = fields.field("__probe_func");
+    let ip = fields.field("__probe_ip");
+    let ret_ip = fields.field("__probe_ret_ip");
+    if func.is_some() || ip.is_some() || ret_ip.is_some() {
+        let site_of = |v: Option<FieldValue<'a>>| match v {
+            Some(FieldValue::Str(f) | FieldValue::Text(f)) => {
+                Some(ProbeSite::Symbol { func: f, offset: None, size: None })
             }
-            b"iova" => iova = iova.or(Some(val)),
-            b"flags" => flags = flags.or(Some(val)),
-            _ => {}
-        }
-    }
-    Ok(IoPageFault {
-        driver: req(EV, "driver", driver)?,
-        device: req(EV, "device", device)?,
-        iova: number(EV, "iova", iova, num::auto_u64)?,
-        flags: number(EV, "flags", flags, num::auto_u64)?,
-    })
-}
-
-// ---------------------------------------------------------------- dma
-
-/// The fields common to dma events. `device` is the first bare word (or
-/// `device=` in libtraceevent's `[FAILED TO PARSE]` dumps).
-#[derive(Default)]
-struct DmaFields<'a> {
-    device: Option<&'a [u8]>,
-    dir: Option<&'a [u8]>,
-    dma_addr: Option<&'a [u8]>,
-    size: Option<&'a [u8]>,
-    phys_addr: Option<&'a [u8]>,
-    attrs: Option<&'a [u8]>,
-    flags: Option<&'a [u8]>,
-    virt_addr: Option<&'a [u8]>,
-    nents: Option<&'a [u8]>,
-    ents: Option<&'a [u8]>,
-    full_nents: Option<&'a [u8]>,
-    full_ents: Option<&'a [u8]>,
-    truncated: bool,
-    truncated_field: Option<&'a [u8]>,
-    dma_addrs: Option<&'a [u8]>,
-    sizes: Option<&'a [u8]>,
-    phys_addrs: Option<&'a [u8]>,
-    addrs: Option<&'a [u8]>,
-    err: Option<&'a [u8]>,
-    /// The body is libtraceevent's `[FAILED TO PARSE]` raw dump.
-    raw: bool,
-}
-
-fn dma_fields(body: &[u8]) -> DmaFields<'_> {
-    let mut f = DmaFields::default();
-    let mut rest = body;
-    if let Some(r) = body.strip_prefix(b"[FAILED TO PARSE]") {
-        f.raw = true;
-        rest = r;
-    }
-    let mut first = true;
-    for Tok { key, val } in Toks::new(rest) {
-        let slot = match key {
-            b"" => {
-                if first && !f.raw {
-                    f.device = Some(val);
-                } else if val == b"[TRUNCATED]" {
-                    f.truncated = true;
-                }
-                first = false;
-                continue;
-            }
-            b"device" => &mut f.device,
-            b"dir" => &mut f.dir,
-            b"dma_addr" => &mut f.dma_addr,
-            b"size" => &mut f.size,
-            b"phys_addr" => &mut f.phys_addr,
-            b"attrs" => &mut f.attrs,
-            b"flags" => &mut f.flags,
-            b"virt_addr" => &mut f.virt_addr,
-            b"nents" => &mut f.nents,
-            b"ents" => &mut f.ents,
-            b"full_nents" => &mut f.full_nents,
-            b"full_ents" => &mut f.full_ents,
-            b"truncated" => &mut f.truncated_field,
-            b"dma_addrs" => &mut f.dma_addrs,
-            b"sizes" | b"lengths" => &mut f.sizes,
-            b"phys_addrs" => &mut f.phys_addrs,
-            b"addrs" => &mut f.addrs,
-            b"err" => &mut f.err,
-            _ => {
-                first = false;
-                continue;
-            }
+            Some(FieldValue::Unsigned(a)) => Some(ProbeSite::Address(a)),
+            Some(FieldValue::Signed(a)) => Some(ProbeSite::Address(a as u64)),
+            _ => None,
         };
-        first = false;
-        if slot.is_none() {
-            *slot = Some(val);
-        }
+        let Some(site) = site_of(func).or_else(|| site_of(ip)) else { return Ok(None) };
+        let caller = ret_ip.map(|v| site_of(Some(v)).unwrap_or(ProbeSite::Address(0)));
+        let mut g = Got::new("kprobe", PROBE_FIELDS);
+        g.fill(fields);
+        return probe_event(site, caller, &mut g);
     }
-    f
-}
-
-fn direction(event: &'static str, v: Option<&[u8]>) -> Result<DmaDirection, FieldError> {
-    let v = req(event, "dir", v)?;
-    match v {
-        b"BIDIRECTIONAL" | b"0" => Ok(DmaDirection::Bidirectional),
-        b"TO_DEVICE" | b"1" => Ok(DmaDirection::ToDevice),
-        b"FROM_DEVICE" | b"2" => Ok(DmaDirection::FromDevice),
-        b"NONE" | b"3" => Ok(DmaDirection::None),
-        _ => Err(ferr(event, "dir", FieldProblem::UnknownDirection, v)),
-    }
-}
-
-/// Parses `{0x1,0x2}` (kernel `__print_array`), or `ARRAY[b0, b1, ...]`
-/// (libtraceevent raw bytes, little-endian elements of `width` bytes).
-fn array(event: &'static str, field: &'static str, v: Option<&[u8]>, width: usize) -> Result<Vec<u64>, FieldError> {
-    let v = req(event, field, v)?;
-    let bad = |p| ferr(event, field, p, v);
-    if let Some(inner) = v.strip_prefix(b"{") {
-        let inner = inner.strip_suffix(b"}").ok_or_else(|| bad(FieldProblem::BadArray))?;
-        let mut out = Vec::new();
-        if inner.iter().all(|&b| b == b' ') {
-            return Ok(out);
-        }
-        for el in inner.split(|&b| b == b',') {
-            if out.len() >= MAX_ARRAY_LEN {
-                return Err(bad(FieldProblem::TooManyElements));
-            }
-            let el = trim_blanks(el);
-            out.push(num::auto_u64(el).map_err(|e| ferr(event, field, FieldProblem::Number(e), el))?);
-        }
-        return Ok(out);
-    }
-    if let Some(inner) = v.strip_prefix(b"ARRAY[") {
-        // 1..=8 bytes per element keeps the shifts below 64.
-        let width = width.clamp(1, 8);
-        let inner = inner.strip_suffix(b"]").ok_or_else(|| bad(FieldProblem::BadArray))?;
-        let mut out = Vec::new();
-        let mut cur: u64 = 0;
-        let mut n = 0usize;
-        if inner.iter().all(|&b| b == b' ') {
-            return Ok(out);
-        }
-        for el in inner.split(|&b| b == b',') {
-            let el = trim_blanks(el);
-            let byte = num::hex_u64(el).map_err(|e| ferr(event, field, FieldProblem::Number(e), el))?;
-            if byte > 0xff {
-                return Err(ferr(event, field, FieldProblem::Number(NumError::Overflow), el));
-            }
-            let shift = u32::try_from((n % width) * 8).unwrap_or(0);
-            cur |= byte << shift;
-            n += 1;
-            if n % width == 0 {
-                if out.len() >= MAX_ARRAY_LEN {
-                    return Err(bad(FieldProblem::TooManyElements));
-                }
-                out.push(cur);
-                cur = 0;
-            }
-        }
-        if n % width != 0 {
-            return Err(bad(FieldProblem::BadArray));
-        }
-        return Ok(out);
-    }
-    Err(bad(FieldProblem::BadArray))
-}
-
-fn trim_blanks(mut s: &[u8]) -> &[u8] {
-    while let Some((b' ', r)) = s.split_first() {
-        s = r;
-    }
-    while let Some((b' ', r)) = s.split_last() {
-        s = r;
-    }
-    s
-}
-
-/// `printed/total`.
-fn counted(event: &'static str, field: &'static str, v: Option<&[u8]>) -> Result<Counted, FieldError> {
-    let v = req(event, field, v)?;
-    let slash =
-        memchr::memchr(b'/', v).ok_or_else(|| ferr(event, field, FieldProblem::Number(NumError::InvalidDigit), v))?;
-    let printed = number_u32(event, field, v.get(..slash), num::dec_u64)?;
-    let total = number_u32(event, field, v.get(slash + 1..), num::dec_u64)?;
-    Ok(Counted { printed, total })
-}
-
-fn len_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// The device: the first word, which the tokenizer must see as a bare word
-/// (no `=`), and not libtraceevent's `[FAILED TO PARSE]`.
-#[inline]
-fn fast_dma_device<'a>(c: &mut Cur<'a>) -> Option<&'a [u8]> {
-    if c.s.first() == Some(&b'[') {
-        return None;
-    }
-    let device = c.word();
-    (!device.is_empty() && scan::find_byte(device, b'=') == device.len()).then_some(device)
-}
-
-#[inline]
-fn fast_direction(v: &[u8]) -> Option<DmaDirection> {
-    match v {
-        b"BIDIRECTIONAL" | b"0" => Some(DmaDirection::Bidirectional),
-        b"TO_DEVICE" | b"1" => Some(DmaDirection::ToDevice),
-        b"FROM_DEVICE" | b"2" => Some(DmaDirection::FromDevice),
-        b"NONE" | b"3" => Some(DmaDirection::None),
-        _ => None,
-    }
-}
-
-/// `%s dir=%s dma_addr=%llx size=%zu phys_addr=%llx attrs=%s`, exactly.
-#[inline]
-fn fast_dma_map(body: &[u8]) -> Option<DmaMap<'_>> {
-    let mut c = Cur::new(body);
-    let device = fast_dma_device(&mut c)?;
-    c.lit(b" dir=")?;
-    let dir = fast_direction(c.word())?;
-    c.lit(b" dma_addr=")?;
-    let dma_addr = c.hex_maybe_0x()?;
-    c.lit(b" size=")?;
-    let size = c.dec()?;
-    c.lit(b" phys_addr=")?;
-    let phys_addr = c.hex_maybe_0x()?;
-    c.lit(b" attrs=")?;
-    let attrs = c.plain_val()?;
-    c.end()?;
-    Some(DmaMap { device, dir, dma_addr, size, phys_addr, attrs })
-}
-
-/// `%s dir=%s dma_addr=%llx size=%zu attrs=%s`, exactly.
-#[inline]
-fn fast_dma_unmap(body: &[u8]) -> Option<DmaUnmap<'_>> {
-    let mut c = Cur::new(body);
-    let device = fast_dma_device(&mut c)?;
-    c.lit(b" dir=")?;
-    let dir = fast_direction(c.word())?;
-    c.lit(b" dma_addr=")?;
-    let dma_addr = c.hex_maybe_0x()?;
-    c.lit(b" size=")?;
-    let size = c.dec()?;
-    c.lit(b" attrs=")?;
-    let attrs = c.plain_val()?;
-    c.end()?;
-    Some(DmaUnmap { device, dir, dma_addr, size, attrs })
-}
-
-fn parse_dma_map<'a>(ev: &'static str, body: &'a [u8]) -> Result<DmaMap<'a>, FieldError> {
-    if let Some(m) = fast_dma_map(body) {
-        return Ok(m);
-    }
-    let f = dma_fields(body);
-    Ok(DmaMap {
-        device: req(ev, "device", f.device)?,
-        dir: direction(ev, f.dir)?,
-        dma_addr: number(ev, "dma_addr", f.dma_addr, hex_maybe_0x)?,
-        size: number(ev, "size", f.size, num::dec_u64)?,
-        phys_addr: number(ev, "phys_addr", f.phys_addr, hex_maybe_0x)?,
-        attrs: f.attrs.unwrap_or_default(),
-    })
-}
-
-fn parse_dma_unmap<'a>(ev: &'static str, body: &'a [u8]) -> Result<DmaUnmap<'a>, FieldError> {
-    if let Some(u) = fast_dma_unmap(body) {
-        return Ok(u);
-    }
-    let f = dma_fields(body);
-    Ok(DmaUnmap {
-        device: req(ev, "device", f.device)?,
-        dir: direction(ev, f.dir)?,
-        dma_addr: number(ev, "dma_addr", f.dma_addr, hex_maybe_0x)?,
-        size: number(ev, "size", f.size, num::dec_u64)?,
-        attrs: f.attrs.unwrap_or_default(),
-    })
-}
-
-fn truncated_flag(ev: &'static str, f: &DmaFields<'_>) -> Result<bool, FieldError> {
-    match f.truncated_field {
-        Some(v) => Ok(f.truncated || number(ev, "truncated", Some(v), num::auto_u64)? != 0),
-        None => Ok(f.truncated),
-    }
-}
-
-fn parse_dma_map_sg(body: &[u8]) -> Result<DmaMapSg<'_>, FieldError> {
-    const EV: &str = "dma_map_sg";
-    let f = dma_fields(body);
-    let device = req(EV, "device", f.device)?;
-    let dir = direction(EV, f.dir)?;
-    let truncated = truncated_flag(EV, &f)?;
-    let dma_addrs = array(EV, "dma_addrs", f.dma_addrs, 8)?;
-    let sizes = array(EV, "sizes", f.sizes, if f.raw { 4 } else { 8 })?;
-    let phys_addrs = array(EV, "phys_addrs", f.phys_addrs, 8)?;
-    let (nents, ents) = if f.raw {
-        (
-            Counted {
-                printed: len_u32(phys_addrs.len()),
-                total: number_u32(EV, "full_nents", f.full_nents, num::auto_u64)?,
-            },
-            Counted {
-                printed: len_u32(dma_addrs.len()),
-                total: number_u32(EV, "full_ents", f.full_ents, num::auto_u64)?,
-            },
-        )
-    } else {
-        (counted(EV, "nents", f.nents)?, counted(EV, "ents", f.ents)?)
-    };
-    Ok(DmaMapSg {
-        device,
-        dir,
-        nents,
-        ents,
-        truncated,
-        dma_addrs,
-        sizes,
-        phys_addrs,
-        attrs: f.attrs.unwrap_or_default(),
-    })
-}
-
-fn parse_dma_unmap_sg(body: &[u8]) -> Result<DmaUnmapSg<'_>, FieldError> {
-    const EV: &str = "dma_unmap_sg";
-    let f = dma_fields(body);
-    let device = req(EV, "device", f.device)?;
-    let dir = direction(EV, f.dir)?;
-    let truncated = truncated_flag(EV, &f)?;
-    let phys_addrs = array(EV, "phys_addrs", f.phys_addrs.or(f.addrs), 8)?;
-    Ok(DmaUnmapSg { device, dir, phys_addrs, truncated, attrs: f.attrs.unwrap_or_default() })
-}
-
-fn parse_dma_map_sg_err(body: &[u8]) -> Result<DmaMapSgErr<'_>, FieldError> {
-    const EV: &str = "dma_map_sg_err";
-    let f = dma_fields(body);
-    let device = req(EV, "device", f.device)?;
-    let dir = direction(EV, f.dir)?;
-    let phys_addrs = array(EV, "dma_addrs", f.dma_addrs.or(f.phys_addrs), 8)?;
-    Ok(DmaMapSgErr { device, dir, phys_addrs, err: signed(EV, "err", f.err)?, attrs: f.attrs.unwrap_or_default() })
-}
-
-fn parse_dma_alloc<'a>(ev: &'static str, body: &'a [u8]) -> Result<DmaAlloc<'a>, FieldError> {
-    let f = dma_fields(body);
-    Ok(DmaAlloc {
-        device: req(ev, "device", f.device)?,
-        dir: direction(ev, f.dir)?,
-        dma_addr: number(ev, "dma_addr", f.dma_addr, hex_maybe_0x)?,
-        size: number(ev, "size", f.size, num::dec_u64)?,
-        virt_addr: f.virt_addr.unwrap_or_default(),
-        flags: f.flags.unwrap_or_default(),
-        attrs: f.attrs.unwrap_or_default(),
-    })
-}
-
-fn parse_dma_free<'a>(ev: &'static str, body: &'a [u8]) -> Result<DmaFree<'a>, FieldError> {
-    let f = dma_fields(body);
-    Ok(DmaFree {
-        device: req(ev, "device", f.device)?,
-        dir: direction(ev, f.dir)?,
-        dma_addr: number(ev, "dma_addr", f.dma_addr, hex_maybe_0x)?,
-        size: number(ev, "size", f.size, num::dec_u64)?,
-        virt_addr: f.virt_addr.unwrap_or_default(),
-        attrs: f.attrs.unwrap_or_default(),
-    })
-}
-
-fn parse_dma_sgt<'a>(ev: &'static str, body: &'a [u8]) -> Result<DmaSgt<'a>, FieldError> {
-    let f = dma_fields(body);
-    Ok(DmaSgt {
-        device: req(ev, "device", f.device)?,
-        dir: direction(ev, f.dir)?,
-        dma_addr: number(ev, "dma_addr", f.dma_addr, hex_maybe_0x)?,
-        size: number(ev, "size", f.size, num::dec_u64)?,
-        phys_addrs: array(ev, "phys_addrs", f.phys_addrs, 8)?,
-        flags: f.flags.unwrap_or_default(),
-        attrs: f.attrs.unwrap_or_default(),
-    })
-}
-
-fn parse_dma_sync_single<'a>(ev: &'static str, body: &'a [u8]) -> Result<DmaSyncSingle<'a>, FieldError> {
-    let f = dma_fields(body);
-    Ok(DmaSyncSingle {
-        device: req(ev, "device", f.device)?,
-        dir: direction(ev, f.dir)?,
-        dma_addr: number(ev, "dma_addr", f.dma_addr, hex_maybe_0x)?,
-        size: number(ev, "size", f.size, num::dec_u64)?,
-    })
-}
-
-fn parse_dma_sync_sg<'a>(ev: &'static str, body: &'a [u8]) -> Result<DmaSyncSg<'a>, FieldError> {
-    let f = dma_fields(body);
-    Ok(DmaSyncSg {
-        device: req(ev, "device", f.device)?,
-        dir: direction(ev, f.dir)?,
-        dma_addrs: array(ev, "dma_addrs", f.dma_addrs, 8)?,
-        sizes: array(ev, "sizes", f.sizes, if f.raw { 4 } else { 8 })?,
-    })
-}
-
-// ---------------------------------------------------------------- kmem
-
-/// A `page=` value that is a NULL pointer: `%p` of NULL prints zeros (or
-/// `(null)`/`(nil)` depending on the printer).
-fn page_is_null(v: Option<&[u8]>) -> bool {
-    match v {
-        Some(b"(null)" | b"(nil)") => true,
-        Some(v) => {
-            let digits = num::strip_0x(v).unwrap_or(v);
-            !digits.is_empty() && digits.iter().all(|&b| b == b'0')
-        }
-        None => false,
-    }
-}
-
-/// `page=%p pfn=0x%lx order=%d migratetype=%d gfp_flags=%s`, exactly, with
-/// a non-negative decimal migrate type.
-#[inline]
-fn fast_page_alloc(body: &[u8]) -> Option<PageAlloc<'_>> {
-    let mut c = Cur::new(body);
-    c.lit(b"page=")?;
-    let page = c.plain_val()?;
-    c.lit(b" pfn=")?;
-    let pfn = c.auto()?;
-    c.lit(b" order=")?;
-    let order = fast_order(&mut c)?;
-    c.lit(b" migratetype=")?;
-    let mt = i64::try_from(c.dec()?).ok()?;
-    c.lit(b" gfp_flags=")?;
-    let gfp_flags = c.plain_val()?;
-    c.end()?;
-    Some(PageAlloc { pfn, order, page_is_null: page_is_null(Some(page)), migratetype: Some(mt), gfp_flags })
-}
-
-#[inline]
-fn fast_order(c: &mut Cur<'_>) -> Option<u32> {
-    u32::try_from(c.dec()?).ok().filter(|&o| o <= MAX_ORDER)
-}
-
-/// `page=%p pfn=0x%lx order=%d`, exactly.
-#[inline]
-fn fast_page_block(body: &[u8]) -> Option<PageBlock> {
-    let mut c = Cur::new(body);
-    c.lit(b"page=")?;
-    c.plain_val()?;
-    c.lit(b" pfn=")?;
-    let pfn = c.auto()?;
-    c.lit(b" order=")?;
-    let order = fast_order(&mut c)?;
-    c.end()?;
-    Some(PageBlock { pfn, order })
-}
-
-fn parse_page_alloc<'a>(ev: &'static str, body: &'a [u8]) -> Result<PageAlloc<'a>, FieldError> {
-    if let Some(a) = fast_page_alloc(body) {
-        return Ok(a);
-    }
-    let (mut page, mut pfn, mut ord, mut mt, mut gfp) = (None, None, None, None, None);
-    for Tok { key, val } in Toks::new(body) {
-        match key {
-            b"page" => page = page.or(Some(val)),
-            b"pfn" => pfn = pfn.or(Some(val)),
-            b"order" => ord = ord.or(Some(val)),
-            b"migratetype" => mt = mt.or(Some(val)),
-            b"gfp_flags" => gfp = gfp.or(Some(val)),
-            _ => {}
-        }
-    }
-    Ok(PageAlloc {
-        pfn: number(ev, "pfn", pfn, num::auto_u64)?,
-        order: order(ev, ord)?,
-        page_is_null: page_is_null(page),
-        migratetype: match mt {
-            Some(_) => Some(signed(ev, "migratetype", mt)?),
-            None => None,
-        },
-        gfp_flags: gfp.unwrap_or_default(),
-    })
-}
-
-fn parse_page_block(ev: &'static str, body: &[u8]) -> Result<PageBlock, FieldError> {
-    if let Some(b) = fast_page_block(body) {
-        return Ok(b);
-    }
-    let (mut pfn, mut ord) = (None, None);
-    for Tok { key, val } in Toks::new(body) {
-        match key {
-            b"pfn" => pfn = pfn.or(Some(val)),
-            b"order" => ord = ord.or(Some(val)),
-            _ => {}
-        }
-    }
-    Ok(PageBlock {
-        pfn: number(ev, "pfn", pfn, num::auto_u64)?,
-        // mm_page_free_batched hard-codes order=0; tolerate its absence.
-        order: if ord.is_none() && ev == "mm_page_free_batched" { 0 } else { order(ev, ord)? },
-    })
-}
-
-// ---------------------------------------------------------------- intel_iommu
-
-/// `iommu/dev type T did N pasid N ref N`: word pairs after the first word.
-fn parse_cache_tag<'a>(ev: &'static str, body: &'a [u8]) -> Result<CacheTag<'a>, FieldError> {
-    let mut words = body.split(|&b| b == b' ').filter(|w| !w.is_empty());
-    let first = req(ev, "iommu/dev", words.next())?;
-    let (iommu, dev) = match memchr::memchr(b'/', first) {
-        Some(p) => (first.get(..p).unwrap_or_default(), first.get(p + 1..).unwrap_or_default()),
-        None => (first, &[][..]),
-    };
-    let (mut tag_type, mut did, mut pasid, mut refs) = (None, None, None, None);
-    let mut prev: &[u8] = &[];
-    for w in words {
-        match prev {
-            b"type" => tag_type = tag_type.or(Some(w)),
-            b"did" => did = did.or(Some(w)),
-            b"pasid" => pasid = pasid.or(Some(w)),
-            b"ref" => refs = refs.or(Some(w)),
-            _ => {}
-        }
-        prev = w;
-    }
-    Ok(CacheTag {
-        iommu,
-        dev,
-        tag_type: tag_type.unwrap_or_default(),
-        did: number_u32(ev, "did", did, num::auto_u64)?,
-        pasid: number_u32(ev, "pasid", pasid, num::auto_u64)?,
-        refs: number_u32(ev, "ref", refs, num::auto_u64)?,
-    })
-}
-
-/// A whole `' '`-separated word as [`num::auto_u64`] reads it.
-#[inline]
-fn whole_auto(w: &[u8]) -> Option<u64> {
-    let mut c = Cur::new(w);
-    let v = c.auto()?;
-    c.end()?;
-    Some(v)
-}
-
-/// `%s %s[%d] type %s did %d [0x%lx-0x%lx] addr 0x%lx pages 0x%lx mask 0x%lx`,
-/// exactly, with a tag type that the word-pair reader cannot mistake for a
-/// key.
-#[inline]
-fn fast_flush_range(body: &[u8]) -> Option<CacheTagFlushRange<'_>> {
-    let mut c = Cur::new(body);
-    let iommu = c.word_sp();
-    c.lit(b" ")?;
-    let devp = c.word_sp();
-    if iommu.is_empty() || devp.is_empty() {
-        return None;
-    }
-    let (dev, pasid) = match devp.split_at_checked(scan::find_byte(devp, b'[')) {
-        Some((dev, p)) if !p.is_empty() => {
-            let inner = p.get(1..)?;
-            let inner = inner.strip_suffix(b"]").unwrap_or(inner);
-            (dev, u32::try_from(whole_auto(inner)?).ok()?)
-        }
-        _ => (devp, 0),
-    };
-    c.lit(b" type ")?;
-    let tag_type = c.word_sp();
-    if tag_type.is_empty() || matches!(tag_type, b"type" | b"did" | b"addr" | b"pages" | b"mask") {
-        return None;
-    }
-    c.lit(b" did ")?;
-    let did = u32::try_from(whole_auto(c.word_sp())?).ok()?;
-    c.lit(b" ")?;
-    let range = c.word_sp();
-    let inner = range.strip_prefix(b"[")?.strip_suffix(b"]")?;
-    let (start, last) = inner.split_at_checked(scan::find_byte(inner, b'-'))?;
-    let start = whole_auto(start)?;
-    let last = whole_auto(last.get(1..)?)?;
-    c.lit(b" addr ")?;
-    let addr = whole_auto(c.word_sp())?;
-    c.lit(b" pages ")?;
-    let pages = whole_auto(c.word_sp())?;
-    c.lit(b" mask ")?;
-    let mask = whole_auto(c.word_sp())?;
-    c.end()?;
-    Some(CacheTagFlushRange { iommu, dev, pasid, tag_type, did, start, last, addr, pages, mask })
-}
-
-/// `iommu dev[pasid] type T did N [0xstart-0xlast] addr 0x.. pages 0x.. mask 0x..`.
-fn parse_flush_range<'a>(ev: &'static str, body: &'a [u8]) -> Result<CacheTagFlushRange<'a>, FieldError> {
-    if let Some(r) = fast_flush_range(body) {
-        return Ok(r);
-    }
-    let mut words = body.split(|&b| b == b' ').filter(|w| !w.is_empty());
-    let iommu = req(ev, "iommu", words.next())?;
-    let devp = req(ev, "dev", words.next())?;
-    let (dev, pasid) = match memchr::memchr(b'[', devp) {
-        Some(p) => {
-            let inner = devp.get(p + 1..).unwrap_or_default();
-            let inner = inner.strip_suffix(b"]").unwrap_or(inner);
-            (devp.get(..p).unwrap_or_default(), number_u32(ev, "pasid", Some(inner), num::auto_u64)?)
-        }
-        None => (devp, 0),
-    };
-    let (mut tag_type, mut did, mut range, mut addr, mut pages, mut mask) = (None, None, None, None, None, None);
-    let mut prev: &[u8] = &[];
-    for w in words {
-        match prev {
-            b"type" => tag_type = tag_type.or(Some(w)),
-            b"did" => did = did.or(Some(w)),
-            b"addr" => addr = addr.or(Some(w)),
-            b"pages" => pages = pages.or(Some(w)),
-            b"mask" => mask = mask.or(Some(w)),
-            _ => {
-                if w.first() == Some(&b'[') {
-                    range = range.or(Some(w));
-                }
-            }
-        }
-        prev = w;
-    }
-    let range = req(ev, "range", range)?;
-    let bad_range = || ferr(ev, "range", FieldProblem::BadRange, range);
-    let inner = range.strip_prefix(b"[").and_then(|r| r.strip_suffix(b"]")).ok_or_else(bad_range)?;
-    let dash = memchr::memchr(b'-', inner).ok_or_else(bad_range)?;
-    let start = number(ev, "range start", inner.get(..dash), num::auto_u64)?;
-    let last = number(ev, "range last", inner.get(dash + 1..), num::auto_u64)?;
-    Ok(CacheTagFlushRange {
-        iommu,
-        dev,
-        pasid,
-        tag_type: tag_type.unwrap_or_default(),
-        did: number_u32(ev, "did", did, num::auto_u64)?,
-        start,
-        last,
-        addr: number(ev, "addr", addr, num::auto_u64)?,
-        pages: number(ev, "pages", pages, num::auto_u64)?,
-        mask: number(ev, "mask", mask, num::auto_u64)?,
-    })
-}
-
-// ---------------------------------------------------------------- print
-
-/// `ftrace:print` as shown by `trace-cmd report`: `tracing_mark_write: msg`
-/// (the part before `: ` is the writer's symbol).
-fn parse_print(body: &[u8]) -> Option<Event<'_>> {
-    let word_end = body.iter().position(|&b| b == b' ').unwrap_or(body.len());
-    let word = body.get(..word_end).unwrap_or_default();
-    let msg = if word.last() == Some(&b':') {
-        let rest = body.get(word_end..).unwrap_or_default();
-        rest.strip_prefix(b" ").unwrap_or(rest)
-    } else {
-        body
-    };
-    Some(Event::Marker { msg })
-}
-
-// ---------------------------------------------------------------- probes
-
-fn parse_site(tok: &[u8]) -> ProbeSite<'_> {
-    // Drop a module suffix (`func+0x0/0x10 [nvme]`) or anything after a blank.
-    let tok = tok.get(..scan::find_byte(tok, b' ')).unwrap_or(tok);
-    if tok.len() >= 8 && tok.len() <= 16 {
-        let (a, n) = scan::hex_prefix(tok);
-        if n == tok.len() {
-            return ProbeSite::Address(a);
-        }
-    }
-    match tok.split_at_checked(scan::find_byte(tok, b'+')) {
-        Some((func, off)) if !off.is_empty() => {
-            let off = off.get(1..).unwrap_or_default();
-            let (o, s) = match off.split_at_checked(scan::find_byte(off, b'/')) {
-                Some((o, s)) if !s.is_empty() => (o, s.get(1..)),
-                _ => (off, None),
-            };
-            ProbeSite::Symbol { func, offset: num::auto_u64(o).ok(), size: s.and_then(|s| num::auto_u64(s).ok()) }
-        }
-        _ => ProbeSite::Symbol { func: tok, offset: None, size: None },
-    }
-}
-
-/// Probe fields, with the aliases users commonly choose.
-#[derive(Default)]
-struct ProbeFields<'a> {
-    domain: Option<&'a [u8]>,
-    dtype: Option<&'a [u8]>,
-    iova: Option<&'a [u8]>,
-    paddr: Option<&'a [u8]>,
-    size: Option<&'a [u8]>,
-    prot: Option<&'a [u8]>,
-    dev: Option<&'a [u8]>,
-    cookie: Option<&'a [u8]>,
-    ret: Option<&'a [u8]>,
-    unmapped: Option<&'a [u8]>,
-}
-
-impl<'a> ProbeFields<'a> {
-    /// Keeps the first value of each known key.
-    #[inline]
-    fn set(&mut self, key: &[u8], val: &'a [u8]) {
-        let slot = match key {
-            b"domain" | b"dom" => &mut self.domain,
-            b"dtype" => &mut self.dtype,
-            b"iova" => &mut self.iova,
-            b"paddr" | b"phys" | b"phys_addr" => &mut self.paddr,
-            b"size" | b"len" => &mut self.size,
-            b"prot" => &mut self.prot,
-            b"dev" | b"device" => &mut self.dev,
-            b"cookie" => &mut self.cookie,
-            b"ret" | b"retval" => &mut self.ret,
-            b"unmapped" => &mut self.unmapped,
-            _ => return,
-        };
-        if slot.is_none() {
-            *slot = Some(val);
-        }
-    }
-}
-
-fn probe_fields(s: &[u8]) -> ProbeFields<'_> {
-    if let Some(f) = fast_probe_fields(s) {
-        return f;
-    }
-    let mut f = ProbeFields::default();
-    for Tok { key, val } in Toks::new(s) {
-        f.set(key, val);
-    }
-    f
-}
-
-/// [`probe_fields`] for the kernel's layout: ` key=value` tokens, each
-/// after exactly one space, with values the tokenizer returns unchanged.
-/// `None` for anything else (bare words, quotes, tabs, runs of blanks).
-#[inline]
-fn fast_probe_fields(s: &[u8]) -> Option<ProbeFields<'_>> {
-    let mut f = ProbeFields::default();
-    let mut c = Cur::new(s);
-    while !c.s.is_empty() {
-        c.lit(b" ")?;
-        let (key, rest) = c.s.split_at_checked(scan::find_blank_or_eq(c.s))?;
-        c.s = rest.strip_prefix(b"=")?;
-        if key.is_empty() {
-            return None;
-        }
-        f.set(key, c.plain_val()?);
-    }
-    Some(f)
-}
-
-/// What a probe is, decided from its function (or, for raw addresses, its
-/// fields).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ProbeKind {
-    Map,
-    Unmap,
-    Attach,
-    Detach,
-    DomainFree,
-    FqFlushTimeout,
-    FqFlushIotlb,
-    MapReturn,
-    UnmapReturn,
-}
-
-fn kind_for_entry(func: &[u8], f: &ProbeFields<'_>) -> Option<ProbeKind> {
-    match func {
-        b"__iommu_map" => Some(ProbeKind::Map),
-        b"__iommu_unmap" => Some(ProbeKind::Unmap),
-        b"__iommu_attach_device" => Some(ProbeKind::Attach),
-        b"iommu_domain_free" => Some(ProbeKind::DomainFree),
-        b"fq_flush_timeout" => Some(ProbeKind::FqFlushTimeout),
-        b"fq_flush_iotlb" => Some(ProbeKind::FqFlushIotlb),
-        _ if f.domain.is_some() && f.dev.is_some() => {
-            if memchr::memmem::find(func, b"detach").is_some() {
-                Some(ProbeKind::Detach)
-            } else if memchr::memmem::find(func, b"attach").is_some()
-                || memchr::memmem::find(func, b"set_domain").is_some()
-            {
-                Some(ProbeKind::Attach)
-            } else {
-                None
-            }
-        }
-        _ => None,
-    }
-}
-
-fn kind_by_fields(ret: bool, f: &ProbeFields<'_>) -> Option<ProbeKind> {
-    if ret {
-        return if f.unmapped.is_some() {
-            Some(ProbeKind::UnmapReturn)
-        } else if f.ret.is_some() {
-            Some(ProbeKind::MapReturn)
-        } else {
-            None
-        };
-    }
-    match (f.domain.is_some(), f.iova.is_some(), f.paddr.is_some(), f.size.is_some(), f.dev.is_some()) {
-        (true, true, true, true, _) => Some(ProbeKind::Map),
-        (true, true, false, true, _) => Some(ProbeKind::Unmap),
-        (true, false, false, _, true) => Some(ProbeKind::Attach),
-        (true, false, false, false, false) => Some(ProbeKind::DomainFree),
-        (false, false, false, false, false) if f.cookie.is_some() => Some(ProbeKind::FqFlushIotlb),
-        _ => None,
-    }
-}
-
-/// The first ` <- ` in `s` (a `memmem` searcher costs more to build than
-/// this short scan).
-#[inline]
-fn find_arrow(s: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    loop {
-        let hay = s.get(from..)?;
-        let lt = scan::find_byte(hay, b'<');
-        if lt == hay.len() {
-            return None;
-        }
-        let at = from + lt;
-        if at >= 1 && s.get(at - 1) == Some(&b' ') && s.get(at + 1..at + 3) == Some(b"- ") {
-            return Some(at - 1);
-        }
-        from = at + 1;
-    }
-}
-
-fn parse_probe(body: &[u8]) -> Result<Option<Event<'_>>, FieldError> {
-    let close = scan::find_byte(body, b')');
-    if close == body.len() {
-        return Ok(None);
-    }
-    let inside = body.get(1..close).unwrap_or_default();
-    let rest = body.get(close + 1..).unwrap_or_default();
-    let f = probe_fields(rest);
-
-    let (site, caller) = match find_arrow(inside) {
-        Some(p) => {
-            let left = parse_site(inside.get(..p).unwrap_or_default());
-            let right = parse_site(inside.get(p + 4..).unwrap_or_default());
-            match (left, right) {
-                // libtraceevent prints `(func <- ret_ip)` from the format file.
-                (ProbeSite::Address(_), ProbeSite::Address(_)) => (left, Some(right)),
-                // The kernel prints `(ret_ip <- func)`.
-                _ => (right, Some(left)),
-            }
-        }
-        None => (parse_site(inside), None),
-    };
-    let is_ret = caller.is_some();
-    let (kind, by_fields) = match site {
-        ProbeSite::Symbol { func, .. } => {
-            let k = if is_ret {
-                match func {
-                    b"__iommu_map" => Some(ProbeKind::MapReturn),
-                    b"__iommu_unmap" => Some(ProbeKind::UnmapReturn),
-                    _ => None,
-                }
-            } else {
-                kind_for_entry(func, &f)
-            };
-            (k, false)
-        }
-        ProbeSite::Address(_) => (kind_by_fields(is_ret, &f), true),
-    };
-    let Some(kind) = kind else {
-        return Ok(None);
-    };
-    let probe = ProbeInfo { site, caller, by_fields };
-    let ev = match kind {
-        ProbeKind::Map => {
-            const EV: &str = "kprobe __iommu_map";
-            Event::ProbeMap(ProbeMap {
-                probe,
-                domain: number(EV, "domain", f.domain, num::auto_u64)?,
-                dtype: opt_number(EV, "dtype", f.dtype, num::auto_u64)?,
-                iova: number(EV, "iova", f.iova, num::auto_u64)?,
-                paddr: number(EV, "paddr", f.paddr, num::auto_u64)?,
-                size: number(EV, "size", f.size, num::auto_u64)?,
-                prot: match f.prot {
-                    Some(_) => Some(signed(EV, "prot", f.prot)?),
-                    None => None,
-                },
-            })
-        }
-        ProbeKind::Unmap => {
-            const EV: &str = "kprobe __iommu_unmap";
-            Event::ProbeUnmap(ProbeUnmap {
-                probe,
-                domain: number(EV, "domain", f.domain, num::auto_u64)?,
-                dtype: opt_number(EV, "dtype", f.dtype, num::auto_u64)?,
-                iova: number(EV, "iova", f.iova, num::auto_u64)?,
-                size: number(EV, "size", f.size, num::auto_u64)?,
-            })
-        }
-        ProbeKind::Attach | ProbeKind::Detach => {
-            const EV: &str = "kprobe attach/detach";
-            let a = ProbeAttach {
-                probe,
-                domain: number(EV, "domain", f.domain, num::auto_u64)?,
-                dtype: opt_number(EV, "dtype", f.dtype, num::auto_u64)?,
-                dev: req(EV, "dev", f.dev)?,
-            };
-            if kind == ProbeKind::Attach {
-                Event::ProbeAttach(a)
-            } else {
-                Event::ProbeDetach(a)
-            }
-        }
-        ProbeKind::DomainFree => {
-            const EV: &str = "kprobe iommu_domain_free";
-            Event::ProbeDomainFree(ProbeDomainFree {
-                probe,
-                domain: number(EV, "domain", f.domain, num::auto_u64)?,
-                dtype: opt_number(EV, "dtype", f.dtype, num::auto_u64)?,
-            })
-        }
-        ProbeKind::FqFlushTimeout => Event::ProbeFqFlushTimeout(probe),
-        ProbeKind::FqFlushIotlb => Event::ProbeFqFlushIotlb(ProbeFqFlushIotlb {
-            probe,
-            cookie: opt_number("kprobe fq_flush_iotlb", "cookie", f.cookie, num::auto_u64)?,
-        }),
-        ProbeKind::MapReturn => {
-            Event::ProbeMapReturn(ProbeMapReturn { probe, ret: signed("kretprobe __iommu_map", "ret", f.ret)? })
-        }
-        ProbeKind::UnmapReturn => Event::ProbeUnmapReturn(ProbeUnmapReturn {
-            probe,
-            unmapped: number("kretprobe __iommu_unmap", "unmapped", f.unmapped.or(f.ret), num::auto_u64)?,
-        }),
-    };
-    Ok(Some(ev))
+    let Some((kind, event)) = spec(system, name) else { return Ok(None) };
+    let mut g = Got::new(event, kind.fields);
+    g.fill(fields);
+    g.check_required()?;
+    (kind.build)(&g).map(Some)
 }
 
 #[cfg(test)]
 #[path = "event_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "binary_tests.rs"]
+mod binary_tests;

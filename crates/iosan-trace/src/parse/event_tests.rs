@@ -1,6 +1,7 @@
 //! Unit tests of [`super::parse_event`] on real bodies from the captures and
 //! on variants and hostile bodies.
 
+use super::super::text::{fast_flush_range, fast_iommu_map};
 use super::*;
 
 fn ok<'a>(name: &str, body: &'a [u8]) -> Event<'a> {
@@ -307,7 +308,7 @@ fn intel_iommu() {
         start: 0xffff_8000,
         last: 0xffff_8fff,
         addr: 0xffff_8000,
-        pages: 1,
+        pages: Some(1),
         mask: 0,
     };
     assert_eq!(ok("cache_tag_flush_range", body), Event::CacheTagFlushRange(want));
@@ -316,7 +317,7 @@ fn intel_iommu() {
         b"dmar0 dmar0[0] type iotlb did 7 [0xffffe000-0xffffffff] addr 0xffffe000 pages 0x2 mask 0x1",
     );
     assert!(
-        matches!(e, Event::CacheTagFlushRangeNp(f) if f.did == 7 && f.last == 0xffff_ffff && f.pages == 2 && f.mask == 1)
+        matches!(e, Event::CacheTagFlushRangeNp(f) if f.did == 7 && f.last == 0xffff_ffff && f.pages == Some(2) && f.mask == 1)
     );
     assert_eq!(ok("qi_submit", b"iotlb_inv dmar0: 0x500f2 0xffff8040 0x0 0x0"), Event::QiSubmit);
     assert_eq!(ok("prq_report", b"dmar0/0000:00:02.0 seq# 1: whatever"), Event::PrqReport);
@@ -530,6 +531,13 @@ fn fast_paths_agree_with_by_name_parser() {
             false,
         ),
         ("iommu_unmap_ret", b"(__iommu_dma_unmap+0xba/0x2d0 <- __iommu_unmap) unmapped=4096", false),
+        ("iommu_map_ret", b"(iommu_map+0x42/0xd0 <- __iommu_map) ret=0", false),
+        ("iommu_unmap", b"(__iommu_unmap+0x0/0x1d0) domain=0xffff888101f5c0a0 dtype=3 iova=0xffff8000 size=0x1000", false),
+        (
+            "cache_tag_flush_range",
+            b"dmar0 dmar0[0] type iotlb did 2 [0xffffffffb000-0xffffffffbfff] addr 0xffffffffb000 pages 0x1 mask 0x0",
+            false,
+        ),
     ];
     for &(name, body, reorderable) in cases {
         let fast = ok(name, body);

@@ -13,6 +13,39 @@
 //! None of them panics on any input, allocates per line for common events,
 //! or assumes UTF-8.
 //!
+//! **One field mechanism.** Each event kind is described once in
+//! [`kinds`] ([`EventSpec`]: system, names, the kernel's field names with
+//! the keys its text prints, which are required, how each is typed
+//! ([`FieldType`])). One collector holds an event's fields by name; the
+//! text tokenizer fills it with printed tokens, a binary decoder (trace.dat,
+//! perf.data) with decoded values through
+//! [`FieldLookup`](crate::field::FieldLookup) and
+//! [`event::event_from_fields`], and both go through the same builder. The
+//! hot events in the kernel's exact text layout (`mm_page_alloc`/`free`,
+//! `iommu:map`/`unmap`, `dma_map_page`, `dma_unmap_page`,
+//! `cache_tag_flush_range`, the recorder's probes) take measured fast paths
+//! first; a test checks that both paths agree.
+//!
+//! ```
+//! use iosan_trace::field::{FieldLookup, FieldValue};
+//! use iosan_trace::parse::{event_from_fields, Event};
+//! // A binary decoder's view of one `kmem:mm_page_free` record.
+//! struct Rec;
+//! impl<'a> FieldLookup<'a> for Rec {
+//!     fn field(&self, name: &str) -> Option<FieldValue<'a>> {
+//!         match name {
+//!             "pfn" => Some(FieldValue::Unsigned(0x123589)),
+//!             "order" => Some(FieldValue::Unsigned(0)),
+//!             _ => None,
+//!         }
+//!     }
+//! }
+//! match event_from_fields(Some(b"kmem"), b"mm_page_free", &Rec) {
+//!     Ok(Some(Event::PageFree(b))) => assert_eq!((b.pfn, b.order), (0x123589, 0)),
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
+//!
 //! ```
 //! use iosan_trace::parse::{classify_line, parse_event, Event, LineKind, LineReader};
 //! let text = b"  insmod-194 [000] ..... 10.889499: mm_page_free: page=0000000065c2d467 pfn=0x123589 order=0\n";
@@ -29,13 +62,18 @@
 //! }
 //! ```
 
+pub mod collect;
 pub mod event;
 pub mod fields;
+pub mod kinds;
 pub mod line;
 pub mod num;
 pub mod reader;
 mod scan;
+mod text;
 
-pub use event::{parse_event, Event, FieldError, FieldProblem};
+pub use collect::{FieldSpec, FieldType};
+pub use event::{event_from_fields, parse_event, Event, FieldError, FieldProblem};
+pub use kinds::{EventSpec, TextLayout};
 pub use line::{classify_line, EventLine, LineError, LineErrorKind, LineKind};
 pub use reader::{Line, LineReader, Located, Location, ReadError};

@@ -1,0 +1,110 @@
+//! Sources: readers of one capture that produce the [record
+//! stream](crate::record).
+//!
+//! A [`Source`] pushes what it reads into a [`RecordSink`]: decoded events
+//! as [`Record`](crate::record::Record)s, and the out-of-band items
+//! (lost events, skipped input, unknown events, metadata) in the order they
+//! occur. It can be driven two ways:
+//!
+//! * [`Source::run`] reads the whole capture at once, as fast as the
+//!   source can (the text source decodes events straight from its read
+//!   buffer);
+//! * [`Source::peek`] and [`Source::pop`] step one record at a time, for a
+//!   k-way merge of several sources by timestamp
+//!   ([`crate::merge`]): `peek` reads ahead to the next record (handing
+//!   out-of-band items met on the way to the sink) and says when it
+//!   happened; `pop` delivers it. A source holds at most one pending
+//!   record, so a merge's memory is bounded by the number of parts.
+//!
+//! Implementations: [`text::TextSource`] (ftrace text and `trace-cmd
+//! report` text). A binary reader (trace.dat) implements the same trait,
+//! decoding events with
+//! [`event_from_fields`](crate::parse::event::event_from_fields).
+
+pub mod text;
+
+use crate::parse::reader::ReadError;
+use crate::record::RecordSink;
+
+/// Receives progress: bytes read so far.
+pub trait Progress {
+    /// Called every few MB.
+    fn advance(&mut self, bytes: u64);
+}
+
+impl Progress for () {
+    fn advance(&mut self, _: u64) {}
+}
+
+/// A fatal error of a source: the capture cannot be read any further.
+/// Malformed records are not errors; they are reported to the sink
+/// ([`RecordSink::skipped`]) and reading goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Reading the underlying stream failed (I/O, decompression, the
+    /// decompressed-size limit).
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A binary container is unreadable at `offset` (its header, its
+    /// format descriptions, a page header).
+    #[error("byte offset {offset}: {source}")]
+    Container {
+        /// Byte offset of the problem in the file.
+        offset: u64,
+        /// What is wrong, as the source's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// How much of its input a source has read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    /// Lines read (0 for binary sources).
+    pub lines: u64,
+    /// Bytes read (of the decompressed stream).
+    pub bytes: u64,
+}
+
+/// A reader of one capture that produces records.
+pub trait Source {
+    /// The timestamp (ns) of the next record, reading ahead to it. Items
+    /// met on the way (lost events, skipped input, metadata) go to `sink`
+    /// first. `None` at the end of the capture. Calling it again without
+    /// [`Source::pop`] reads nothing more.
+    ///
+    /// # Errors
+    /// [`SourceError`] when the capture cannot be read any further.
+    fn peek(&mut self, sink: &mut dyn RecordSink) -> Result<Option<u64>, SourceError>;
+
+    /// Delivers the record [`Source::peek`] announced (nothing when there
+    /// is none).
+    fn pop(&mut self, sink: &mut dyn RecordSink);
+
+    /// How much has been read so far.
+    fn position(&self) -> Position;
+
+    /// Reads the whole capture into `sink`, reporting progress now and
+    /// then. The default steps through [`Source::peek`] and
+    /// [`Source::pop`]; a source may do it faster.
+    ///
+    /// # Errors
+    /// [`SourceError`] when the capture cannot be read any further; what
+    /// was read before is in the sink.
+    fn run(&mut self, sink: &mut dyn RecordSink, progress: &mut dyn Progress) -> Result<(), SourceError> {
+        let mut next_progress = PROGRESS_STEP;
+        while self.peek(sink)?.is_some() {
+            self.pop(sink);
+            let at = self.position().bytes;
+            if at >= next_progress {
+                progress.advance(at);
+                next_progress = at.saturating_add(PROGRESS_STEP);
+            }
+        }
+        progress.advance(self.position().bytes);
+        Ok(())
+    }
+}
+
+/// How often [`Progress::advance`] is called, in bytes.
+pub(crate) const PROGRESS_STEP: u64 = 4 << 20;

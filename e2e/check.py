@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Check `iosan analyze --format json` findings against iosan_uaf's ground truth.
 
-usage: check.py --mode strict --capture capture.txt --ground-truth dmesg.txt
-                --findings findings.jsonl [--after-cleanup after-cleanup.txt]
+usage: check.py --mode strict|lazy|unknown --capture capture.txt
+                --ground-truth dmesg.txt --findings findings.jsonl
+                [--leg NAME] [--after-cleanup after-cleanup.txt]
+                [--crash-recovery crash-recovery.txt] [--require-good CASE]...
+
+--mode is the IOMMU mode the capture must say it recorded (`unknown`: no
+IOMMU); --leg names the leg in the output (default: the mode).
 
 Ground truth: the test module's printk lines (from dmesg, or from the
 printk:console events in the capture when dmesg is missing):
@@ -18,7 +23,8 @@ Passes when
   * no bug-kind finding covers a GOOD page (pages that a later case or the
     kernel reused for a LEAK are left out);
   * the capture has iosan-record's metadata and lost no events;
-  * `iosan record` cleaned up after itself (when --after-cleanup is given).
+  * `iosan record` cleaned up after itself (when --after-cleanup is given);
+  * every --require-good case logged its correct-pattern pages.
 Bug-kind findings on other pages are listed as "unexplained"; they fail the
 check (iosan promises no false positives) unless E2E_FAIL_ON_UNEXPLAINED=0.
 Exit status: 0 pass, 1 fail.
@@ -129,15 +135,18 @@ def main():
     ap.add_argument("--findings", required=True)
     ap.add_argument("--after-cleanup")
     ap.add_argument("--crash-recovery")
+    ap.add_argument("--leg")
+    ap.add_argument("--require-good", action="append", default=[])
     a = ap.parse_args()
-    mode = a.mode
+    expect_mode = a.mode
+    mode = a.leg or a.mode
     problems = []
 
     meta = read_meta(a.capture)
     if "tool" not in meta:
         problems.append("capture has no '# iosan-meta:' header")
-    if meta.get("iommu_mode") not in (mode, None):
-        problems.append(f"capture says iommu_mode={meta.get('iommu_mode')}, expected {mode}")
+    if meta.get("iommu_mode") not in (expect_mode, None):
+        problems.append(f"capture says iommu_mode={meta.get('iommu_mode')}, expected {expect_mode}")
     if meta.get("lost_events", "0") != "0":
         problems.append(f"the ring buffer lost {meta['lost_events']} events")
     missed = sum(int(v) for k, v in meta.items() if k.endswith(".nmissed") and v.isdigit())
@@ -168,6 +177,9 @@ def main():
         if ("END", ph) not in phases:
             problems.append(f"module phase {ph} did not run to the end (no 'iosan_uaf: END phase={ph}')")
     cases = sorted({e["case"] for e in leaks})
+    for c in a.require_good:
+        if not any(e["case"] == c for e in goods):
+            problems.append(f"correct-pattern case {c} logged no pages (see the module's SKIP line)")
     if len(cases) < MIN_LEAK_CASES:
         problems.append(f"only {len(cases)} use-after-free cases logged pages ({', '.join(cases)})")
 

@@ -49,12 +49,14 @@ if [ -n "$NETIF" ]; then
   mark "phase=net end"
 fi
 
-mark "phase=uaf_good begin"
-insmod /mod/iosan_uaf.ko phase=good && rmmod iosan_uaf
-mark "phase=uaf_good end"
-mark "phase=uaf_bug begin"
-insmod /mod/iosan_uaf.ko phase=bug && rmmod iosan_uaf
-mark "phase=uaf_bug end"
+# The module phases this leg runs (run.sh puts e2e.phases=a,b,.. on the
+# kernel command line; default good,bug).
+PHASES=$(sed -n 's/.*e2e\.phases=\([a-z,]*\).*/\1/p' /proc/cmdline)
+for ph in $(echo "${PHASES:-good,bug}" | tr , ' '); do
+  mark "phase=uaf_$ph begin"
+  insmod /mod/iosan_uaf.ko phase=$ph && rmmod iosan_uaf
+  mark "phase=uaf_$ph end"
+done
 
 io "$NVME" nvme_after 8
 mark "phase=drop_caches begin"

@@ -51,8 +51,12 @@ leg_config() {
     vtd-superpage) IOMMU_ARGS=(-device intel-iommu,intremap=on,caching-mode=on -device edu)
                 CMDLINE="intel_iommu=on iommu.strict=1"; EXPECT_MODE=strict; PHASES=good,bug,superpage
                 CHECK_ARGS=(--require-good superpage);;
-    virtio-iommu) IOMMU_ARGS=(-device virtio-iommu-pci)
-                CMDLINE="iommu.strict=1 e2e.premod=virtio-iommu"; EXPECT_MODE=strict;;
+    # virtio-iommu cannot map a domain before it is attached: the module
+    # attaches its unmanaged domain to the edu device, bound to pci-stub
+    # so that it has an IOMMU at all (init does both)
+    virtio-iommu) IOMMU_ARGS=(-device virtio-iommu-pci -device edu)
+                CMDLINE="iommu.strict=1 e2e.premod=virtio-iommu e2e.stub=1234:11e8 e2e.uafargs=unmanaged_attach=1"
+                EXPECT_MODE=strict;;
     # dma-direct: the DMA address is the physical address; the unmanaged
     # cases find no IOMMU and say SKIP
     no-iommu)   CMDLINE="intel_iommu=off"; EXPECT_MODE=unknown;;

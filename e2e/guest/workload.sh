@@ -51,10 +51,13 @@ fi
 
 # The module phases this leg runs (run.sh puts e2e.phases=a,b,.. on the
 # kernel command line; default good,bug).
+# e2e.uafargs=a=1,b=2 passes more module parameters.
 PHASES=$(sed -n 's/.*e2e\.phases=\([a-z,]*\).*/\1/p' /proc/cmdline)
+UAFARGS=$(sed -n 's/.*e2e\.uafargs=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
 for ph in $(echo "${PHASES:-good,bug}" | tr , ' '); do
   mark "phase=uaf_$ph begin"
-  insmod /mod/iosan_uaf.ko phase=$ph && rmmod iosan_uaf
+  # shellcheck disable=SC2086
+  insmod /mod/iosan_uaf.ko phase=$ph $UAFARGS && rmmod iosan_uaf
   mark "phase=uaf_$ph end"
 done
 

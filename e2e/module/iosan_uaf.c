@@ -112,52 +112,105 @@ free_pages:
 }
 
 /*
- * A paging domain of our own, attached to nothing: map 2 MiB, unmap it in
- * two halves. With bug set, the block is freed between the two unmaps.
+ * A paging domain of our own: map 2 MiB, unmap it in two halves. With bug
+ * set, the block is freed between the two unmaps.
+ *
+ * By default the domain is attached to nothing (VT-d maps and unmaps an
+ * unattached domain). Drivers that cannot map before an attach (virtio-iommu
+ * oopses in viommu_sync_req) need unmanaged_attach=1: the domain is then
+ * attached to the idle device, and the block is mapped as two 1 MiB halves,
+ * because an attached domain may offer 2 MiB pages (VT-d) or refuse to split
+ * one mapping (virtio-iommu), and either way an unmap of one half would
+ * remove both. What is logged as leaked is what the first unmap left.
  */
+static bool unmanaged_attach;
+module_param(unmanaged_attach, bool, 0444);
+MODULE_PARM_DESC(unmanaged_attach, "attach the unmanaged domain to the idle device first");
+
+static struct pci_dev *idle_pci_dev(void)
+{
+	return pci_get_device(idle_vendor, idle_device, NULL);
+}
+
 static void unmanaged_case(struct device *dev, bool bug)
 {
 	const char *name = bug ? "unmanaged-partial" : "unmanaged";
+	struct pci_dev *idle = NULL;
+	struct device *owner = NULL;	/* the device the domain is attached to */
 	struct iommu_domain *dom;
 	struct page *block;
 	phys_addr_t phys;
 	size_t half = SZ_1M, gone;
 	int ret;
 
+	if (unmanaged_attach) {
+		idle = idle_pci_dev();
+		if (!idle) {
+			pr_info("iosan_uaf: SKIP case=%s no idle device %04x:%04x\n",
+				name, idle_vendor, idle_device);
+			return;
+		}
+		dev = &idle->dev;
+	}
 	dom = iommu_paging_domain_alloc(dev);
 	if (IS_ERR_OR_NULL(dom)) {
 		pr_info("iosan_uaf: SKIP case=%s no paging domain (%ld)\n",
 			name, PTR_ERR(dom));
-		return;
+		goto out_dev;
+	}
+	if (idle) {
+		ret = iommu_attach_device(dom, dev);
+		if (ret) {
+			pr_info("iosan_uaf: SKIP case=%s attach failed (%d)\n", name, ret);
+			goto out_domain;
+		}
+		owner = dev;
 	}
 	block = alloc_pages(GFP_KERNEL, ISLAND_ORDER);
 	if (!block)
-		goto out_domain;
+		goto out_detach;
 	phys = page_to_phys(block);
-	ret = iommu_map(dom, ISLAND_IOVA, phys, SZ_2M,
-			IOMMU_READ | IOMMU_WRITE, GFP_KERNEL);
+	if (owner) {
+		ret = iommu_map(dom, ISLAND_IOVA, phys, half, IOMMU_READ | IOMMU_WRITE, GFP_KERNEL);
+		if (!ret) {
+			ret = iommu_map(dom, ISLAND_IOVA + half, phys + half, half,
+					IOMMU_READ | IOMMU_WRITE, GFP_KERNEL);
+			if (ret)
+				iommu_unmap(dom, ISLAND_IOVA, half);
+		}
+	} else {
+		ret = iommu_map(dom, ISLAND_IOVA, phys, SZ_2M,
+				IOMMU_READ | IOMMU_WRITE, GFP_KERNEL);
+	}
 	if (ret) {
 		pr_info("iosan_uaf: SKIP case=%s iommu_map failed (%d)\n", name, ret);
 		__free_pages(block, ISLAND_ORDER);
-		goto out_domain;
+		goto out_detach;
 	}
 	gone = iommu_unmap(dom, ISLAND_IOVA, half);
-	if (bug) {
-		/* The upper half is still mapped when the whole block goes back. */
+	if (bug && gone < SZ_2M) {
+		/* What the first unmap left is still mapped when the block goes back. */
 		__free_pages(block, ISLAND_ORDER);
-		report("LEAK", name, NULL, page_to_pfn(block) + (half >> PAGE_SHIFT),
-		       half >> PAGE_SHIFT, ISLAND_IOVA + half);
+		report("LEAK", name, owner, page_to_pfn(block) + (gone >> PAGE_SHIFT),
+		       (SZ_2M - gone) >> PAGE_SHIFT, ISLAND_IOVA + gone);
 		msleep(window_ms);
-		gone += iommu_unmap(dom, ISLAND_IOVA + half, half);
+		gone += iommu_unmap(dom, ISLAND_IOVA + gone, SZ_2M - gone);
 	} else {
-		gone += iommu_unmap(dom, ISLAND_IOVA + half, half);
+		if (gone < SZ_2M)
+			gone += iommu_unmap(dom, ISLAND_IOVA + gone, SZ_2M - gone);
 		__free_pages(block, ISLAND_ORDER);
-		report("GOOD", name, NULL, page_to_pfn(block), 1UL << ISLAND_ORDER,
+		report("GOOD", name, owner, page_to_pfn(block), 1UL << ISLAND_ORDER,
 		       ISLAND_IOVA);
 	}
 	pr_info("iosan_uaf: NOTE case=%s unmapped=%zu of %u\n", name, gone, SZ_2M);
+out_detach:
+	if (owner)
+		iommu_detach_device(dom, owner);
 out_domain:
 	iommu_domain_free(dom);
+out_dev:
+	if (idle)
+		pci_dev_put(idle);
 }
 
 static void good_cases(struct device *dev)
@@ -299,7 +352,7 @@ static void superpage_case(void)
 	size_t gone, rest = 0;
 	int ret;
 
-	pdev = pci_get_device(idle_vendor, idle_device, NULL);
+	pdev = idle_pci_dev();
 	if (!pdev) {
 		pr_info("iosan_uaf: SKIP case=superpage no idle device %04x:%04x\n",
 			idle_vendor, idle_device);

@@ -61,7 +61,7 @@ leg_config() {
     # cases find no IOMMU and say SKIP
     no-iommu)   CMDLINE="intel_iommu=off"; EXPECT_MODE=unknown;;
     amd-iommu)  IOMMU_ARGS=(-device amd-iommu)
-                CMDLINE="amd_iommu=on iommu.strict=1"; EXPECT_MODE=strict;;
+                CMDLINE="iommu.strict=1"; EXPECT_MODE=strict;;
     arm64-strict) ARCH=arm64; FLAV=arm64; CMDLINE="iommu.strict=1"; EXPECT_MODE=strict;;
     arm64-lazy) ARCH=arm64; FLAV=arm64; CMDLINE="iommu.strict=0"; EXPECT_MODE=lazy;;
     arm64-16k-strict) ARCH=arm64; FLAV=arm64-16k; CMDLINE="iommu.strict=1"; EXPECT_MODE=strict;;

@@ -50,7 +50,8 @@ echo "$KPROBES" | while read -r def; do
   if ! grep -q " $f\$" /proc/kallsyms; then say "kprobe skipped: $f not in kallsyms"; continue; fi
   echo "$def" >> $T/kprobe_events || say "kprobe FAILED: $def"
 done
-KNAMES=$(grep '^[pr]:iosan/' $T/kprobe_events | sed 's#^[pr]:iosan/\([^ ]*\) .*#\1#' | tr '\n' ' ')
+# (kprobe_events lists a return probe as r<maxactive>:group/name)
+KNAMES=$(grep -E '^[pr][0-9]*:iosan/' $T/kprobe_events | sed -E 's#^[pr][0-9]*:iosan/([^ ]*) .*#\1#' | tr '\n' ' ')
 mkdir $I || { say "instance $I exists already"; exit 2; }
 echo 0 > $I/tracing_on
 BUFKB=${RECORD_BUFFER_KB:-65536}
@@ -82,7 +83,7 @@ echo 0 > $I/tracing_on
 END=$(date +%s)
 
 # ---- collect: the metadata `iosan record` writes, then the trace
-meta() { printf '# iosan-meta: %s=%s\n' "$1" "$(echo "$2" | tr '\n\t' '  ')"; }
+meta() { printf '# iosan-meta: %s=%s\n' "$1" "$(printf '%s' "$2" | tr '\n\t' '  ')"; }
 groups_mode() {
   s=0; l=0
   for g in /sys/kernel/iommu_groups/*; do

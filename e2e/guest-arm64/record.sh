@@ -100,6 +100,8 @@ LOST=0
   meta iommu_mode "$(groups_mode)"
   meta iommu_mode_source iommu-group-types
   meta cpus "$(grep -c ^processor /proc/cpuinfo)"
+  # not written by iosan record: the analyzer takes the page size from --page-size
+  meta page_size "$(($(sed -n 's/^KernelPageSize: *\([0-9]*\) kB/\1/p' /proc/self/smaps | head -1) * 1024))"
   meta mem_total_kb "$(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo)"
   meta buffer_size_kb "$(cat $I/buffer_size_kb)"
   [ -n "$CLOCK" ] && meta trace_clock "$CLOCK"
@@ -135,6 +137,7 @@ if [ -n "$DAT" ] && command -v trace-cmd >/dev/null 2>&1; then
 fi
 
 # ---- clean up: the instance first (that disables its kprobes), then the kprobes
-rmdir $I || say "could not remove $I"
+# (trace-cmd extract -B removes the instance itself when it is done)
+[ ! -d $I ] || rmdir $I || say "could not remove $I"
 for k in $KNAMES; do echo "-:iosan/$k" >> $T/kprobe_events || say "could not delete kprobe $k"; done
 exit $RC

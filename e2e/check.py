@@ -5,6 +5,7 @@ usage: check.py --mode strict|lazy|unknown --capture capture.txt
                 --ground-truth dmesg.txt --findings findings.jsonl
                 [--leg NAME] [--after-cleanup after-cleanup.txt]
                 [--crash-recovery crash-recovery.txt] [--require-good CASE]...
+                [--phases good,bug] [--min-leak-cases N]
 
 --mode is the IOMMU mode the capture must say it recorded (`unknown`: no
 IOMMU); --leg names the leg in the output (default: the mode).
@@ -16,7 +17,8 @@ printk:console events in the capture when dmesg is missing):
     iosan_uaf: GOOD case=<name> dev=<bdf|none> pfn=0x<hex> npages=<n> dma=0x<hex>
 
 Passes when
-  * both module phases ran and at least MIN_LEAK_CASES bug cases logged pages;
+  * the module phases (--phases, default good,bug) ran, and at least
+    --min-leak-cases (default MIN_LEAK_CASES) bug cases logged pages;
   * every LEAK page is covered by a freed-while-mapped or
     allocated-while-mapped finding whose device is the logged one
     (dev=none: a domain attached to no device, so device null);
@@ -137,6 +139,8 @@ def main():
     ap.add_argument("--crash-recovery")
     ap.add_argument("--leg")
     ap.add_argument("--require-good", action="append", default=[])
+    ap.add_argument("--phases", default="good,bug", help="module phases that must have run")
+    ap.add_argument("--min-leak-cases", type=int, default=MIN_LEAK_CASES)
     a = ap.parse_args()
     expect_mode = a.mode
     mode = a.leg or a.mode
@@ -173,14 +177,14 @@ def main():
     leaks, goods, phases, notes, src = read_truth([a.ground_truth, a.capture])
     for n in notes:
         print(f"{mode}: module said: {n}")
-    for ph in ("good", "bug"):
+    for ph in a.phases.split(","):
         if ("END", ph) not in phases:
             problems.append(f"module phase {ph} did not run to the end (no 'iosan_uaf: END phase={ph}')")
     cases = sorted({e["case"] for e in leaks})
     for c in a.require_good:
         if not any(e["case"] == c for e in goods):
             problems.append(f"correct-pattern case {c} logged no pages (see the module's SKIP line)")
-    if len(cases) < MIN_LEAK_CASES:
+    if len(cases) < a.min_leak_cases:
         problems.append(f"only {len(cases)} use-after-free cases logged pages ({', '.join(cases)})")
 
     findings, summary, bad = read_findings(a.findings)

@@ -34,6 +34,7 @@ Exit status: 0 pass, 1 fail.
 
 import argparse
 import json
+import lzma
 import os
 import re
 import sys
@@ -57,13 +58,20 @@ PHASE = re.compile(r"iosan_uaf: (BEGIN|END) phase=(\w+)")
 BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
+def open_text(path):
+    """A text file, or an xz-compressed one (the fixtures)."""
+    if path.endswith(".xz"):
+        return lzma.open(path, "rt", errors="replace")
+    return open(path, errors="replace")
+
+
 def read_truth(paths):
     """(leak entries, good entries, phases seen, other iosan_uaf lines)."""
     for path in paths:
         if not path or not os.path.exists(path):
             continue
         leaks, goods, phases, notes = [], [], set(), []
-        with open(path, errors="replace") as f:
+        with open_text(path) as f:
             for line in f:
                 m = TRUTH.search(line)
                 if m:
@@ -119,7 +127,7 @@ def read_findings(path):
 
 def read_meta(path):
     meta = {}
-    with open(path, errors="replace") as f:
+    with open_text(path) as f:
         for line in f:
             if not line.startswith("#"):
                 break

@@ -24,7 +24,7 @@ for leg in "$@"; do
     echo "# kernel: $(sed -n 's/^# iosan-meta: kernel=//p' "$d/out/capture.txt" | head -1)"
     ps=$(sed -n 's/^# iosan-meta: page_size=//p' "$d/out/capture.txt" | head -1)
     echo "# page size: ${ps:-4096}"
-    echo "# qemu: $(cat "$d/qemu-cmdline.txt")"
+    echo "# qemu: $(sed "s#$E2E/work#e2e/work#g" "$d/qemu-cmdline.txt")"
     echo "# LEAK: freed or reallocated while still mapped (must be reported, against dev; dev=none: a domain attached to no device)"
     echo "# GOOD: correct pattern (must not be reported)"
     grep -o 'iosan_uaf: \(LEAK\|GOOD\|NOTE\|SKIP\|BEGIN\|END\|ERROR\).*' "$d/out/dmesg.txt"

@@ -61,7 +61,7 @@ boot() { # leg -> results in $W/run-$leg
   if [ "$ARCH" = x86 ]; then
     cmdline="console=ttyS0 $CMDLINE $tail"
     q=(qemu-system-x86_64
-      -machine q35 -accel tcg,thread=${E2E_TCG_THREAD:-single},tb-size=512 -cpu max -smp 2 -m 3072
+      -machine q35 -accel "tcg,thread=${E2E_TCG_THREAD:-single},tb-size=512" -cpu max -smp 2 -m 3072
       "${IOMMU_ARGS[@]}"
       -kernel "$W/vmlinux" -initrd "$W/initramfs.cpio.gz" -append "$cmdline")
   else
@@ -70,7 +70,7 @@ boot() { # leg -> results in $W/run-$leg
     cmdline="console=ttyAMA0 $CMDLINE $tail"
     q=(qemu-system-aarch64
       -machine virt,iommu=smmuv3,gic-version=3 -cpu max,pauth-impdef=on -smp 2 -m 3072
-      -accel tcg,thread=${E2E_TCG_THREAD_ARM64:-multi},tb-size=512
+      -accel "tcg,thread=${E2E_TCG_THREAD_ARM64:-multi},tb-size=512"
       -kernel "$W/$FLAV/Image" -initrd "$W/$FLAV/initramfs.cpio.gz" -append "$cmdline")
   fi
   q+=(-display none -monitor none -serial stdio -no-reboot "${devs[@]}")
@@ -98,7 +98,7 @@ for leg in $LEGS; do
   elif [ $rc != 0 ]; then
     echo "e2e: $leg: FAIL: setup $kind exited $rc"; RESULT[$leg]=fail; fail=1; WALL[$leg]=$((SECONDS - lt)); continue
   fi
-  qemu=qemu-system-x86_64; [ "$ARCH" = arm64 ] && qemu=qemu-system-aarch64
+  qemu="qemu-system-x86_64"; [ "$ARCH" = arm64 ] && qemu="qemu-system-aarch64"
   if ! command -v $qemu >/dev/null; then
     echo "e2e: $leg: SKIP: $qemu not installed"; RESULT[$leg]=skip; WALL[$leg]=0; continue
   fi

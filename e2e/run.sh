@@ -3,7 +3,7 @@
 #
 # usage: e2e/run.sh [LEG...]          (default: both)
 #   legs:    vtd-strict vtd-lazy vtd-superpage virtio-iommu no-iommu amd-iommu
-#            arm64-strict arm64-lazy arm64-16k-strict
+#            arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy
 #   groups:  both = vtd-strict vtd-lazy (also: strict, lazy = one of them)
 #            ci   = the legs whose check passes with today's analyzer
 #            all  = every leg

@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
 """Check `iosan analyze --format json` findings against iosan_uaf's ground truth.
 
-usage: check.py --mode strict --capture capture.txt --ground-truth dmesg.txt
-                --findings findings.jsonl [--after-cleanup after-cleanup.txt]
+usage: check.py --mode strict|lazy|unknown --capture capture.txt
+                --ground-truth dmesg.txt --findings findings.jsonl
+                [--leg NAME] [--after-cleanup after-cleanup.txt]
+                [--crash-recovery crash-recovery.txt] [--require-good CASE]...
+                [--phases good,bug] [--min-leak-cases N]
+
+--mode is the IOMMU mode the capture must say it recorded (`unknown`: no
+IOMMU); --leg names the leg in the output (default: the mode).
 
 Ground truth: the test module's printk lines (from dmesg, or from the
 printk:console events in the capture when dmesg is missing):
@@ -11,14 +17,16 @@ printk:console events in the capture when dmesg is missing):
     iosan_uaf: GOOD case=<name> dev=<bdf|none> pfn=0x<hex> npages=<n> dma=0x<hex>
 
 Passes when
-  * both module phases ran and at least MIN_LEAK_CASES bug cases logged pages;
+  * the module phases (--phases, default good,bug) ran, and at least
+    --min-leak-cases (default MIN_LEAK_CASES) bug cases logged pages;
   * every LEAK page is covered by a freed-while-mapped or
     allocated-while-mapped finding whose device is the logged one
     (dev=none: a domain attached to no device, so device null);
   * no bug-kind finding covers a GOOD page (pages that a later case or the
     kernel reused for a LEAK are left out);
   * the capture has iosan-record's metadata and lost no events;
-  * `iosan record` cleaned up after itself (when --after-cleanup is given).
+  * `iosan record` cleaned up after itself (when --after-cleanup is given);
+  * every --require-good case logged its correct-pattern pages.
 Bug-kind findings on other pages are listed as "unexplained"; they fail the
 check (iosan promises no false positives) unless E2E_FAIL_ON_UNEXPLAINED=0.
 Exit status: 0 pass, 1 fail.
@@ -26,6 +34,7 @@ Exit status: 0 pass, 1 fail.
 
 import argparse
 import json
+import lzma
 import os
 import re
 import sys
@@ -49,13 +58,20 @@ PHASE = re.compile(r"iosan_uaf: (BEGIN|END) phase=(\w+)")
 BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
+def open_text(path):
+    """A text file, or an xz-compressed one (the fixtures)."""
+    if path.endswith(".xz"):
+        return lzma.open(path, "rt", errors="replace")
+    return open(path, errors="replace")
+
+
 def read_truth(paths):
     """(leak entries, good entries, phases seen, other iosan_uaf lines)."""
     for path in paths:
         if not path or not os.path.exists(path):
             continue
         leaks, goods, phases, notes = [], [], set(), []
-        with open(path, errors="replace") as f:
+        with open_text(path) as f:
             for line in f:
                 m = TRUTH.search(line)
                 if m:
@@ -111,7 +127,7 @@ def read_findings(path):
 
 def read_meta(path):
     meta = {}
-    with open(path, errors="replace") as f:
+    with open_text(path) as f:
         for line in f:
             if not line.startswith("#"):
                 break
@@ -129,15 +145,20 @@ def main():
     ap.add_argument("--findings", required=True)
     ap.add_argument("--after-cleanup")
     ap.add_argument("--crash-recovery")
+    ap.add_argument("--leg")
+    ap.add_argument("--require-good", action="append", default=[])
+    ap.add_argument("--phases", default="good,bug", help="module phases that must have run")
+    ap.add_argument("--min-leak-cases", type=int, default=MIN_LEAK_CASES)
     a = ap.parse_args()
-    mode = a.mode
+    expect_mode = a.mode
+    mode = a.leg or a.mode
     problems = []
 
     meta = read_meta(a.capture)
     if "tool" not in meta:
         problems.append("capture has no '# iosan-meta:' header")
-    if meta.get("iommu_mode") not in (mode, None):
-        problems.append(f"capture says iommu_mode={meta.get('iommu_mode')}, expected {mode}")
+    if meta.get("iommu_mode") not in (expect_mode, None):
+        problems.append(f"capture says iommu_mode={meta.get('iommu_mode')}, expected {expect_mode}")
     if meta.get("lost_events", "0") != "0":
         problems.append(f"the ring buffer lost {meta['lost_events']} events")
     missed = sum(int(v) for k, v in meta.items() if k.endswith(".nmissed") and v.isdigit())
@@ -164,11 +185,14 @@ def main():
     leaks, goods, phases, notes, src = read_truth([a.ground_truth, a.capture])
     for n in notes:
         print(f"{mode}: module said: {n}")
-    for ph in ("good", "bug"):
+    for ph in a.phases.split(","):
         if ("END", ph) not in phases:
             problems.append(f"module phase {ph} did not run to the end (no 'iosan_uaf: END phase={ph}')")
     cases = sorted({e["case"] for e in leaks})
-    if len(cases) < MIN_LEAK_CASES:
+    for c in a.require_good:
+        if not any(e["case"] == c for e in goods):
+            problems.append(f"correct-pattern case {c} logged no pages (see the module's SKIP line)")
+    if len(cases) < a.min_leak_cases:
         problems.append(f"only {len(cases)} use-after-free cases logged pages ({', '.join(cases)})")
 
     findings, summary, bad = read_findings(a.findings)

@@ -138,10 +138,11 @@ BB=$ROOT/bin/busybox
 cp "$BB" "$IR/bin/busybox"
 for a in $("$BB" --list); do [ "$a" = busybox ] || ln -sf busybox "$IR/bin/$a"; done
 MD=$ROOT/lib/modules/$KVER/kernel
-# drivers the workload loads, dependencies first
+# drivers the workload loads, dependencies first (virtio-iommu and pci-stub:
+# guest/init loads them before recording in the virtio-iommu leg)
 for m in net/core/failover drivers/net/net_failover drivers/net/virtio_net drivers/block/virtio_blk \
          drivers/nvme/common/nvme-keyring drivers/nvme/common/nvme-auth drivers/nvme/host/nvme-core \
-         drivers/nvme/host/nvme; do
+         drivers/nvme/host/nvme drivers/iommu/virtio-iommu drivers/pci/pci-stub; do
   f=$(ls "$MD/$m.ko"* 2>/dev/null | head -1 || true)
   [ -n "$f" ] || { echo "e2e-setup: module $m not in the kernel package" >&2; exit 1; }
   case "$f" in

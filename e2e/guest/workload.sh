@@ -49,12 +49,17 @@ if [ -n "$NETIF" ]; then
   mark "phase=net end"
 fi
 
-mark "phase=uaf_good begin"
-insmod /mod/iosan_uaf.ko phase=good && rmmod iosan_uaf
-mark "phase=uaf_good end"
-mark "phase=uaf_bug begin"
-insmod /mod/iosan_uaf.ko phase=bug && rmmod iosan_uaf
-mark "phase=uaf_bug end"
+# The module phases this leg runs (run.sh puts e2e.phases=a,b,.. on the
+# kernel command line; default good,bug).
+# e2e.uafargs=a=1,b=2 passes more module parameters.
+PHASES=$(sed -n 's/.*e2e\.phases=\([a-z,]*\).*/\1/p' /proc/cmdline)
+UAFARGS=$(sed -n 's/.*e2e\.uafargs=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
+for ph in $(echo "${PHASES:-good,bug}" | tr , ' '); do
+  mark "phase=uaf_$ph begin"
+  # shellcheck disable=SC2086
+  insmod /mod/iosan_uaf.ko phase=$ph $UAFARGS && rmmod iosan_uaf
+  mark "phase=uaf_$ph end"
+done
 
 io "$NVME" nvme_after 8
 mark "phase=drop_caches begin"

@@ -9,6 +9,13 @@
  *
  *   insmod iosan_uaf.ko phase=good   DMA done right: map, unmap, then free
  *   insmod iosan_uaf.ko phase=bug    DMA use-after-free, five ways
+ *   insmod iosan_uaf.ko phase=superpage [idle_vendor=.. idle_device=..]
+ *                       correct, but hard to replay: an unmanaged domain on an
+ *                       idle PCI device, a 2 MiB superpage, a 4 KiB unmap that
+ *                       the driver widens to the whole superpage
+ *
+ * The sizes are in bytes where the DMA API takes bytes, so the same source
+ * builds for 4 KiB and 16 KiB page kernels (x86-64 and arm64).
  *
  * Every page that matters is logged on one line a script can parse:
  *
@@ -39,9 +46,17 @@ static unsigned int window_ms = 20;
 module_param(window_ms, uint, 0444);
 MODULE_PARM_DESC(window_ms, "milliseconds between the early free and the late unmap");
 
+/* The idle device of phase=superpage: QEMU's "edu" device has no driver. */
+static unsigned int idle_vendor = 0x1234;
+module_param(idle_vendor, uint, 0444);
+static unsigned int idle_device = 0x11e8;
+module_param(idle_device, uint, 0444);
+
 #define SG_PAGES 4
 #define ISLAND_IOVA 0x40000000UL	/* unmanaged domain: 1 GiB, 2 MiB aligned */
-#define ISLAND_ORDER 9			/* 2 MiB */
+#define ISLAND_ORDER ((unsigned int)get_order(SZ_2M))	/* 9 with 4 KiB pages, 7 with 16 KiB */
+#define COHERENT_GOOD_BYTES (4 * PAGE_SIZE)
+#define COHERENT_BUG_ORDER 1		/* two pages */
 
 static void report(const char *verdict, const char *name, struct device *dev,
 		   unsigned long pfn, unsigned long npages, u64 dma)
@@ -97,52 +112,105 @@ free_pages:
 }
 
 /*
- * A paging domain of our own, attached to nothing: map 2 MiB, unmap it in
- * two halves. With bug set, the block is freed between the two unmaps.
+ * A paging domain of our own: map 2 MiB, unmap it in two halves. With bug
+ * set, the block is freed between the two unmaps.
+ *
+ * By default the domain is attached to nothing (VT-d maps and unmaps an
+ * unattached domain). Drivers that cannot map before an attach (virtio-iommu
+ * oopses in viommu_sync_req) need unmanaged_attach=1: the domain is then
+ * attached to the idle device, and the block is mapped as two 1 MiB halves,
+ * because an attached domain may offer 2 MiB pages (VT-d) or refuse to split
+ * one mapping (virtio-iommu), and either way an unmap of one half would
+ * remove both. What is logged as leaked is what the first unmap left.
  */
+static bool unmanaged_attach;
+module_param(unmanaged_attach, bool, 0444);
+MODULE_PARM_DESC(unmanaged_attach, "attach the unmanaged domain to the idle device first");
+
+static struct pci_dev *idle_pci_dev(void)
+{
+	return pci_get_device(idle_vendor, idle_device, NULL);
+}
+
 static void unmanaged_case(struct device *dev, bool bug)
 {
 	const char *name = bug ? "unmanaged-partial" : "unmanaged";
+	struct pci_dev *idle = NULL;
+	struct device *owner = NULL;	/* the device the domain is attached to */
 	struct iommu_domain *dom;
 	struct page *block;
 	phys_addr_t phys;
 	size_t half = SZ_1M, gone;
 	int ret;
 
+	if (unmanaged_attach) {
+		idle = idle_pci_dev();
+		if (!idle) {
+			pr_info("iosan_uaf: SKIP case=%s no idle device %04x:%04x\n",
+				name, idle_vendor, idle_device);
+			return;
+		}
+		dev = &idle->dev;
+	}
 	dom = iommu_paging_domain_alloc(dev);
 	if (IS_ERR_OR_NULL(dom)) {
 		pr_info("iosan_uaf: SKIP case=%s no paging domain (%ld)\n",
 			name, PTR_ERR(dom));
-		return;
+		goto out_dev;
+	}
+	if (idle) {
+		ret = iommu_attach_device(dom, dev);
+		if (ret) {
+			pr_info("iosan_uaf: SKIP case=%s attach failed (%d)\n", name, ret);
+			goto out_domain;
+		}
+		owner = dev;
 	}
 	block = alloc_pages(GFP_KERNEL, ISLAND_ORDER);
 	if (!block)
-		goto out_domain;
+		goto out_detach;
 	phys = page_to_phys(block);
-	ret = iommu_map(dom, ISLAND_IOVA, phys, SZ_2M,
-			IOMMU_READ | IOMMU_WRITE, GFP_KERNEL);
+	if (owner) {
+		ret = iommu_map(dom, ISLAND_IOVA, phys, half, IOMMU_READ | IOMMU_WRITE, GFP_KERNEL);
+		if (!ret) {
+			ret = iommu_map(dom, ISLAND_IOVA + half, phys + half, half,
+					IOMMU_READ | IOMMU_WRITE, GFP_KERNEL);
+			if (ret)
+				iommu_unmap(dom, ISLAND_IOVA, half);
+		}
+	} else {
+		ret = iommu_map(dom, ISLAND_IOVA, phys, SZ_2M,
+				IOMMU_READ | IOMMU_WRITE, GFP_KERNEL);
+	}
 	if (ret) {
 		pr_info("iosan_uaf: SKIP case=%s iommu_map failed (%d)\n", name, ret);
 		__free_pages(block, ISLAND_ORDER);
-		goto out_domain;
+		goto out_detach;
 	}
 	gone = iommu_unmap(dom, ISLAND_IOVA, half);
-	if (bug) {
-		/* The upper half is still mapped when the whole block goes back. */
+	if (bug && gone < SZ_2M) {
+		/* What the first unmap left is still mapped when the block goes back. */
 		__free_pages(block, ISLAND_ORDER);
-		report("LEAK", name, NULL, page_to_pfn(block) + (half >> PAGE_SHIFT),
-		       half >> PAGE_SHIFT, ISLAND_IOVA + half);
+		report("LEAK", name, owner, page_to_pfn(block) + (gone >> PAGE_SHIFT),
+		       (SZ_2M - gone) >> PAGE_SHIFT, ISLAND_IOVA + gone);
 		msleep(window_ms);
-		gone += iommu_unmap(dom, ISLAND_IOVA + half, half);
+		gone += iommu_unmap(dom, ISLAND_IOVA + gone, SZ_2M - gone);
 	} else {
-		gone += iommu_unmap(dom, ISLAND_IOVA + half, half);
+		if (gone < SZ_2M)
+			gone += iommu_unmap(dom, ISLAND_IOVA + gone, SZ_2M - gone);
 		__free_pages(block, ISLAND_ORDER);
-		report("GOOD", name, NULL, page_to_pfn(block), 1UL << ISLAND_ORDER,
+		report("GOOD", name, owner, page_to_pfn(block), 1UL << ISLAND_ORDER,
 		       ISLAND_IOVA);
 	}
 	pr_info("iosan_uaf: NOTE case=%s unmapped=%zu of %u\n", name, gone, SZ_2M);
+out_detach:
+	if (owner)
+		iommu_detach_device(dom, owner);
 out_domain:
 	iommu_domain_free(dom);
+out_dev:
+	if (idle)
+		pci_dev_put(idle);
 }
 
 static void good_cases(struct device *dev)
@@ -179,13 +247,13 @@ static void good_cases(struct device *dev)
 	}
 
 	/* coherent: allocated and released through the DMA API */
-	cpu = dma_alloc_coherent(dev, SZ_16K, &dma, GFP_KERNEL);
+	cpu = dma_alloc_coherent(dev, COHERENT_GOOD_BYTES, &dma, GFP_KERNEL);
 	if (cpu) {
 		/* A blocking allocation may be vmapped: name the pfn only if linear. */
 		if (virt_addr_valid(cpu))
 			report("GOOD", "coherent", dev, page_to_pfn(virt_to_page(cpu)),
-			       SZ_16K >> PAGE_SHIFT, dma);
-		dma_free_coherent(dev, SZ_16K, cpu, dma);
+			       COHERENT_GOOD_BYTES >> PAGE_SHIFT, dma);
+		dma_free_coherent(dev, COHERENT_GOOD_BYTES, cpu, dma);
 	}
 
 	unmanaged_case(dev, false);
@@ -252,17 +320,86 @@ static void bug_cases(struct device *dev)
 	 * contiguous and linearly mapped; give its pages back to the page
 	 * allocator directly and never call dma_free_coherent.
 	 */
-	cpu = dma_alloc_coherent(dev, SZ_8K, &dma, GFP_ATOMIC);
+	cpu = dma_alloc_coherent(dev, PAGE_SIZE << COHERENT_BUG_ORDER, &dma, GFP_ATOMIC);
 	if (cpu && virt_addr_valid(cpu)) {
 		pg = virt_to_page(cpu);
-		__free_pages(pg, 1);
-		report("LEAK", "coherent-behind-api", dev, page_to_pfn(pg), 2, dma);
+		__free_pages(pg, COHERENT_BUG_ORDER);
+		report("LEAK", "coherent-behind-api", dev, page_to_pfn(pg),
+		       1UL << COHERENT_BUG_ORDER, dma);
 	} else if (cpu) {
 		pr_info("iosan_uaf: SKIP case=coherent-behind-api buffer is not linear\n");
-		dma_free_coherent(dev, SZ_8K, cpu, dma);
+		dma_free_coherent(dev, PAGE_SIZE << COHERENT_BUG_ORDER, cpu, dma);
 	}
 
 	unmanaged_case(dev, true);
+}
+
+/*
+ * superpage: a correct pattern. An unmanaged domain attached to an idle
+ * device, so that the driver offers 2 MiB pages (VT-d sets its page sizes
+ * from the IOMMU it is attached to); a 2 MiB-aligned block mapped as one
+ * superpage; an unmap of its first 4 KiB, which removes the whole
+ * superpage (the kernel's unmap may remove more than asked and says so in
+ * its return value); then the block is freed with nothing mapped. Nothing
+ * may be reported here.
+ */
+static void superpage_case(void)
+{
+	struct pci_dev *pdev;
+	struct iommu_domain *dom;
+	struct device *dev;
+	struct page *block;
+	size_t gone, rest = 0;
+	int ret;
+
+	pdev = idle_pci_dev();
+	if (!pdev) {
+		pr_info("iosan_uaf: SKIP case=superpage no idle device %04x:%04x\n",
+			idle_vendor, idle_device);
+		return;
+	}
+	dev = &pdev->dev;
+	pr_info("iosan_uaf: NOTE case=superpage idle dev=%s driver=%s\n", dev_name(dev),
+		dev->driver ? dev->driver->name : "none");
+	dom = iommu_paging_domain_alloc(dev);
+	if (IS_ERR_OR_NULL(dom)) {
+		pr_info("iosan_uaf: SKIP case=superpage no paging domain (%ld)\n", PTR_ERR(dom));
+		goto out_dev;
+	}
+	ret = iommu_attach_device(dom, dev);
+	if (ret) {
+		pr_info("iosan_uaf: SKIP case=superpage attach failed (%d)\n", ret);
+		goto out_domain;
+	}
+	pr_info("iosan_uaf: NOTE case=superpage pgsize_bitmap=0x%lx\n", dom->pgsize_bitmap);
+	if (!(dom->pgsize_bitmap & SZ_2M)) {
+		pr_info("iosan_uaf: SKIP case=superpage the domain offers no 2 MiB pages\n");
+		goto out_detach;
+	}
+	block = alloc_pages(GFP_KERNEL, ISLAND_ORDER);
+	if (!block)
+		goto out_detach;
+	ret = iommu_map(dom, ISLAND_IOVA, page_to_phys(block), SZ_2M,
+			IOMMU_READ | IOMMU_WRITE, GFP_KERNEL);
+	if (ret) {
+		pr_info("iosan_uaf: SKIP case=superpage iommu_map failed (%d)\n", ret);
+		__free_pages(block, ISLAND_ORDER);
+		goto out_detach;
+	}
+	gone = iommu_unmap(dom, ISLAND_IOVA, SZ_4K);
+	/* Only if the driver removed less than the superpage is the rest still mapped. */
+	if (gone < SZ_2M)
+		rest = iommu_unmap(dom, ISLAND_IOVA + gone, SZ_2M - gone);
+	pr_info("iosan_uaf: NOTE case=superpage unmap size=%u unmapped=%zu then %zu\n",
+		SZ_4K, gone, rest);
+	__free_pages(block, ISLAND_ORDER);
+	report("GOOD", "superpage", dev, page_to_pfn(block), 1UL << ISLAND_ORDER, ISLAND_IOVA);
+out_detach:
+	iommu_detach_device(dom, dev);
+out_domain:
+	iommu_domain_free(dom);
+out_dev:
+	pci_dev_put(pdev);
 }
 
 static int __init iosan_uaf_init(void)
@@ -283,6 +420,8 @@ static int __init iosan_uaf_init(void)
 		good_cases(dev);
 	else if (!strcmp(phase, "bug"))
 		bug_cases(dev);
+	else if (!strcmp(phase, "superpage"))
+		superpage_case();
 	else
 		pr_err("iosan_uaf: ERROR unknown phase=%s\n", phase);
 	pr_info("iosan_uaf: END phase=%s\n", phase);

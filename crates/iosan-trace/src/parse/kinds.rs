@@ -342,25 +342,20 @@ fn check_end(g: &Got<'_>, iova: u64, size: u64) -> Result<(), FieldError> {
     }
 }
 
+/// The fields every `dma:*` event of one buffer has: device, direction,
+/// DMA address and size.
+fn dma_common<'a>(g: &Got<'a>) -> Result<(&'a [u8], DmaDirection, u64, u64), FieldError> {
+    Ok((g.str("device")?, g.dir("dir")?, g.u64("dma_addr")?, g.u64("size")?))
+}
+
 fn dma_map<'a>(g: &Got<'a>) -> Result<DmaMap<'a>, FieldError> {
-    Ok(DmaMap {
-        device: g.str("device")?,
-        dir: g.dir("dir")?,
-        dma_addr: g.u64("dma_addr")?,
-        size: g.u64("size")?,
-        phys_addr: g.u64("phys_addr")?,
-        attrs: g.printed("attrs"),
-    })
+    let (device, dir, dma_addr, size) = dma_common(g)?;
+    Ok(DmaMap { device, dir, dma_addr, size, phys_addr: g.u64("phys_addr")?, attrs: g.printed("attrs") })
 }
 
 fn dma_unmap<'a>(g: &Got<'a>) -> Result<DmaUnmap<'a>, FieldError> {
-    Ok(DmaUnmap {
-        device: g.str("device")?,
-        dir: g.dir("dir")?,
-        dma_addr: g.u64("dma_addr")?,
-        size: g.u64("size")?,
-        attrs: g.printed("attrs"),
-    })
+    let (device, dir, dma_addr, size) = dma_common(g)?;
+    Ok(DmaUnmap { device, dir, dma_addr, size, attrs: g.printed("attrs") })
 }
 
 fn len_u32(n: usize) -> u32 {
@@ -391,47 +386,25 @@ fn dma_map_sg<'a>(g: &Got<'a>) -> Result<DmaMapSg<'a>, FieldError> {
 }
 
 fn dma_alloc<'a>(g: &Got<'a>) -> Result<DmaAlloc<'a>, FieldError> {
-    Ok(DmaAlloc {
-        device: g.str("device")?,
-        dir: g.dir("dir")?,
-        dma_addr: g.u64("dma_addr")?,
-        size: g.u64("size")?,
-        virt_addr: g.printed("virt_addr"),
-        flags: g.printed("flags"),
-        attrs: g.printed("attrs"),
-    })
+    let (device, dir, dma_addr, size) = dma_common(g)?;
+    let (virt_addr, flags, attrs) = (g.printed("virt_addr"), g.printed("flags"), g.printed("attrs"));
+    Ok(DmaAlloc { device, dir, dma_addr, size, virt_addr, flags, attrs })
 }
 
 fn dma_free<'a>(g: &Got<'a>) -> Result<DmaFree<'a>, FieldError> {
-    Ok(DmaFree {
-        device: g.str("device")?,
-        dir: g.dir("dir")?,
-        dma_addr: g.u64("dma_addr")?,
-        size: g.u64("size")?,
-        virt_addr: g.printed("virt_addr"),
-        attrs: g.printed("attrs"),
-    })
+    let (device, dir, dma_addr, size) = dma_common(g)?;
+    Ok(DmaFree { device, dir, dma_addr, size, virt_addr: g.printed("virt_addr"), attrs: g.printed("attrs") })
 }
 
 fn dma_sgt<'a>(g: &Got<'a>) -> Result<DmaSgt<'a>, FieldError> {
-    Ok(DmaSgt {
-        device: g.str("device")?,
-        dir: g.dir("dir")?,
-        dma_addr: g.u64("dma_addr")?,
-        size: g.u64("size")?,
-        phys_addrs: g.array("phys_addrs")?,
-        flags: g.printed("flags"),
-        attrs: g.printed("attrs"),
-    })
+    let (device, dir, dma_addr, size) = dma_common(g)?;
+    let phys_addrs = g.array("phys_addrs")?;
+    Ok(DmaSgt { device, dir, dma_addr, size, phys_addrs, flags: g.printed("flags"), attrs: g.printed("attrs") })
 }
 
 fn dma_sync_single<'a>(g: &Got<'a>) -> Result<DmaSyncSingle<'a>, FieldError> {
-    Ok(DmaSyncSingle {
-        device: g.str("device")?,
-        dir: g.dir("dir")?,
-        dma_addr: g.u64("dma_addr")?,
-        size: g.u64("size")?,
-    })
+    let (device, dir, dma_addr, size) = dma_common(g)?;
+    Ok(DmaSyncSingle { device, dir, dma_addr, size })
 }
 
 fn dma_sync_sg<'a>(g: &Got<'a>) -> Result<DmaSyncSg<'a>, FieldError> {

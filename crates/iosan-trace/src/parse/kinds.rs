@@ -370,14 +370,16 @@ fn dma_map_sg<'a>(g: &Got<'a>) -> Result<DmaMapSg<'a>, FieldError> {
     let sizes = g.array("sizes")?;
     let phys_addrs = g.array("phys_addrs")?;
     // Text prints `printed/total`; binary (and libtraceevent's raw dump)
-    // holds the totals, and the arrays hold what was recorded.
+    // holds the totals, and the arrays hold what was recorded. Before the
+    // arrays were capped (6.12.74, 7.0) there were no totals: the arrays
+    // list every entry.
     let counted = |text: &'static str, total: &'static str, printed: usize| -> Result<Counted, FieldError> {
         match g.counted(text)? {
             Some(c) => Ok(c),
-            None => match g.opt_u32(total)? {
-                Some(total) => Ok(Counted { printed: len_u32(printed), total }),
-                None => Err(ferr(g.event, text, FieldProblem::Missing, &[])),
-            },
+            None => {
+                let printed = len_u32(printed);
+                Ok(Counted { printed, total: g.opt_u32(total)?.unwrap_or(printed) })
+            }
         }
     };
     let nents = counted("nents", "full_nents", phys_addrs.len())?;

@@ -209,6 +209,9 @@ fn dma_coherent_and_sgt() {
         // Printed-only values are empty from a binary source.
         assert!(a.virt_addr.is_empty() && a.flags.is_empty());
     }
+    // Before 6.12.48 coherent buffers had no direction.
+    let no_dir: Vec<_> = alloc.iter().copied().filter(|(n, _)| *n != "dir").collect();
+    assert!(matches!(ok("dma", "dma_alloc", &no_dir), Event::DmaAlloc(a) if a.dir == DmaDirection::Bidirectional));
     let free = &alloc[..4].iter().chain(&alloc[5..]).copied().collect::<Vec<_>>();
     assert!(matches!(ok("dma", "dma_free", free), Event::DmaFree(f) if f.size == 6726));
     assert!(matches!(ok("dma", "dma_free_pages", free), Event::DmaFreePages(f) if f.dma_addr == 0xffff_e000));

@@ -129,9 +129,12 @@ const DMA_MAP_SG: &[F] = &[
 const DMA_UNMAP_SG: &[F] = &[DEVICE, DIR, PHYS_ADDRS.also(&["addrs"]), TRUNCATED, ATTRS];
 /// Printed as `dma_addrs=`, but the field (`phys_addrs`) holds physical addresses.
 const DMA_MAP_SG_ERR: &[F] = &[DEVICE, DIR, DMA_ADDRS.also(&["phys_addrs"]), F::req("err", T::Signed), ATTRS];
+/// Coherent buffers: before 6.12.48 the alloc/free events had no `dir`
+/// (such a buffer is bidirectional).
+const COHERENT_DIR: F = F::opt("dir", T::Dir);
 const DMA_ALLOC: &[F] =
-    &[DEVICE, DIR, DMA_ADDR, DMA_SIZE, F::opt("virt_addr", T::Printed), F::opt("flags", T::Printed), ATTRS];
-const DMA_FREE: &[F] = &[DEVICE, DIR, DMA_ADDR, DMA_SIZE, F::opt("virt_addr", T::Printed), ATTRS];
+    &[DEVICE, COHERENT_DIR, DMA_ADDR, DMA_SIZE, F::opt("virt_addr", T::Printed), F::opt("flags", T::Printed), ATTRS];
+const DMA_FREE: &[F] = &[DEVICE, COHERENT_DIR, DMA_ADDR, DMA_SIZE, F::opt("virt_addr", T::Printed), ATTRS];
 const DMA_SGT: &[F] = &[DEVICE, DIR, DMA_ADDR, DMA_SIZE, PHYS_ADDRS, F::opt("flags", T::Printed), ATTRS];
 const DMA_SYNC_SINGLE: &[F] = &[DEVICE, DIR, DMA_ADDR, DMA_SIZE];
 const DMA_SYNC_SG: &[F] = &[DEVICE, DIR, DMA_ADDRS, SIZES];
@@ -345,7 +348,9 @@ fn check_end(g: &Got<'_>, iova: u64, size: u64) -> Result<(), FieldError> {
 /// The fields every `dma:*` event of one buffer has: device, direction,
 /// DMA address and size.
 fn dma_common<'a>(g: &Got<'a>) -> Result<(&'a [u8], DmaDirection, u64, u64), FieldError> {
-    Ok((g.str("device")?, g.dir("dir")?, g.u64("dma_addr")?, g.u64("size")?))
+    // Where `dir` is optional (coherent buffers), its absence means bidirectional.
+    let dir = g.opt_dir("dir")?.unwrap_or(DmaDirection::Bidirectional);
+    Ok((g.str("device")?, dir, g.u64("dma_addr")?, g.u64("size")?))
 }
 
 fn dma_map<'a>(g: &Got<'a>) -> Result<DmaMap<'a>, FieldError> {

@@ -6,8 +6,8 @@
 //! Text and binary sources fill the same collector from these descriptions
 //! and call the same builder. Where the two differ, the description says
 //! so: `dma_map_page` prints `dir=BIDIRECTIONAL` where binary holds an
-//! integer ([`FieldType::Dir`](super::collect::FieldType::Dir)); `dma_unmap_page` prints `dma_addr=` for
-//! the field `addr`; `dma_map_sg` prints `nents=3/27` where binary holds
+//! integer ([`FieldType::Dir`](super::collect::FieldType::Dir));
+//! `dma_unmap_page` prints `dma_addr=` for the field `addr`; `dma_map_sg` prints `nents=3/27` where binary holds
 //! `full_nents` and the arrays' lengths; `mm_page_alloc` prints a NULL
 //! `page=` where binary holds `pfn == -1`. Fields a kernel version added
 //! or removed are optional (`intel_iommu` `pages`, gone in 7.x).
@@ -100,7 +100,7 @@ const PAGE: F = F::opt("page", T::Printed);
 const PFN: F = F::req("pfn", T::Auto);
 const ORDER: F = F::req("order", T::Order);
 const TAG_IOMMU: F = F::req("iommu", T::Str);
-/// `enum cache_tag_type` (drivers/iommu/intel/cache.c order).
+/// `enum cache_tag_type` of the VT-d driver (drivers/iommu/intel/iommu.h), by value.
 const TAG_TYPE: F =
     F::opt("type", T::Symbol(&[(0, "iotlb"), (1, "devtlb"), (2, "nesting_iotlb"), (3, "nesting_devtlb")]));
 const DID: F = F::req("did", T::Auto).also(&["domain_id"]);

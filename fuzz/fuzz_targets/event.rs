@@ -32,7 +32,12 @@ impl<'a> FieldLookup<'a> for Fields<'a> {
             1 => FieldValue::Unsigned(n),
             2 => FieldValue::Signed(n as i64),
             3 => FieldValue::Str(tail),
-            4 => FieldValue::Array(IntArray { bytes: tail, elem_size: pick % 9, big_endian: pick & 0x40 != 0, signed: pick & 0x80 != 0 }),
+            4 => FieldValue::Array(IntArray {
+                bytes: tail,
+                elem_size: pick % 9,
+                big_endian: pick & 0x40 != 0,
+                signed: pick & 0x80 != 0,
+            }),
             _ => FieldValue::Text(tail),
         })
     }

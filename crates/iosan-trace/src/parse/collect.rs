@@ -293,14 +293,19 @@ impl<'a> Got<'a> {
 
     /// A DMA direction.
     pub(crate) fn dir(&self, name: &'static str) -> Result<DmaDirection, FieldError> {
-        let Some((_, v)) = self.get(name) else { return Err(self.missing(name)) };
+        self.opt_dir(name)?.ok_or_else(|| self.missing(name))
+    }
+
+    /// A DMA direction, when present.
+    pub(crate) fn opt_dir(&self, name: &'static str) -> Result<Option<DmaDirection>, FieldError> {
+        let Some((_, v)) = self.get(name) else { return Ok(None) };
         let d = match v {
             FieldValue::Unsigned(n) => direction_number(n),
             FieldValue::Signed(n) => u64::try_from(n).ok().and_then(direction_number),
             FieldValue::Text(s) | FieldValue::Str(s) => direction_text(s),
             FieldValue::Array(_) => None,
         };
-        d.ok_or_else(|| self.err(name, FieldProblem::UnknownDirection, v))
+        d.map(Some).ok_or_else(|| self.err(name, FieldProblem::UnknownDirection, v))
     }
 
     /// A boolean; absent reads as false.

@@ -166,6 +166,9 @@ pub struct IoPageFault<'a> {
 }
 
 // ---------------------------------------------------------------- dma
+//
+// Values "as printed" (`attrs`, `virt_addr`, GFP flags) are text only: a
+// binary source holds them as numbers, and they read as empty there.
 
 /// `dma:dma_map_page` / `dma_map_phys` / `dma_map_resource`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -130,6 +130,9 @@ fn dma_map_sg_text_and_truncated() {
             attrs: b""
         })
     );
+    // The original 6.12 format printed no counts: every entry is listed.
+    let e = ok("dma_map_sg", b"dev dir=TO_DEVICE dma_addrs={0x1000} sizes={0x1000} phys_addrs={0x5000,0x6000} attrs=");
+    assert!(matches!(e, Event::DmaMapSg(sg) if sg.nents == Counted { printed: 2, total: 2 } && sg.ents.total == 1));
     let e = ok("dma_unmap_sg", b"0000:00:02.0 dir=FROM_DEVICE phys_addrs={} attrs=");
     assert!(matches!(e, Event::DmaUnmapSg(sg) if sg.phys_addrs.is_empty()));
 }

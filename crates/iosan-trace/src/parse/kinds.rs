@@ -6,8 +6,8 @@
 //! Text and binary sources fill the same collector from these descriptions
 //! and call the same builder. Where the two differ, the description says
 //! so: `dma_map_page` prints `dir=BIDIRECTIONAL` where binary holds an
-//! integer ([`FieldType::Dir`](super::collect::FieldType::Dir)); `dma_unmap_page` prints `dma_addr=` for
-//! the field `addr`; `dma_map_sg` prints `nents=3/27` where binary holds
+//! integer ([`FieldType::Dir`](super::collect::FieldType::Dir));
+//! `dma_unmap_page` prints `dma_addr=` for the field `addr`; `dma_map_sg` prints `nents=3/27` where binary holds
 //! `full_nents` and the arrays' lengths; `mm_page_alloc` prints a NULL
 //! `page=` where binary holds `pfn == -1`. Fields a kernel version added
 //! or removed are optional (`intel_iommu` `pages`, gone in 7.x).
@@ -100,7 +100,7 @@ const PAGE: F = F::opt("page", T::Printed);
 const PFN: F = F::req("pfn", T::Auto);
 const ORDER: F = F::req("order", T::Order);
 const TAG_IOMMU: F = F::req("iommu", T::Str);
-/// `enum cache_tag_type` (drivers/iommu/intel/cache.c order).
+/// `enum cache_tag_type` of the VT-d driver (drivers/iommu/intel/iommu.h), by value.
 const TAG_TYPE: F =
     F::opt("type", T::Symbol(&[(0, "iotlb"), (1, "devtlb"), (2, "nesting_iotlb"), (3, "nesting_devtlb")]));
 const DID: F = F::req("did", T::Auto).also(&["domain_id"]);
@@ -129,9 +129,12 @@ const DMA_MAP_SG: &[F] = &[
 const DMA_UNMAP_SG: &[F] = &[DEVICE, DIR, PHYS_ADDRS.also(&["addrs"]), TRUNCATED, ATTRS];
 /// Printed as `dma_addrs=`, but the field (`phys_addrs`) holds physical addresses.
 const DMA_MAP_SG_ERR: &[F] = &[DEVICE, DIR, DMA_ADDRS.also(&["phys_addrs"]), F::req("err", T::Signed), ATTRS];
+/// Coherent buffers: before 6.12.48 the alloc/free events had no `dir`
+/// (such a buffer is bidirectional).
+const COHERENT_DIR: F = F::opt("dir", T::Dir);
 const DMA_ALLOC: &[F] =
-    &[DEVICE, DIR, DMA_ADDR, DMA_SIZE, F::opt("virt_addr", T::Printed), F::opt("flags", T::Printed), ATTRS];
-const DMA_FREE: &[F] = &[DEVICE, DIR, DMA_ADDR, DMA_SIZE, F::opt("virt_addr", T::Printed), ATTRS];
+    &[DEVICE, COHERENT_DIR, DMA_ADDR, DMA_SIZE, F::opt("virt_addr", T::Printed), F::opt("flags", T::Printed), ATTRS];
+const DMA_FREE: &[F] = &[DEVICE, COHERENT_DIR, DMA_ADDR, DMA_SIZE, F::opt("virt_addr", T::Printed), ATTRS];
 const DMA_SGT: &[F] = &[DEVICE, DIR, DMA_ADDR, DMA_SIZE, PHYS_ADDRS, F::opt("flags", T::Printed), ATTRS];
 const DMA_SYNC_SINGLE: &[F] = &[DEVICE, DIR, DMA_ADDR, DMA_SIZE];
 const DMA_SYNC_SG: &[F] = &[DEVICE, DIR, DMA_ADDRS, SIZES];
@@ -342,25 +345,22 @@ fn check_end(g: &Got<'_>, iova: u64, size: u64) -> Result<(), FieldError> {
     }
 }
 
+/// The fields every `dma:*` event of one buffer has: device, direction,
+/// DMA address and size.
+fn dma_common<'a>(g: &Got<'a>) -> Result<(&'a [u8], DmaDirection, u64, u64), FieldError> {
+    // Where `dir` is optional (coherent buffers), its absence means bidirectional.
+    let dir = g.opt_dir("dir")?.unwrap_or(DmaDirection::Bidirectional);
+    Ok((g.str("device")?, dir, g.u64("dma_addr")?, g.u64("size")?))
+}
+
 fn dma_map<'a>(g: &Got<'a>) -> Result<DmaMap<'a>, FieldError> {
-    Ok(DmaMap {
-        device: g.str("device")?,
-        dir: g.dir("dir")?,
-        dma_addr: g.u64("dma_addr")?,
-        size: g.u64("size")?,
-        phys_addr: g.u64("phys_addr")?,
-        attrs: g.printed("attrs"),
-    })
+    let (device, dir, dma_addr, size) = dma_common(g)?;
+    Ok(DmaMap { device, dir, dma_addr, size, phys_addr: g.u64("phys_addr")?, attrs: g.printed("attrs") })
 }
 
 fn dma_unmap<'a>(g: &Got<'a>) -> Result<DmaUnmap<'a>, FieldError> {
-    Ok(DmaUnmap {
-        device: g.str("device")?,
-        dir: g.dir("dir")?,
-        dma_addr: g.u64("dma_addr")?,
-        size: g.u64("size")?,
-        attrs: g.printed("attrs"),
-    })
+    let (device, dir, dma_addr, size) = dma_common(g)?;
+    Ok(DmaUnmap { device, dir, dma_addr, size, attrs: g.printed("attrs") })
 }
 
 fn len_u32(n: usize) -> u32 {
@@ -375,14 +375,16 @@ fn dma_map_sg<'a>(g: &Got<'a>) -> Result<DmaMapSg<'a>, FieldError> {
     let sizes = g.array("sizes")?;
     let phys_addrs = g.array("phys_addrs")?;
     // Text prints `printed/total`; binary (and libtraceevent's raw dump)
-    // holds the totals, and the arrays hold what was recorded.
+    // holds the totals, and the arrays hold what was recorded. Before the
+    // arrays were capped (6.12.74, 7.0) there were no totals: the arrays
+    // list every entry.
     let counted = |text: &'static str, total: &'static str, printed: usize| -> Result<Counted, FieldError> {
         match g.counted(text)? {
             Some(c) => Ok(c),
-            None => match g.opt_u32(total)? {
-                Some(total) => Ok(Counted { printed: len_u32(printed), total }),
-                None => Err(ferr(g.event, text, FieldProblem::Missing, &[])),
-            },
+            None => {
+                let printed = len_u32(printed);
+                Ok(Counted { printed, total: g.opt_u32(total)?.unwrap_or(printed) })
+            }
         }
     };
     let nents = counted("nents", "full_nents", phys_addrs.len())?;
@@ -391,47 +393,25 @@ fn dma_map_sg<'a>(g: &Got<'a>) -> Result<DmaMapSg<'a>, FieldError> {
 }
 
 fn dma_alloc<'a>(g: &Got<'a>) -> Result<DmaAlloc<'a>, FieldError> {
-    Ok(DmaAlloc {
-        device: g.str("device")?,
-        dir: g.dir("dir")?,
-        dma_addr: g.u64("dma_addr")?,
-        size: g.u64("size")?,
-        virt_addr: g.printed("virt_addr"),
-        flags: g.printed("flags"),
-        attrs: g.printed("attrs"),
-    })
+    let (device, dir, dma_addr, size) = dma_common(g)?;
+    let (virt_addr, flags, attrs) = (g.printed("virt_addr"), g.printed("flags"), g.printed("attrs"));
+    Ok(DmaAlloc { device, dir, dma_addr, size, virt_addr, flags, attrs })
 }
 
 fn dma_free<'a>(g: &Got<'a>) -> Result<DmaFree<'a>, FieldError> {
-    Ok(DmaFree {
-        device: g.str("device")?,
-        dir: g.dir("dir")?,
-        dma_addr: g.u64("dma_addr")?,
-        size: g.u64("size")?,
-        virt_addr: g.printed("virt_addr"),
-        attrs: g.printed("attrs"),
-    })
+    let (device, dir, dma_addr, size) = dma_common(g)?;
+    Ok(DmaFree { device, dir, dma_addr, size, virt_addr: g.printed("virt_addr"), attrs: g.printed("attrs") })
 }
 
 fn dma_sgt<'a>(g: &Got<'a>) -> Result<DmaSgt<'a>, FieldError> {
-    Ok(DmaSgt {
-        device: g.str("device")?,
-        dir: g.dir("dir")?,
-        dma_addr: g.u64("dma_addr")?,
-        size: g.u64("size")?,
-        phys_addrs: g.array("phys_addrs")?,
-        flags: g.printed("flags"),
-        attrs: g.printed("attrs"),
-    })
+    let (device, dir, dma_addr, size) = dma_common(g)?;
+    let phys_addrs = g.array("phys_addrs")?;
+    Ok(DmaSgt { device, dir, dma_addr, size, phys_addrs, flags: g.printed("flags"), attrs: g.printed("attrs") })
 }
 
 fn dma_sync_single<'a>(g: &Got<'a>) -> Result<DmaSyncSingle<'a>, FieldError> {
-    Ok(DmaSyncSingle {
-        device: g.str("device")?,
-        dir: g.dir("dir")?,
-        dma_addr: g.u64("dma_addr")?,
-        size: g.u64("size")?,
-    })
+    let (device, dir, dma_addr, size) = dma_common(g)?;
+    Ok(DmaSyncSingle { device, dir, dma_addr, size })
 }
 
 fn dma_sync_sg<'a>(g: &Got<'a>) -> Result<DmaSyncSg<'a>, FieldError> {

@@ -195,11 +195,7 @@ pub(crate) fn fast_event<'a>(name: &[u8], body: &'a [u8]) -> Option<Event<'a>> {
 /// `IOMMU: iova=0x%016llx - 0x%016llx paddr=0x%016llx size=%zu`, exactly.
 #[inline]
 pub(crate) fn fast_iommu_map(body: &[u8]) -> Option<IommuMap> {
-    let mut c = Cur::new(body);
-    c.lit(b"IOMMU: iova=")?;
-    let iova = c.auto()?;
-    c.lit(b" - ")?;
-    let end = c.auto()?;
+    let (mut c, iova, end) = fast_iova_range(body)?;
     c.lit(b" paddr=")?;
     let paddr = c.auto()?;
     c.lit(b" size=")?;
@@ -211,17 +207,24 @@ pub(crate) fn fast_iommu_map(body: &[u8]) -> Option<IommuMap> {
 /// `IOMMU: iova=0x%016llx - 0x%016llx size=%zu unmapped_size=%zu`, exactly.
 #[inline]
 fn fast_iommu_unmap(body: &[u8]) -> Option<IommuUnmap> {
-    let mut c = Cur::new(body);
-    c.lit(b"IOMMU: iova=")?;
-    let iova = c.auto()?;
-    c.lit(b" - ")?;
-    let end = c.auto()?;
+    let (mut c, iova, end) = fast_iova_range(body)?;
     c.lit(b" size=")?;
     let size = c.dec()?;
     c.lit(b" unmapped_size=")?;
     let unmapped_size = c.dec()?;
     c.end()?;
     (end == iova.wrapping_add(size)).then_some(IommuUnmap { iova, size, unmapped_size })
+}
+
+/// `IOMMU: iova=0x.. - 0x..`: the rest, the IOVA and the printed end.
+#[inline(always)]
+fn fast_iova_range(body: &[u8]) -> Option<(Cur<'_>, u64, u64)> {
+    let mut c = Cur::new(body);
+    c.lit(b"IOMMU: iova=")?;
+    let iova = c.auto()?;
+    c.lit(b" - ")?;
+    let end = c.auto()?;
+    Some((c, iova, end))
 }
 
 /// The device: the first word, which the tokenizer must see as a bare word
@@ -238,25 +241,24 @@ fn fast_dma_device<'a>(c: &mut Cur<'a>) -> Option<&'a [u8]> {
 /// `%s dir=%s dma_addr=%llx size=%zu phys_addr=%llx attrs=%s`, exactly.
 #[inline]
 fn fast_dma_map(body: &[u8]) -> Option<DmaMap<'_>> {
-    let mut c = Cur::new(body);
-    let device = fast_dma_device(&mut c)?;
-    c.lit(b" dir=")?;
-    let dir = super::collect::direction_text(c.word())?;
-    c.lit(b" dma_addr=")?;
-    let dma_addr = c.hex_maybe_0x()?;
-    c.lit(b" size=")?;
-    let size = c.dec()?;
+    let (mut c, device, dir, dma_addr, size) = fast_dma_head(body)?;
     c.lit(b" phys_addr=")?;
     let phys_addr = c.hex_maybe_0x()?;
-    c.lit(b" attrs=")?;
-    let attrs = c.plain_val()?;
-    c.end()?;
+    let attrs = fast_dma_attrs(&mut c)?;
     Some(DmaMap { device, dir, dma_addr, size, phys_addr, attrs })
 }
 
 /// `%s dir=%s dma_addr=%llx size=%zu attrs=%s`, exactly.
 #[inline]
 fn fast_dma_unmap(body: &[u8]) -> Option<DmaUnmap<'_>> {
+    let (mut c, device, dir, dma_addr, size) = fast_dma_head(body)?;
+    let attrs = fast_dma_attrs(&mut c)?;
+    Some(DmaUnmap { device, dir, dma_addr, size, attrs })
+}
+
+/// `%s dir=%s dma_addr=%llx size=%zu`: the rest and those fields.
+#[inline(always)]
+fn fast_dma_head(body: &[u8]) -> Option<(Cur<'_>, &[u8], DmaDirection, u64, u64)> {
     let mut c = Cur::new(body);
     let device = fast_dma_device(&mut c)?;
     c.lit(b" dir=")?;
@@ -265,10 +267,16 @@ fn fast_dma_unmap(body: &[u8]) -> Option<DmaUnmap<'_>> {
     let dma_addr = c.hex_maybe_0x()?;
     c.lit(b" size=")?;
     let size = c.dec()?;
+    Some((c, device, dir, dma_addr, size))
+}
+
+/// ` attrs=%s` and the end of the body.
+#[inline(always)]
+fn fast_dma_attrs<'a>(c: &mut Cur<'a>) -> Option<&'a [u8]> {
     c.lit(b" attrs=")?;
     let attrs = c.plain_val()?;
     c.end()?;
-    Some(DmaUnmap { device, dir, dma_addr, size, attrs })
+    Some(attrs)
 }
 
 /// `page=%p pfn=0x%lx order=%d migratetype=%d gfp_flags=%s`, exactly, with

@@ -19,7 +19,47 @@
 //! Implementations: [`text::TextSource`] (ftrace text and `trace-cmd
 //! report` text). A binary reader (trace.dat) implements the same trait,
 //! decoding events with
-//! [`event_from_fields`](crate::parse::event::event_from_fields).
+//! [`event_from_fields`](crate::parse::event::event_from_fields). A
+//! source of already decoded events, as a sketch of one:
+//!
+//! ```
+//! use iosan_trace::parse::event::{Event, PageBlock};
+//! use iosan_trace::record::{ExecContext, Origin, Record, RecordSink};
+//! use iosan_trace::source::{Position, Source, SourceError};
+//! use iosan_trace::{analyze_source, AnalyzeOptions};
+//!
+//! /// Page frees at (ns, pfn), one record per 64-byte "file record".
+//! struct Frees { next: usize, items: Vec<(u64, u64)> }
+//!
+//! impl Source for Frees {
+//!     fn peek(&mut self, _: &mut dyn RecordSink) -> Result<Option<u64>, SourceError> {
+//!         Ok(self.items.get(self.next).map(|&(ts, _)| ts))
+//!     }
+//!     fn pop(&mut self, sink: &mut dyn RecordSink) {
+//!         let Some(&(ts_ns, pfn)) = self.items.get(self.next) else { return };
+//!         let event = Event::PageFree(PageBlock { pfn, order: 0 });
+//!         sink.record(&Record {
+//!             ts_ns,
+//!             cpu: 0,
+//!             pid: 1,
+//!             comm: b"init",
+//!             context: ExecContext::Task,
+//!             event: &event,
+//!             stack: &[],
+//!             origin: Origin::byte(64 * self.next as u64),
+//!         });
+//!         self.next += 1;
+//!     }
+//!     fn position(&self) -> Position {
+//!         Position { lines: 0, bytes: 64 * self.next as u64 }
+//!     }
+//! }
+//!
+//! let mut src = Frees { next: 0, items: vec![(1_000, 0x1000), (2_000, 0x1001)] };
+//! // Page frees alone cannot show a DMA use-after-free, but they replay.
+//! let report = analyze_source(&mut src, "frees", &AnalyzeOptions::default(), &mut ()).unwrap();
+//! assert_eq!(report.summary.bytes, 128);
+//! ```
 
 pub mod text;
 

@@ -184,10 +184,7 @@ impl<R: BufRead> Source for TextSource<R> {
     fn pop(&mut self, sink: &mut dyn RecordSink) {
         let st = &mut self.state;
         if let Some((n, o)) = st.pending_at.take() {
-            if let Ok(LineKind::Event(ev)) = classify_line(&st.pending) {
-                let frames: Vec<&[u8]> = st.stack.iter().map(Vec::as_slice).collect();
-                process_event(sink, &ev, n, o, &frames);
-            }
+            held_back(sink, &st.pending, n, o, &st.stack);
             st.stack.clear();
         }
     }
@@ -265,7 +262,7 @@ impl<R: BufRead> Source for TextSource<R> {
     }
 }
 
-/// An event line that was held back for its stack.
+/// An event line that was held back (for its stack, or by a merge).
 fn held_back(sink: &mut dyn RecordSink, bytes: &[u8], line: u64, offset: u64, stack: &[Vec<u8>]) {
     if let Ok(LineKind::Event(ev)) = classify_line(bytes) {
         let frames: Vec<&[u8]> = stack.iter().map(|s| s.as_slice()).collect();

@@ -37,6 +37,7 @@ pub mod parse;
 pub mod record;
 pub mod replay;
 pub mod report;
+pub mod source;
 
 pub use analyze::{analyze, AnalyzeError, AnalyzeOptions, Progress};
 pub use record::{ExecContext, Origin, Record, RecordSink};

@@ -1,0 +1,258 @@
+//! The trace.dat reader on generated files covering the matrix the real
+//! captures do not: v6 and v7; none, zstd and zlib; little and big endian;
+//! 4- and 8-byte longs; 4 KiB and 16 KiB sub-buffers; two buffers with a
+//! non-dense CPU id; time extends; lost events with and without a stored
+//! count; kernel stacks attached to their event; kprobe `__probe_func`.
+
+mod common;
+
+use std::io::Cursor;
+
+use common::tracedat_writer::{record, stack_format, u64b, Codec, Pages, Writer};
+use iosan_trace::field::{FieldLookup, FieldValue};
+use iosan_trace::source::tracedat::{is_trace_dat, Item, TraceDat};
+use iosan_trace::ExecContext;
+
+const PROBE_IP: u64 = 0xffff_ffff_8192_9360;
+
+/// One expected or read item, as text.
+type Line = (u64, usize, String);
+
+struct Case {
+    file: Vec<u8>,
+    expect: Vec<Line>,
+}
+
+/// Builds a file and what reading it must give, sorted as the reader
+/// merges: by timestamp, then buffer, then CPU in file order.
+fn build(version: u32, codec: Codec, be: bool, long: u8, page: u32) -> Case {
+    let mut w = Writer::new(version, codec);
+    w.be = be;
+    w.long = long;
+    w.page = page;
+    w.ftrace = vec![stack_format(long)];
+    let mut expect: Vec<(u64, usize, String)> = Vec::new();
+    let caller = |addrs: &[u64]| -> Vec<u8> {
+        let mut v = (addrs.len() as i32).to_le_bytes().to_vec();
+        if be {
+            v = (addrs.len() as i32).to_be_bytes().to_vec();
+        }
+        if long == 8 {
+            v.extend_from_slice(&[0; 4]);
+        }
+        for &a in addrs {
+            if long == 8 {
+                v.extend_from_slice(&u64b(be, a));
+            } else {
+                let a = a as u32;
+                v.extend_from_slice(&if be { a.to_be_bytes() } else { a.to_le_bytes() });
+            }
+        }
+        v
+    };
+    // Buffer 0, CPU 0: iommu:map, every 50th with a stack.
+    let mut p = Pages::new(be, long, page);
+    for i in 0..300u64 {
+        let ts = 1000 + 500 * i;
+        let mut rest = u64b(be, 0xfff0_0000 + i * 4096).to_vec();
+        rest.extend_from_slice(&u64b(be, 0x1_0000_0000 + i * 4096));
+        rest.extend_from_slice(&u64b(be, 4096));
+        p.record(ts, &record(be, 10, 0, 148, &rest));
+        let mut stack = String::new();
+        if i % 50 == 0 {
+            // A frame in the core kernel, one in a module, then the end marker.
+            let end = if long == 8 { u64::MAX } else { u64::from(u32::MAX) };
+            let (a, b) = if long == 8 { (PROBE_IP + 0x10, 0xffff_ffff_81a0_0020) } else { (0x8192_9370, 0x81a0_0020) };
+            p.record(ts, &record(be, 4, 0, 148, &caller(&[a, b, end])));
+            stack = if long == 8 {
+                " stack=__iommu_map+0x10/0x2a0|dma_helper+0x20/0x100000 [mydrv]".into()
+            } else {
+                format!(" stack={a:#x}|{b:#x}")
+            };
+        }
+        expect.push((
+            ts,
+            0,
+            format!(
+                "map cpu0 pid148 task iova={} paddr={} size=4096 comm=insmod{stack}",
+                0xfff0_0000 + i * 4096,
+                0x1_0000_0000u64 + i * 4096
+            ),
+        ));
+    }
+    let cpu0 = p.finish();
+    // Buffer 0, CPU 1: kprobes in hardirq, a time jump, two losses.
+    let mut p = Pages::new(be, long, page);
+    let mut jump = 0;
+    for j in 0..200u64 {
+        if j == 100 {
+            jump = 1 << 28;
+        }
+        let ts = 1250 + 700 * j + jump;
+        if j == 60 || j == 120 {
+            let lost = if j == 60 { Some(7) } else { None };
+            p.start(ts - 1, Some(lost));
+            expect.push((ts - 1, 1, format!("lost cpu1 {lost:?}")));
+        }
+        let mut rest = u64b(be, if long == 8 { PROBE_IP } else { 0 }).to_vec();
+        rest.extend_from_slice(&u64b(be, 0xdead_0000 + j));
+        let loc: u32 = (13 << 16) | 28;
+        rest.extend_from_slice(&if be { loc.to_be_bytes() } else { loc.to_le_bytes() });
+        rest.extend_from_slice(b"0000:00:02.0\0");
+        p.record(ts, &record(be, 20, 0x08, 1, &rest));
+        let func = if long == 8 { "__iommu_map" } else { "-" };
+        expect.push((
+            ts,
+            1,
+            format!("iommu_map cpu1 pid1 hardirq func={func} domain={} dev=0000:00:02.0 comm=init", 0xdead_0000 + j),
+        ));
+    }
+    let cpu1 = p.finish();
+    // Buffer 1 ("iosan"), CPU 3 (v6 numbers CPUs by position: 1).
+    let cpu3_id = if version == 6 { 1 } else { 3 };
+    let mut p = Pages::new(be, long, page);
+    for k in 0..100u64 {
+        let ts = 1100 + 900 * k;
+        let mut rest = u64b(be, k).to_vec();
+        rest.extend_from_slice(&u64b(be, k));
+        rest.extend_from_slice(&u64b(be, 8192));
+        p.record(ts, &record(be, 10, 0x10, 999, &rest));
+        expect.push((ts, 2, format!("map cpu{cpu3_id}@iosan pid999 softirq iova={k} paddr={k} size=8192 comm=-")));
+    }
+    let cpu3 = p.finish();
+    w.buffers = vec![(String::new(), vec![(0, cpu0), (1, cpu1)]), ("iosan".into(), vec![(3, cpu3)])];
+    if version == 6 {
+        // v6 gives every buffer the top buffer's CPU count.
+        w.buffers[1].1.insert(0, (0, Vec::new()));
+    }
+    expect.sort_by_key(|e| (e.0, e.1));
+    Case { file: w.build(), expect }
+}
+
+fn read(file: &[u8]) -> Vec<Line> {
+    let mut t = TraceDat::open(Cursor::new(file)).unwrap();
+    let mut out = Vec::new();
+    while let Some(item) = t.next_item().unwrap() {
+        match item {
+            Item::Lost(l) => out.push((
+                l.ts_ns,
+                usize::from(l.buffer == "iosan") * 2 + l.cpu as usize % 2,
+                format!("lost cpu{} {:?}", l.cpu, l.count),
+            )),
+            Item::Event(e) => {
+                let s = |n: &str| match e.fields.field(n) {
+                    Some(FieldValue::Unsigned(v)) => v.to_string(),
+                    Some(FieldValue::Signed(v)) => v.to_string(),
+                    Some(FieldValue::Str(s)) => String::from_utf8_lossy(s).into_owned(),
+                    _ => "-".into(),
+                };
+                let ctx = match e.context() {
+                    ExecContext::Task => "task",
+                    ExecContext::HardIrq => "hardirq",
+                    ExecContext::SoftIrq => "softirq",
+                    ExecContext::Nmi => "nmi",
+                };
+                let at = if e.buffer.is_empty() { String::new() } else { format!("@{}", e.buffer) };
+                let comm = e.comm.map_or("-".into(), |c| String::from_utf8_lossy(c).into_owned());
+                let mut text = match e.format.name.as_str() {
+                    "map" => format!(
+                        "map cpu{}{at} pid{} {ctx} iova={} paddr={} size={} comm={comm}",
+                        e.cpu,
+                        e.pid,
+                        s("iova"),
+                        s("paddr"),
+                        s("size")
+                    ),
+                    _ => format!(
+                        "{} cpu{}{at} pid{} {ctx} func={} domain={} dev={} comm={comm}",
+                        e.format.name,
+                        e.cpu,
+                        e.pid,
+                        s("__probe_func"),
+                        s("domain"),
+                        s("dev")
+                    ),
+                };
+                if !e.stack.is_empty() {
+                    let frames: Vec<String> =
+                        e.stack.frames().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+                    text.push_str(&format!(" stack={}", frames.join("|")));
+                    assert_eq!(e.stack.addrs().len(), frames.len());
+                }
+                let stream = if e.buffer == "iosan" { 2 } else { e.cpu as usize };
+                out.push((e.ts_ns, stream, text));
+            }
+        }
+    }
+    assert_eq!(t.skipped(), Default::default());
+    out
+}
+
+#[test]
+fn the_whole_matrix_reads_back() {
+    for version in [6, 7] {
+        let codecs: &[Codec] = if version == 6 { &[Codec::None] } else { &[Codec::None, Codec::Zstd, Codec::Zlib] };
+        for &codec in codecs {
+            for be in [false, true] {
+                for long in [8, 4] {
+                    for page in [4096, 16384] {
+                        let c = build(version, codec, be, long, page);
+                        assert!(is_trace_dat(&c.file));
+                        let got = read(&c.file);
+                        let what = format!("v{version} {codec:?} be={be} long={long} page={page}");
+                        for (i, (a, b)) in got.iter().zip(&c.expect).enumerate() {
+                            assert_eq!(a, b, "{what}: item {i}");
+                        }
+                        assert_eq!(got.len(), c.expect.len(), "{what}");
+                        let t = TraceDat::open(Cursor::new(&c.file)).unwrap();
+                        assert_eq!(t.buffers().len(), 2, "{what}");
+                        assert!(t.buffers().iter().all(|b| b.page_size == page), "{what}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn not_a_trace_dat() {
+    assert!(!is_trace_dat(b"# tracer: nop"));
+    assert!(matches!(
+        TraceDat::open(Cursor::new(b"# tracer: nop\n".to_vec())),
+        Err(iosan_trace::source::tracedat::TraceDatError::NotTraceDat)
+    ));
+    let mut v = build(7, Codec::None, false, 8, 4096).file;
+    v[10] = b'9';
+    assert!(matches!(TraceDat::open(Cursor::new(v)), Err(iosan_trace::source::tracedat::TraceDatError::Version(_))));
+}
+
+/// trace-cmd itself reads what the test writer writes, so the writer (and
+/// the reader that agrees with it) follow the real layout.
+#[test]
+fn trace_cmd_reads_the_generated_files() {
+    if std::process::Command::new("trace-cmd").arg("--version").output().is_err() {
+        println!("skipped: trace-cmd is not installed");
+        return;
+    }
+    for (version, codec) in [(6, Codec::None), (7, Codec::None), (7, Codec::Zstd)] {
+        let c = build(version, codec, false, 8, 4096);
+        let path = std::env::temp_dir().join(format!("iosan-synth-{}-{version}-{codec:?}.dat", std::process::id()));
+        std::fs::write(&path, &c.file).unwrap();
+        let out = std::process::Command::new("trace-cmd").args(["report", "-t", "-i"]).arg(&path).output().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut ts: Vec<u64> = text
+            .lines()
+            .filter(|l| l.contains(" map:") || l.contains(" iommu_map:"))
+            .filter_map(|l| l.split_whitespace().find(|w| w.ends_with(':') && w.contains('.')))
+            .map(|w| {
+                let (s, f) = w.trim_end_matches(':').split_once('.').unwrap();
+                s.parse::<u64>().unwrap() * 1_000_000_000 + f.parse::<u64>().unwrap()
+            })
+            .collect();
+        ts.sort_unstable();
+        let mut want: Vec<u64> = c.expect.iter().filter(|e| !e.2.starts_with("lost")).map(|e| e.0).collect();
+        want.sort_unstable();
+        assert_eq!(ts, want, "v{version} {codec:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -29,6 +29,14 @@ pub struct Writer {
     pub buffers: Vec<(String, Vec<(u32, Vec<u8>)>)>,
     /// Pages per compressed chunk.
     pub pages_per_chunk: usize,
+    /// Hostile knobs: every chunk replaced by (stated size, bytes).
+    pub chunk_override: Option<(u32, Vec<u8>)>,
+    /// The chunk count written instead of the real one.
+    pub chunk_count: Option<u32>,
+    /// The BUFFER option's CPU count written instead of the real one.
+    pub buffer_cpu_count: Option<u32>,
+    /// The kallsyms section's stated uncompressed size.
+    pub kallsyms_usize: Option<u32>,
 }
 
 pub const COMMON: &str = "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
@@ -239,6 +247,10 @@ impl Writer {
             cmdlines: "1 init\n148 insmod\n".into(),
             buffers: Vec::new(),
             pages_per_chunk: 10,
+            chunk_override: None,
+            chunk_count: None,
+            buffer_cpu_count: None,
+            kallsyms_usize: None,
         }
     }
 
@@ -394,7 +406,8 @@ impl Writer {
         let body = if compressed {
             let c = self.compress(body);
             let mut b = self.u32b(c.len() as u32).to_vec();
-            b.extend_from_slice(&self.u32b(body.len() as u32));
+            let stated = if id == 19 { self.kallsyms_usize.unwrap_or(body.len() as u32) } else { body.len() as u32 };
+            b.extend_from_slice(&self.u32b(stated));
             b.extend_from_slice(&c);
             b
         } else {
@@ -440,12 +453,15 @@ impl Writer {
                     let at = out.len() as u64;
                     let chunk = self.page as usize * self.pages_per_chunk;
                     let chunks: Vec<&[u8]> = data.chunks(chunk).collect();
-                    out.extend_from_slice(&self.u32b(chunks.len() as u32));
+                    out.extend_from_slice(&self.u32b(self.chunk_count.unwrap_or(chunks.len() as u32)));
                     let start = out.len();
                     for c in chunks {
-                        let z = self.compress(c);
+                        let (stated, z) = match &self.chunk_override {
+                            Some((n, z)) => (*n, z.clone()),
+                            None => (c.len() as u32, self.compress(c)),
+                        };
                         out.extend_from_slice(&self.u32b(z.len() as u32));
-                        out.extend_from_slice(&self.u32b(c.len() as u32));
+                        out.extend_from_slice(&self.u32b(stated));
                         out.extend_from_slice(&z);
                     }
                     cpu_data.push((*cpu, at, (out.len() - start) as u64));
@@ -465,7 +481,7 @@ impl Writer {
             d.push(0);
             d.extend_from_slice(b"local\0");
             d.extend_from_slice(&self.u32b(self.page));
-            d.extend_from_slice(&self.u32b(cpus.len() as u32));
+            d.extend_from_slice(&self.u32b(self.buffer_cpu_count.unwrap_or(cpus.len() as u32)));
             for (cpu, off, size) in cpus {
                 d.extend_from_slice(&self.u32b(*cpu));
                 d.extend_from_slice(&self.u64b(*off));

@@ -45,7 +45,7 @@ use std::io::{Read, Seek};
 
 pub use container::{BufferInfo, CpuData, FileHeader};
 pub use error::TraceDatError;
-pub use stream::Skipped;
+pub use stream::{Limits, Skipped};
 
 use crate::record::ExecContext;
 use crate::source::format::{read_uint, EventFormat, FieldKind, RecordFields};
@@ -216,6 +216,7 @@ pub struct TraceDat<R> {
     scratch: Vec<u8>,
     skipped: Skipped,
     mem: u64,
+    limits: Limits,
 }
 
 /// Most CPU streams (all buffers together).
@@ -229,6 +230,15 @@ impl<R: Read + Seek> TraceDat<R> {
     /// [`TraceDatError`]: not a trace.dat, an unsupported version or
     /// compression, a latency file, or a truncated or lying container.
     pub fn open(reader: R) -> Result<Self, TraceDatError> {
+        Self::open_with(reader, Limits::default())
+    }
+
+    /// [`TraceDat::open`] with explicit resource limits.
+    ///
+    /// # Errors
+    /// As [`TraceDat::open`], and [`TraceDatError::TooLarge`] when the
+    /// first page of every CPU does not fit in `limits.memory`.
+    pub fn open_with(reader: R, limits: Limits) -> Result<Self, TraceDatError> {
         let mut src = io::Src::new(reader)?;
         let c = Container::read(&mut src)?;
         let layout = PageLayout::new(&c.data.header_page, c.header.big_endian);
@@ -251,6 +261,7 @@ impl<R: Read + Seek> TraceDat<R> {
             scratch: Vec::new(),
             skipped: Skipped::default(),
             mem: 0,
+            limits,
         };
         t.open_streams()?;
         Ok(t)
@@ -281,6 +292,7 @@ impl<R: Read + Seek> TraceDat<R> {
                     layout: &self.layout,
                     skipped: &mut self.skipped,
                     mem: &mut self.mem,
+                    mem_limit: self.limits.memory,
                 };
                 let cpu = CpuStream::open(bi, c.cpu, c.offset, c.size, b.page_size, b.compressed, &mut ctx)?;
                 self.streams.push(Stream { cpu, head: Slot::default(), ahead: Slot::default() });
@@ -339,6 +351,7 @@ impl<R: Read + Seek> TraceDat<R> {
             layout: &self.layout,
             skipped: &mut self.skipped,
             mem: &mut self.mem,
+            mem_limit: self.limits.memory,
         };
         let a = &mut s.ahead;
         a.stack.clear();

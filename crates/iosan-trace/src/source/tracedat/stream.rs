@@ -11,8 +11,22 @@ use super::page::{parse_header, Entry, PageCursor, PageFault, PageLayout};
 
 /// Largest uncompressed chunk accepted (trace-cmd writes 10 pages).
 pub(crate) const CHUNK_LIMIT: u64 = 64 << 20;
-/// Most bytes of page and chunk buffers held by all streams together.
+/// Default for [`Limits::memory`].
 pub(crate) const MEM_LIMIT: u64 = 1 << 30;
+
+/// Resource limits of a reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes of page and chunk buffers held by all CPU streams
+    /// together (default 1 GiB); a file that needs more is an error.
+    pub memory: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { memory: MEM_LIMIT }
+    }
+}
 
 /// Counts of input that was skipped, for the caller's report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,8 +87,9 @@ pub(crate) struct Ctx<'a, R> {
     pub(crate) scratch: &'a mut Vec<u8>,
     pub(crate) layout: &'a PageLayout,
     pub(crate) skipped: &'a mut Skipped,
-    /// Bytes of stream buffers allocated, against [`MEM_LIMIT`].
+    /// Bytes of stream buffers allocated, against `mem_limit`.
     pub(crate) mem: &'a mut u64,
+    pub(crate) mem_limit: u64,
 }
 
 impl CpuStream {
@@ -107,6 +122,10 @@ impl CpuStream {
             ctx.skipped.cpu_ranges += 1;
             s.end = s.end.min(ctx.src.len());
             s.done |= s.next >= s.end;
+        }
+        if compressed && s.end.saturating_sub(offset) < 4 {
+            ctx.skipped.cpu_ranges += 1;
+            s.done = true;
         }
         if compressed && !s.done {
             ctx.src.seek(offset, "chunk count")?;
@@ -194,12 +213,12 @@ impl CpuStream {
             return Ok(());
         }
         let total = ctx.mem.saturating_sub(have).saturating_add(n as u64);
-        if total > MEM_LIMIT {
+        if total > ctx.mem_limit {
             return Err(TraceDatError::TooLarge {
                 offset: self.next,
                 what: "page buffers of all CPUs",
                 size: total,
-                limit: MEM_LIMIT,
+                limit: ctx.mem_limit,
             });
         }
         self.buf.clear();
@@ -212,6 +231,10 @@ impl CpuStream {
     fn fill<R: Read + Seek>(&mut self, ctx: &mut Ctx<'_, R>) -> Result<bool, TraceDatError> {
         loop {
             if self.done || self.next >= self.end {
+                if !self.done && matches!(self.layout, Layout::Chunks { left } if left > 0) {
+                    // The table promised chunks the data does not hold.
+                    ctx.skipped.chunks += 1;
+                }
                 self.done = true;
                 self.buf.clear();
                 return Ok(false);
@@ -235,6 +258,12 @@ impl CpuStream {
                     }
                     *left -= 1;
                     let at = self.next;
+                    if self.end - at < 8 {
+                        // The count promised more chunks than the data holds.
+                        ctx.skipped.chunks += 1;
+                        self.done = true;
+                        continue;
+                    }
                     ctx.src.seek(at, "chunk")?;
                     let csize = u64::from(ctx.src.u32("chunk compressed size")?);
                     let usize_ = u64::from(ctx.src.u32("chunk size")?);

@@ -42,25 +42,38 @@ impl Kallsyms {
     #[must_use]
     pub fn parse(text: &[u8]) -> Self {
         let mut k = Self::default();
-        for line in text.split(|&c| c == b'\n') {
-            let mut it = line.split(|&c| c == b' ' || c == b'\t').filter(|t| !t.is_empty());
-            let (Some(addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else { continue };
+        // Hand-rolled: a kernel with modules has ~200k lines, read at open.
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len()));
+        for end in ends {
+            let line = text.get(start..end).unwrap_or_default();
+            start = end + 1;
+            let mut f = Fields(line);
+            let (Some(addr), Some(ty), Some(name)) = (f.next(), f.next(), f.next()) else { continue };
             if !matches!(ty, b"t" | b"T" | b"w" | b"W") {
                 continue;
             }
-            let Some(addr) = std::str::from_utf8(addr).ok().and_then(|a| u64::from_str_radix(a, 16).ok()) else {
-                continue;
-            };
-            if addr == 0 {
-                continue;
-            }
-            let module = it.next().and_then(|m| m.strip_prefix(b"[")).and_then(|m| m.strip_suffix(b"]"));
+            let Some(addr) = parse_hex(addr).filter(|&a| a != 0) else { continue };
+            let module = f.next().and_then(|m| m.strip_prefix(b"[")).and_then(|m| m.strip_suffix(b"]"));
             let Some(name) = k.intern(name) else { break };
-            let Some(module) = k.intern(module.unwrap_or_default()) else { break };
+            let Some(module) = k.intern_module(module.unwrap_or_default()) else { break };
             k.syms.push(Sym { addr, name, module });
         }
         k.syms.sort_by_key(|s| s.addr);
         k
+    }
+
+    /// Module names repeat on consecutive lines: share the last one.
+    fn intern_module(&mut self, m: &[u8]) -> Option<(u32, u32)> {
+        if m.is_empty() {
+            return Some((0, 0));
+        }
+        if let Some(last) = self.syms.last() {
+            if self.text(last.module) == m {
+                return Some(last.module);
+            }
+        }
+        self.intern(m)
     }
 
     fn intern(&mut self, s: &[u8]) -> Option<(u32, u32)> {
@@ -122,6 +135,38 @@ impl Kallsyms {
             }
         }
     }
+}
+
+/// Whitespace-separated fields of a line.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let s = self.0;
+        let start = s.iter().position(|&c| c != b' ' && c != b'\t')?;
+        let rest = s.get(start..)?;
+        let len = rest.iter().position(|&c| c == b' ' || c == b'\t').unwrap_or(rest.len());
+        self.0 = rest.get(len..)?;
+        rest.get(..len)
+    }
+}
+
+fn parse_hex(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    let mut v = 0u64;
+    for &c in s {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u64::from(d);
+    }
+    Some(v)
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ pub enum Codec {
     Zlib,
 }
 
+/// One CPU's id and raw pages.
+pub type CpuPages = (u32, Vec<u8>);
+
 pub struct Writer {
     pub version: u32,
     pub be: bool,
@@ -26,7 +29,7 @@ pub struct Writer {
     pub printk: String,
     pub cmdlines: String,
     /// (name, per CPU (cpu id, raw pages)).
-    pub buffers: Vec<(String, Vec<(u32, Vec<u8>)>)>,
+    pub buffers: Vec<(String, Vec<CpuPages>)>,
     /// Pages per compressed chunk.
     pub pages_per_chunk: usize,
     /// Hostile knobs: every chunk replaced by (stated size, bytes).
@@ -428,13 +431,15 @@ impl Writer {
         }
         let opt_at = out.len();
         out.extend_from_slice(&[0; 8]);
-        let mut sections = Vec::new();
-        sections.push((16u16, self.section(&mut out, 16, &self.header_info())));
-        sections.push((17, self.section(&mut out, 17, &self.ftrace_formats())));
-        sections.push((18, self.section(&mut out, 18, &self.event_formats())));
-        sections.push((19, self.section(&mut out, 19, &self.sized32(&self.kallsyms))));
-        sections.push((20, self.section(&mut out, 20, &self.sized32(&self.printk))));
-        sections.push((21, self.section(&mut out, 21, &self.cmdlines_block())));
+        let blocks = [
+            (16u16, self.header_info()),
+            (17, self.ftrace_formats()),
+            (18, self.event_formats()),
+            (19, self.sized32(&self.kallsyms)),
+            (20, self.sized32(&self.printk)),
+            (21, self.cmdlines_block()),
+        ];
+        let sections: Vec<(u16, u64)> = blocks.iter().map(|(id, b)| (*id, self.section(&mut out, *id, b))).collect();
         // Flyrecord sections first, so the OPTIONS section can name them.
         let mut bufopts = Vec::new();
         for (name, cpus) in &self.buffers {

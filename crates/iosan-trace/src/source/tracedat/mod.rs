@@ -15,7 +15,8 @@
 //! container that cannot be read is a [`TraceDatError`].
 //!
 //! Timestamps are nanoseconds of the trace clock (converted with the
-//! TSC2NSEC option when the file has one, shifted by its `--ts-offset`).
+//! TSC2NSEC option when the file has one and the clock is `x86-tsc`,
+//! shifted by its `--ts-offset`).
 //! Offsets are file offsets: of the record for uncompressed data, of the
 //! compressed chunk holding it otherwise.
 //!
@@ -242,6 +243,7 @@ impl<R: Read + Seek> TraceDat<R> {
         let mut src = io::Src::new(reader)?;
         let c = Container::read(&mut src)?;
         let layout = PageLayout::new(&c.data.header_page, c.header.big_endian);
+        let tsc_clock = c.buffers.iter().any(|b| b.clock.as_deref() == Some("x86-tsc"));
         let mut t = Self {
             src,
             header: c.header,
@@ -251,7 +253,8 @@ impl<R: Read + Seek> TraceDat<R> {
             buffers: c.buffers,
             meta: c.meta,
             codec: c.codec,
-            tsc2nsec: c.tsc2nsec,
+            // trace-cmd uses the conversion only for a TSC clock.
+            tsc2nsec: c.tsc2nsec.filter(|_| tsc_clock),
             ts_offset: c.ts_offset,
             overrun: c.overrun,
             layout,
@@ -400,8 +403,7 @@ impl<R: Read + Seek> TraceDat<R> {
             if head_kind & KIND_STACK != 0 {
                 self.attach_own_stack(i);
             } else if let Some(who) = self.pid_ctx(&s.head.data) {
-                loop {
-                    let Some(s) = self.streams.get(i) else { break };
+                while let Some(s) = self.streams.get(i) {
                     let a = &s.ahead;
                     if !a.full || a.lost || self.kind(&a.data) & KIND_STACK == 0 || self.pid_ctx(&a.data) != Some(who) {
                         break;

@@ -159,6 +159,29 @@ fn counts(m: &BTreeMap<u32, Vec<Ev>>) -> BTreeMap<String, usize> {
 }
 
 #[test]
+fn x86_print_and_kprobe_fields() {
+    let mut t = TraceDat::open(BufReader::new(File::open(fixture("bug-strict.trace.dat")).unwrap())).unwrap();
+    let (mut prints, mut probes) = (Vec::new(), 0);
+    while let Some(item) = t.next_item().unwrap() {
+        let Item::Event(e) = item else { continue };
+        match (e.format.system.as_str(), e.format.name.as_str()) {
+            ("ftrace", "print") => {
+                let Some(FieldValue::Str(s)) = e.fields.field("buf") else { panic!("print without buf") };
+                prints.push(String::from_utf8_lossy(s).into_owned());
+            }
+            ("lab", "iommu_map") => {
+                assert_eq!(e.fields.field("__probe_func"), Some(FieldValue::Str(b"__iommu_map")));
+                probes += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(prints.len(), 32);
+    assert_eq!(prints[0], "LAB: phase=setup_done mode=bug\n");
+    assert_eq!(probes, 18175);
+}
+
+#[test]
 fn x86_matches_the_stored_trace_cmd_report() {
     let (ours, lost) = read_dat(&fixture("bug-strict.trace.dat"), 1000);
     assert_eq!(lost, 0);

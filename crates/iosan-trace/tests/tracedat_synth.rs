@@ -256,3 +256,34 @@ fn trace_cmd_reads_the_generated_files() {
         assert_eq!(ts, want, "v{version} {codec:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// Writes small generated files as fuzz seeds into `$IOSAN_SEED_DIR`.
+#[test]
+#[ignore = "writes fuzz seeds; run with IOSAN_SEED_DIR=fuzz/corpus/tracedat"]
+fn write_fuzz_seeds() {
+    let Some(dir) = std::env::var_os("IOSAN_SEED_DIR") else { return };
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut n = 0;
+    for (version, codec) in [(6, Codec::None), (7, Codec::None), (7, Codec::Zstd), (7, Codec::Zlib)] {
+        for be in [false, true] {
+            let mut w = Writer::new(version, codec);
+            w.be = be;
+            w.page = 256;
+            let mut p = Pages::new(be, 8, 256);
+            p.start(5, Some(Some(3)));
+            for i in 0..6u64 {
+                let mut rest = u64b(be, i).to_vec();
+                rest.extend_from_slice(&u64b(be, i));
+                rest.extend_from_slice(&u64b(be, 4096));
+                p.record(10 + (i << 26), &record(be, 10, 0, 1, &rest));
+            }
+            p.record(
+                10 + (6 << 26),
+                &record(be, 4, 0, 1, &[1, 0, 0, 0, 0, 0, 0, 0, 0x70, 0x93, 0x92, 0x81, 0xff, 0xff, 0xff, 0xff]),
+            );
+            w.buffers = vec![(String::new(), vec![(0, p.finish())])];
+            std::fs::write(std::path::Path::new(&dir).join(format!("seed{n}")), w.build()).unwrap();
+            n += 1;
+        }
+    }
+}

@@ -287,7 +287,10 @@ impl<'a> RecordFields<'a> {
     #[must_use]
     pub fn decode(&self, f: &FieldFormat) -> Option<FieldValue<'a>> {
         let start = usize::try_from(f.offset).ok()?;
-        let end = start.checked_add(usize::try_from(f.size).ok()?)?;
+        // A flexible array (`char buf[]`, size 0) runs to the record's end.
+        let flexible = f.size == 0 && matches!(f.kind, FieldKind::CharArray | FieldKind::FixedArray { .. });
+        let end =
+            if flexible { self.data.len().max(start) } else { start.checked_add(usize::try_from(f.size).ok()?)? };
         let raw = self.data.get(start..end)?;
         let be = self.big_endian;
         Some(match f.kind {
@@ -454,6 +457,19 @@ print fmt: \"iova=%llx\", REC->iova\n";
         let short = f.fields_of(&r[..12], false);
         assert_eq!(short.field("iova"), None);
         assert_eq!(short.field("common_pid"), Some(FieldValue::Signed(-3)));
+    }
+
+    #[test]
+    fn flexible_arrays_run_to_the_end_of_the_record() {
+        let fmt = "name: print\nID: 5\nformat:\n\tfield:unsigned long ip;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:char buf[];\toffset:16;\tsize:0;\tsigned:0;\n\tfield:u32 words[];\toffset:16;\tsize:0;\tsigned:0;\n";
+        let f = EventFormat::parse("ftrace", fmt.as_bytes(), 8).unwrap();
+        let mut r = vec![0u8; 16];
+        r.extend_from_slice(b"LAB: hi\n\0\0\0");
+        let v = f.fields_of(&r, false);
+        assert_eq!(v.field("buf"), Some(FieldValue::Str(b"LAB: hi\n")));
+        let Some(FieldValue::Array(a)) = v.field("words") else { panic!("words") };
+        assert_eq!(a.len(), 2, "11 bytes hold two whole u32s");
+        assert_eq!(f.fields_of(&r[..10], false).field("buf"), None);
     }
 
     #[test]

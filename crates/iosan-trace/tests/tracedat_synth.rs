@@ -287,3 +287,50 @@ fn write_fuzz_seeds() {
         }
     }
 }
+
+/// A stack goes to the event before it only when task and context match;
+/// a second stack record, or one of another task, stands on its own.
+#[test]
+fn stacks_attach_only_to_their_own_event() {
+    let mut w = Writer::new(7, Codec::Zstd);
+    let mut p = Pages::new(false, 8, 4096);
+    let map = |pid: i32, flags: u8| {
+        let mut rest = u64b(false, 1).to_vec();
+        rest.extend_from_slice(&u64b(false, 2));
+        rest.extend_from_slice(&u64b(false, 4096));
+        record(false, 10, flags, pid, &rest)
+    };
+    let stack = |pid: i32, flags: u8, addr: u64| {
+        let mut rest = 1i32.to_le_bytes().to_vec();
+        rest.extend_from_slice(&[0; 4]);
+        rest.extend_from_slice(&addr.to_le_bytes());
+        record(false, 4, flags, pid, &rest)
+    };
+    p.record(10, &map(1, 0));
+    p.record(10, &stack(1, 0, PROBE_IP));
+    p.record(10, &stack(1, 0, PROBE_IP + 1));
+    p.record(20, &map(1, 0));
+    p.record(20, &stack(1, 0x08, PROBE_IP + 2));
+    p.record(30, &map(1, 0));
+    p.record(30, &stack(2, 0, PROBE_IP + 3));
+    w.buffers = vec![(String::new(), vec![(0, p.finish())])];
+    let f = w.build();
+    let mut t = TraceDat::open(Cursor::new(&f)).unwrap();
+    let mut got = Vec::new();
+    while let Some(item) = t.next_item().unwrap() {
+        let Item::Event(e) = item else { panic!("no losses here") };
+        let frames: Vec<String> = e.stack.frames().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+        got.push(format!("{} {} {}", e.format.name, e.pid, frames.join("|")));
+    }
+    assert_eq!(
+        got,
+        [
+            "map 1 __iommu_map+0x0/0x2a0",
+            "kernel_stack 1 __iommu_map+0x1/0x2a0",
+            "map 1 ",
+            "kernel_stack 1 __iommu_map+0x2/0x2a0",
+            "map 1 ",
+            "kernel_stack 2 __iommu_map+0x3/0x2a0",
+        ]
+    );
+}

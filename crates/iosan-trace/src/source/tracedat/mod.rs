@@ -403,11 +403,10 @@ impl<R: Read + Seek> TraceDat<R> {
             if head_kind & KIND_STACK != 0 {
                 self.attach_own_stack(i);
             } else if let Some(who) = self.pid_ctx(&s.head.data) {
-                while let Some(s) = self.streams.get(i) {
-                    let a = &s.ahead;
-                    if !a.full || a.lost || self.kind(&a.data) & KIND_STACK == 0 || self.pid_ctx(&a.data) != Some(who) {
-                        break;
-                    }
+                // The kernel writes one stack record per event; a second one
+                // is delivered on its own, so a run of them cannot grow a slot.
+                let a = &s.ahead;
+                if a.full && !a.lost && self.kind(&a.data) & KIND_STACK != 0 && self.pid_ctx(&a.data) == Some(who) {
                     self.attach_stack_of_ahead(i);
                     self.pull(i)?;
                 }
@@ -586,6 +585,10 @@ fn kinds_of(td: &TracingData) -> Vec<u8> {
     v
 }
 
+/// Most frames taken from one stack record (the kernel's deepest stacks
+/// are well below this; a hostile 64 MiB page could hold millions).
+const MAX_FRAMES: usize = 512;
+
 /// Appends the frames of a `kernel_stack` record (`size` entries of
 /// `caller`, up to the record's end and the first ULONG_MAX) to `slot`.
 fn decode_stack(td: &TracingData, c: Common, data: &[u8], slot: &mut Slot) {
@@ -604,7 +607,7 @@ fn decode_stack(td: &TracingData, c: Common, data: &[u8], slot: &mut Slot) {
     let avail = data.len().saturating_sub(start) / elem;
     let size = f.fields_of(data, be).uint("size").map_or(avail, |s| (s as usize).min(avail));
     let ulong_max = if elem == 8 { u64::MAX } else { u64::from(u32::MAX) };
-    for k in 0..size {
+    for k in 0..size.min(MAX_FRAMES) {
         let Some(b) = data.get(start + k * elem..start + (k + 1) * elem) else { break };
         let addr = read_uint(b, be);
         if addr == ulong_max {

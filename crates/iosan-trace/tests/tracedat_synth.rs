@@ -234,9 +234,19 @@ fn trace_cmd_reads_the_generated_files() {
         println!("skipped: trace-cmd is not installed");
         return;
     }
-    for (version, codec) in [(6, Codec::None), (7, Codec::None), (7, Codec::Zstd)] {
-        let c = build(version, codec, false, 8, 4096);
-        let path = std::env::temp_dir().join(format!("iosan-synth-{}-{version}-{codec:?}.dat", std::process::id()));
+    let cases = [
+        (6, Codec::None, false, 8, 4096),
+        (7, Codec::None, false, 8, 4096),
+        (7, Codec::Zstd, false, 8, 4096),
+        (7, Codec::Zstd, true, 8, 4096),
+        (6, Codec::None, true, 4, 4096),
+        (7, Codec::Zstd, false, 8, 16384),
+        (7, Codec::None, false, 4, 16384),
+    ];
+    for (version, codec, be, long, page) in cases {
+        let c = build(version, codec, be, long, page);
+        let path = std::env::temp_dir()
+            .join(format!("iosan-synth-{}-{version}-{codec:?}-{be}-{long}-{page}.dat", std::process::id()));
         std::fs::write(&path, &c.file).unwrap();
         let out = std::process::Command::new("trace-cmd").args(["report", "-t", "-i"]).arg(&path).output().unwrap();
         std::fs::remove_file(&path).unwrap();
@@ -253,7 +263,12 @@ fn trace_cmd_reads_the_generated_files() {
         ts.sort_unstable();
         let mut want: Vec<u64> = c.expect.iter().filter(|e| !e.2.starts_with("lost")).map(|e| e.0).collect();
         want.sort_unstable();
-        assert_eq!(ts, want, "v{version} {codec:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            ts,
+            want,
+            "v{version} {codec:?} be={be} long={long} page={page}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -131,6 +131,7 @@ fn build(version: u32, codec: Codec, be: bool, long: u8, page: u32) -> Case {
 
 fn read(file: &[u8]) -> Vec<Line> {
     let mut t = TraceDat::open(Cursor::new(file)).unwrap();
+    let (compressed, be) = (t.header().compression.is_some(), t.header().big_endian);
     let mut out = Vec::new();
     while let Some(item) = t.next_item().unwrap() {
         match item {
@@ -140,6 +141,15 @@ fn read(file: &[u8]) -> Vec<Line> {
                 format!("lost cpu{} {:?}", l.cpu, l.count),
             )),
             Item::Event(e) => {
+                if !compressed {
+                    // An uncompressed record's offset is where its bytes are.
+                    let at = e.offset as usize;
+                    let id = [file[at], file[at + 1]];
+                    assert_eq!(
+                        u32::from(if be { u16::from_be_bytes(id) } else { u16::from_le_bytes(id) }),
+                        e.format.id
+                    );
+                }
                 let s = |n: &str| match e.fields.field(n) {
                     Some(FieldValue::Unsigned(v)) => v.to_string(),
                     Some(FieldValue::Signed(v)) => v.to_string(),

@@ -50,7 +50,6 @@ pub use stream::{Limits, Skipped};
 
 use crate::record::ExecContext;
 use crate::source::format::{read_uint, EventFormat, FieldKind, RecordFields};
-use crate::source::kallsyms::Kallsyms;
 use crate::source::tracing_data::TracingData;
 use compress::Codec;
 use container::Container;
@@ -617,11 +616,7 @@ fn decode_stack(td: &TracingData, c: Common, data: &[u8], slot: &mut Slot) {
             continue;
         }
         slot.stack.push(addr);
-        format_frame(&td.kallsyms, addr, &mut slot.stack_text);
+        td.kallsyms.format(addr, &mut slot.stack_text);
         slot.stack_ends.push(u32::try_from(slot.stack_text.len()).unwrap_or(u32::MAX));
     }
-}
-
-fn format_frame(k: &Kallsyms, addr: u64, out: &mut Vec<u8>) {
-    k.format(addr, out);
 }

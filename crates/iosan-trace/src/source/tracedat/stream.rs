@@ -150,7 +150,10 @@ impl CpuStream {
                 let page = page.get(..self.page_size.min(page.len())).unwrap_or_default();
                 match c.next(page, ctx.layout.big_endian) {
                     Entry::Data { ts, start, end } => {
-                        let offset = self.page_offset() + start as u64;
+                        let offset = match self.layout {
+                            Layout::Pages => self.buf_offset + start as u64,
+                            Layout::Chunks { .. } => self.buf_offset,
+                        };
                         return Ok(Some(Raw::Data {
                             ts,
                             start: self.page_start + start,
@@ -174,14 +177,6 @@ impl CpuStream {
         }
     }
 
-    /// File offset of the current page (of its chunk, when compressed).
-    fn page_offset(&self) -> u64 {
-        match self.layout {
-            Layout::Pages => self.buf_offset,
-            Layout::Chunks { .. } => self.buf_offset,
-        }
-    }
-
     /// Sets up the next page with a sane header; false at the end.
     fn load_page<R: Read + Seek>(&mut self, ctx: &mut Ctx<'_, R>) -> Result<bool, TraceDatError> {
         loop {
@@ -193,7 +188,7 @@ impl CpuStream {
             match parse_header(page, ctx.layout) {
                 Ok(h) => {
                     if let Some(count) = h.missed {
-                        self.pending_lost = Some(Raw::Lost { ts: h.ts, count, offset: self.page_offset() });
+                        self.pending_lost = Some(Raw::Lost { ts: h.ts, count, offset: self.buf_offset });
                     }
                     self.cursor = Some(PageCursor::new(&h, ctx.layout));
                     return Ok(true);

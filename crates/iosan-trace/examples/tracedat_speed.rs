@@ -2,7 +2,7 @@
 //! event counts per name and the rate: `cargo run --release -p iosan-trace
 //! --example tracedat_speed -- FILE [REPEAT]`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use iosan_trace::field::{FieldLookup, FieldValue};
@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = args.next().ok_or("usage: tracedat_speed FILE [REPEAT]")?;
     let repeat: u32 = args.next().map_or(Ok(1), |r| r.parse())?;
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_id: HashMap<u32, u64> = HashMap::new();
     let (mut events, mut lost, mut checksum) = (0u64, 0u64, 0u64);
     let start = Instant::now();
     for round in 0..repeat {
@@ -32,13 +33,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }
                     }
                     if round == 0 {
-                        *counts.entry(format!("{}:{}", e.format.system, e.format.name)).or_default() += 1;
+                        *by_id.entry(e.format.id).or_default() += 1;
                     }
                 }
                 Item::Lost(_) => lost += 1,
             }
         }
         if round == 0 {
+            for (id, n) in &by_id {
+                if let Some(f) = t.tracing_data().formats.by_id(*id) {
+                    counts.insert(format!("{}:{}", f.system, f.name), *n);
+                }
+            }
             eprintln!("header {:?}", t.header());
             for b in t.buffers() {
                 eprintln!(

@@ -136,8 +136,11 @@ impl EventFormat {
 
     /// The field called `name`.
     #[must_use]
+    #[inline]
     pub fn field(&self, name: &str) -> Option<&FieldFormat> {
-        self.fields.iter().find(|f| f.name == name)
+        // Length and last byte first: most candidates fail without a memcmp.
+        let (n, last) = (name.len(), name.as_bytes().last());
+        self.fields.iter().find(|f| f.name.len() == n && f.name.as_bytes().last() == last && f.name == name)
     }
 
     /// The record's bytes as fields (`data` starts at `common_type`).

@@ -4,7 +4,6 @@
 //! (and perf's `HEADER_TRACING_DATA` feature repeats). trace.dat v7 stores
 //! each block in its own section with the same body.
 
-use std::collections::HashMap;
 use std::io::{Cursor, Read, Seek};
 
 use super::format::{EventFormat, FieldFormat};
@@ -115,30 +114,41 @@ impl Formats {
     }
 }
 
-/// pid → comm, from `saved_cmdlines`.
+/// pid → comm, from `saved_cmdlines`, sorted by pid (binary search: no
+/// hash a hostile file could flood).
 #[derive(Clone, Debug, Default)]
-pub struct Cmdlines(HashMap<u32, Box<[u8]>>);
+pub struct Cmdlines(Vec<(u32, Box<[u8]>)>);
 
 impl Cmdlines {
-    /// Parses `PID COMM` lines.
+    /// Parses `PID COMM` lines; a later line for a pid wins.
     #[must_use]
     pub fn parse(text: &[u8]) -> Self {
-        let mut m = HashMap::new();
+        let mut v: Vec<(u32, Box<[u8]>)> = Vec::new();
         for line in text.split(|&c| c == b'\n') {
             let Some(sp) = memchr::memchr(b' ', line) else { continue };
             let (pid, comm) = (line.get(..sp).unwrap_or_default(), line.get(sp + 1..).unwrap_or_default());
             if let Some(pid) = std::str::from_utf8(pid).ok().and_then(|p| p.trim().parse::<u32>().ok()) {
-                m.insert(pid, comm.into());
+                v.push((pid, comm.into()));
             }
         }
-        Self(m)
+        // Stable sort, then keep the last of equal pids.
+        v.sort_by_key(|e| e.0);
+        let mut out: Vec<(u32, Box<[u8]>)> = Vec::with_capacity(v.len());
+        for e in v {
+            match out.last_mut() {
+                Some(last) if last.0 == e.0 => *last = e,
+                _ => out.push(e),
+            }
+        }
+        Self(out)
     }
 
     /// The task name of `pid`.
     #[inline]
     #[must_use]
     pub fn comm(&self, pid: u32) -> Option<&[u8]> {
-        self.0.get(&pid).map(|c| &c[..])
+        let i = self.0.binary_search_by_key(&pid, |e| e.0).ok()?;
+        self.0.get(i).map(|e| &e.1[..])
     }
 
     /// Number of entries.
@@ -380,7 +390,7 @@ mod tests {
         b.extend_from_slice(&(p.len() as u32).to_le_bytes());
         b.extend_from_slice(p);
         if cmdlines {
-            let c = b"1 init\n42 kworker/0:1\n";
+            let c = b"1 init\n42 kworker/0:0\n42 kworker/0:1\n";
             b.extend_from_slice(&(c.len() as u64).to_le_bytes());
             b.extend_from_slice(c);
         }

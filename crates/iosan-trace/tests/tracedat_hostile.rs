@@ -1,14 +1,102 @@
 //! Hostile trace.dat input: truncation, sizes and offsets that lie, option
 //! chains that loop, compression bombs, a page whose commit runs past its
 //! end, huge counts. Each must end in an error value or in counted skips:
-//! no panic, no hang, memory bounded by the reader's limits.
+//! no panic, no hang, memory bounded by the reader's limits (a counting
+//! allocator, as in `adversarial.rs`, measures the peak heap).
+#![allow(unsafe_code)]
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::Cursor;
 
 use common::tracedat_writer::{record, u64b, Codec, Pages, Writer};
 use iosan_trace::source::tracedat::{Item, Limits, Skipped, TraceDat, TraceDatError};
+
+// ---------------------------------------------------------------- heap meter
+
+/// `System`, counting live and peak bytes per thread (tests run in their
+/// own threads; the analysis is single-threaded).
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn note(delta: isize) {
+    // `try_with`: during thread teardown the slots may be gone; such
+    // allocations are simply not counted. Const-initialised `Cell`s never
+    // allocate, so this cannot recurse into the allocator.
+    let _ = LIVE.try_with(|l| {
+        let now = l.get() + delta;
+        l.set(now);
+        let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
+    });
+}
+
+fn signed(n: usize) -> isize {
+    isize::try_from(n).unwrap_or(isize::MAX)
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments
+// unchanged, so `System`'s guarantees hold; the bookkeeping only touches
+// const-initialised thread-local `Cell`s and never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract (non-zero size), forwarded as is.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            note(signed(layout.size()));
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            note(signed(layout.size()));
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was returned by this allocator (hence by `System`) with `layout`, per the caller's contract.
+        unsafe { System.dealloc(ptr, layout) };
+        note(-signed(layout.size()));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr`/`layout` come from this allocator (hence `System`) and `new_size` is valid, per the caller's contract.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            note(signed(new_size) - signed(layout.size()));
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const MIB: isize = 1 << 20;
+
+/// Runs `f` and returns its result with the peak heap growth (bytes above
+/// the live heap at the start) of this thread while it ran.
+fn metered<T>(f: impl FnOnce() -> T) -> (T, isize) {
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(base));
+    let out = f();
+    let peak = PEAK.with(Cell::get) - base;
+    (out, peak)
+}
+
+fn assert_heap(what: &str, peak: isize, bound_mib: isize) {
+    eprintln!("{what}: peak heap {:.1} MiB (bound {bound_mib} MiB)", peak as f64 / MIB as f64);
+    assert!(peak < bound_mib * MIB, "{what}: peak heap {peak} bytes exceeds {bound_mib} MiB");
+}
 
 /// A small file: `cpus` CPUs with `n` map records each.
 fn small(version: u32, codec: Codec, cpus: u32, n: u64) -> Writer {
@@ -60,11 +148,14 @@ fn every_truncation_is_an_error_or_fewer_records() {
         let (full, _) = drain(&file).unwrap();
         assert_eq!(full, 800);
         let step = (file.len() / 1500).max(1);
-        for cut in (0..file.len()).step_by(step) {
-            if let Ok((n, _)) = drain(&file[..cut]) {
-                assert!(n <= full, "v{version} {codec:?} cut {cut}");
+        let ((), peak) = metered(|| {
+            for cut in (0..file.len()).step_by(step) {
+                if let Ok((n, _)) = drain(&file[..cut]) {
+                    assert!(n <= full, "v{version} {codec:?} cut {cut}");
+                }
             }
-        }
+        });
+        assert_heap(&format!("v{version} {codec:?} truncated at every {step} bytes"), peak, 4);
     }
 }
 
@@ -154,8 +245,11 @@ fn compression_bombs_are_bounded() {
         };
         let mut w = small(7, codec, 2, 10);
         w.chunk_override = Some((40960, bomb.clone()));
-        let (n, s) = drain(&w.build()).unwrap();
+        let f = w.build();
+        let (r, peak) = metered(|| drain(&f));
+        let (n, s) = r.unwrap();
         assert_eq!((n, s.chunks), (0, 2), "{codec:?}");
+        assert_heap(&format!("{codec:?} bomb of 64 MiB stated as 40 KiB"), peak, 2);
         // Stated as 4 GiB: over the chunk limit, skipped unread.
         w.chunk_override = Some((u32::MAX, bomb));
         let (n, s) = drain(&w.build()).unwrap();
@@ -184,7 +278,9 @@ fn the_memory_limit_holds_across_cpus() {
         Err(TraceDatError::TooLarge { what: "page buffers of all CPUs", .. })
     ));
     // Within the default limit it reads: all-zero pages hold no records.
-    let (n, s) = drain(&f).unwrap();
+    let (r, peak) = metered(|| drain(&f));
+    assert_heap("8 CPUs x 4 MiB chunks", peak, 40);
+    let (n, s) = r.unwrap();
     assert_eq!(n, 0);
     assert_eq!(s, Skipped::default());
 }

@@ -23,7 +23,18 @@ fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/captures").join(name)
 }
 
-fn run(path: &Path) -> (u64, f64) {
+/// CPU time of this thread (user + system), from procfs; `None` elsewhere.
+fn thread_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn run(path: &Path) -> (u64, f64, Option<f64>) {
+    let cpu0 = thread_cpu_secs();
     let start = Instant::now();
     let mut t = TraceDat::open(BufReader::with_capacity(1 << 16, File::open(path).unwrap())).unwrap();
     let (mut n, mut sum) = (0u64, 0u64);
@@ -42,7 +53,9 @@ fn run(path: &Path) -> (u64, f64) {
         }
     }
     assert_ne!(sum, 0);
-    (n, start.elapsed().as_secs_f64())
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = thread_cpu_secs().zip(cpu0).map(|(b, a)| b - a);
+    (n, wall, cpu)
 }
 
 #[test]
@@ -68,10 +81,7 @@ fn events_per_second() {
     let t = TraceDat::open(std::io::Cursor::new(&base)).unwrap();
     let page = t.buffers()[0].page_size as usize;
     let cpus = t.buffers()[0].cpus.clone();
-    let events_base = {
-        let (n, _) = run(&v6);
-        n
-    };
+    let (events_base, _, _) = run(&v6);
     // Header up to the first CPU's data, then each CPU's pages REPEAT times.
     let first = cpus.iter().map(|c| c.offset).min().unwrap() as usize;
     let mut out = base[..first].to_vec();
@@ -108,13 +118,15 @@ fn events_per_second() {
         [("fixture v7 zstd", fixture("bug-strict.trace.dat")), ("big v6", big.clone()), ("big v7 zstd", zst.clone())]
     {
         let size = std::fs::metadata(&path).unwrap().len();
-        let (n, secs) = run(&path);
+        let (n, secs, cpu) = run(&path);
         let want = if name.starts_with("big") { events_base * REPEAT } else { events_base };
         assert_eq!(n, want, "{name}");
+        let cpu_rate = cpu.filter(|&c| c > 0.0).map_or("?".into(), |c| format!("{:.2}", n as f64 / c / 1e6));
         println!(
-            "{name}: {n} events, {:.1} MB, {secs:.3} s, {:.2} M events/s",
+            "{name}: {n} events, {:.1} MB, wall {secs:.3} s = {:.2} M events/s; CPU {:.2} s = {cpu_rate} M events/s",
             size as f64 / 1e6,
-            n as f64 / secs / 1e6
+            n as f64 / secs / 1e6,
+            cpu.unwrap_or(f64::NAN)
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();

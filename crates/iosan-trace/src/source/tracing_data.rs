@@ -199,7 +199,8 @@ impl PrintkFormats {
 pub struct TracingData {
     /// Records are big-endian.
     pub big_endian: bool,
-    /// The kernel's `sizeof(long)`.
+    /// The recording tool's `sizeof(long)` (the kernel's is
+    /// `header_page.commit_size`).
     pub long_size: u8,
     /// The `header_page` layout.
     pub header_page: HeaderPage,
@@ -284,7 +285,13 @@ impl TracingData {
     fn push_format<R: Read + Seek>(&mut self, src: &mut Src<R>, system: &str) -> Result<(), TraceDatError> {
         let n = src.u64("format size")?;
         let text = src.bytes(n, "format file")?;
-        match EventFormat::parse(system, &text, self.long_size) {
+        // Field types are the kernel's: its `long` is the size of `commit`.
+        let long = match self.header_page.commit_size {
+            4 => 4,
+            8 => 8,
+            _ => self.long_size,
+        };
+        match EventFormat::parse(system, &text, long) {
             Ok(f) => self.formats.push(f),
             Err(_) => self.bad_formats += 1,
         }

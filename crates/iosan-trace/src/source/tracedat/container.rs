@@ -176,6 +176,8 @@ impl Container {
             if opts.latency {
                 return Err(TraceDatError::Latency);
             }
+            // header_page first: the format files' `long` depends on it.
+            opts.sections.sort_by_key(|s| s.0);
             for &(id, off) in &opts.sections {
                 let (_, body, _) = read_section(src, off, codec.as_mut())?;
                 let mut s = Src::new(Cursor::new(&body[..]))?;

@@ -597,7 +597,7 @@ fn decode_stack(td: &TracingData, c: Common, data: &[u8], slot: &mut Slot) {
     let Some(caller) = f.field("caller") else { return };
     let elem = match caller.kind {
         FieldKind::FixedArray { elem_size } => usize::from(elem_size),
-        _ => usize::from(td.long_size),
+        _ => td.header_page.commit_size as usize,
     };
     if elem != 4 && elem != 8 {
         return;

@@ -359,3 +359,57 @@ fn stacks_attach_only_to_their_own_event() {
         ]
     );
 }
+
+/// Timestamps of a file with a TSC clock and the TSC2NSEC option, and of
+/// one with a `--ts-offset` (OFFSET option), as trace-cmd reports them.
+#[test]
+fn clock_conversion_options_match_trace_cmd() {
+    if std::process::Command::new("trace-cmd").arg("--version").output().is_err() {
+        println!("skipped: trace-cmd is not installed");
+        return;
+    }
+    let mut tsc = 1_500_000_000u32.to_le_bytes().to_vec(); // mult
+    tsc.extend_from_slice(&31u32.to_le_bytes()); // shift
+    tsc.extend_from_slice(&1_000_000u64.to_le_bytes()); // offset
+    let cases: [(&str, Vec<(u16, Vec<u8>)>); 3] = [
+        ("x86-tsc", vec![(14, tsc.clone())]),
+        ("local", vec![(14, tsc)]),
+        ("local", vec![(7, b"5000000000\0".to_vec())]),
+    ];
+    for (clock, options) in cases {
+        let mut w = Writer::new(7, Codec::None);
+        w.clock = clock.into();
+        w.extra_options = options.clone();
+        let mut p = Pages::new(false, 8, 4096);
+        for i in 0..50u64 {
+            let mut rest = u64b(false, i).to_vec();
+            rest.extend_from_slice(&u64b(false, i));
+            rest.extend_from_slice(&u64b(false, 4096));
+            p.record(7_000_000_000 + 123_457 * i, &record(false, 10, 0, 1, &rest));
+        }
+        w.buffers = vec![(String::new(), vec![(0, p.finish())])];
+        let file = w.build();
+        let mut t = TraceDat::open(Cursor::new(&file)).unwrap();
+        let mut ours = Vec::new();
+        while let Some(item) = t.next_item().unwrap() {
+            if let Item::Event(e) = item {
+                ours.push(e.ts_ns);
+            }
+        }
+        let path =
+            std::env::temp_dir().join(format!("iosan-clock-{}-{clock}-{}.dat", std::process::id(), options[0].0));
+        std::fs::write(&path, &file).unwrap();
+        let out = std::process::Command::new("trace-cmd").args(["report", "-t", "-i"]).arg(&path).output().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let theirs: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(" map:"))
+            .filter_map(|l| l.split_whitespace().find(|w| w.ends_with(':') && w.contains('.')))
+            .map(|w| {
+                let (s, f) = w.trim_end_matches(':').split_once('.').unwrap();
+                s.parse::<u64>().unwrap() * 1_000_000_000 + f.parse::<u64>().unwrap()
+            })
+            .collect();
+        assert_eq!(ours, theirs, "clock {clock}, option {}: {}", options[0].0, String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -40,6 +40,10 @@ pub struct Writer {
     pub buffer_cpu_count: Option<u32>,
     /// The kallsyms section's stated uncompressed size.
     pub kallsyms_usize: Option<u32>,
+    /// The BUFFER options' clock.
+    pub clock: String,
+    /// More v7 options (id, payload), written before DONE.
+    pub extra_options: Vec<(u16, Vec<u8>)>,
 }
 
 pub const COMMON: &str = "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
@@ -254,6 +258,8 @@ impl Writer {
             chunk_count: None,
             buffer_cpu_count: None,
             kallsyms_usize: None,
+            clock: "local".into(),
+            extra_options: Vec::new(),
         }
     }
 
@@ -484,7 +490,8 @@ impl Writer {
             let mut d = self.u64b(*sec).to_vec();
             d.extend_from_slice(name.as_bytes());
             d.push(0);
-            d.extend_from_slice(b"local\0");
+            d.extend_from_slice(self.clock.as_bytes());
+            d.push(0);
             d.extend_from_slice(&self.u32b(self.page));
             d.extend_from_slice(&self.u32b(self.buffer_cpu_count.unwrap_or(cpus.len() as u32)));
             for (cpu, off, size) in cpus {
@@ -495,6 +502,11 @@ impl Writer {
             opts.extend_from_slice(&self.u16b(3));
             opts.extend_from_slice(&self.u32b(d.len() as u32));
             opts.extend_from_slice(&d);
+        }
+        for (id, d) in &self.extra_options {
+            opts.extend_from_slice(&self.u16b(*id));
+            opts.extend_from_slice(&self.u32b(d.len() as u32));
+            opts.extend_from_slice(d);
         }
         opts.extend_from_slice(&self.u16b(0));
         opts.extend_from_slice(&self.u32b(8));

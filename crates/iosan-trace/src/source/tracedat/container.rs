@@ -347,7 +347,8 @@ fn parse_options(body: &[u8], base: u64, be: bool, version: u32, o: &mut Opts) -
                 let mult = d.u32("tsc2nsec mult")?;
                 let shift = d.u32("tsc2nsec shift")?;
                 let offset = d.u64("tsc2nsec offset")?;
-                if shift < 64 && mult != 0 {
+                // trace-cmd holds mult in an int: larger values are not a rate.
+                if shift < 64 && mult != 0 && mult <= i32::MAX as u32 {
                     o.tsc2nsec = Some((mult, shift, offset));
                 }
             }

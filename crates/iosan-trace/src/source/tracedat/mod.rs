@@ -14,9 +14,9 @@
 //! not make sense are counted in [`Skipped`] and the run goes on; a
 //! container that cannot be read is a [`TraceDatError`].
 //!
-//! Timestamps are nanoseconds of the trace clock (converted with the
-//! TSC2NSEC option when the file has one and the clock is `x86-tsc`,
-//! shifted by its `--ts-offset`).
+//! Timestamps are nanoseconds of the trace clock: converted with the
+//! TSC2NSEC option when the file has one (`(ts * mult) >> shift`, as
+//! trace-cmd 3.1.6 reports them), shifted by its `--ts-offset`.
 //! Offsets are file offsets: of the record for uncompressed data, of the
 //! compressed chunk holding it otherwise.
 //!
@@ -242,7 +242,6 @@ impl<R: Read + Seek> TraceDat<R> {
         let mut src = io::Src::new(reader)?;
         let c = Container::read(&mut src)?;
         let layout = PageLayout::new(&c.data.header_page, c.header.big_endian);
-        let tsc_clock = c.buffers.iter().any(|b| b.clock.as_deref() == Some("x86-tsc"));
         let mut t = Self {
             src,
             header: c.header,
@@ -252,8 +251,7 @@ impl<R: Read + Seek> TraceDat<R> {
             buffers: c.buffers,
             meta: c.meta,
             codec: c.codec,
-            // trace-cmd uses the conversion only for a TSC clock.
-            tsc2nsec: c.tsc2nsec.filter(|_| tsc_clock),
+            tsc2nsec: c.tsc2nsec,
             ts_offset: c.ts_offset,
             overrun: c.overrun,
             layout,
@@ -435,7 +433,9 @@ impl<R: Read + Seek> TraceDat<R> {
 
     fn ts_ns(&self, ts: u64) -> u64 {
         let ts = match self.tsc2nsec {
-            Some((mult, shift, off)) => (((u128::from(ts) * u128::from(mult)) >> shift) as u64).wrapping_add(off),
+            // trace-cmd 3.1.6 reports (ts * mult) >> shift; the option's
+            // offset does not move host timestamps (checked against it).
+            Some((mult, shift, _)) => ((u128::from(ts) * u128::from(mult)) >> shift) as u64,
             None => ts,
         };
         ts.wrapping_add_signed(self.ts_offset)

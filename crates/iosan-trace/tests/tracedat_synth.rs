@@ -371,7 +371,8 @@ fn clock_conversion_options_match_trace_cmd() {
     let mut tsc = 1_500_000_000u32.to_le_bytes().to_vec(); // mult
     tsc.extend_from_slice(&31u32.to_le_bytes()); // shift
     tsc.extend_from_slice(&1_000_000u64.to_le_bytes()); // offset
-    let cases: [(&str, Vec<(u16, Vec<u8>)>); 3] = [
+    type Options = Vec<(u16, Vec<u8>)>;
+    let cases: [(&str, Options); 3] = [
         ("x86-tsc", vec![(14, tsc.clone())]),
         ("local", vec![(14, tsc)]),
         ("local", vec![(7, b"5000000000\0".to_vec())]),

@@ -296,7 +296,7 @@ fn a_page_whose_commit_runs_past_its_end_is_skipped() {
     let at = base + 4096 + 8;
     g[at..at + 8].copy_from_slice(&((1u64 << 27) - 1).to_le_bytes());
     let (n, s) = drain(&g).unwrap();
-    assert_eq!(s.pages, 1);
+    assert_eq!((s.pages, s.total(), s.first_offset), (1, 1, Some(base as u64 + 4096)));
     assert!(n < full && n > 0);
     // Page 1's first event claims a length past the data: the rest of
     // the page is skipped, later pages read.
@@ -311,7 +311,7 @@ fn a_page_whose_commit_runs_past_its_end_is_skipped() {
     let at = base + 16 + 4;
     g[at..at + 2].copy_from_slice(&999u16.to_le_bytes());
     let (n, s) = drain(&g).unwrap();
-    assert_eq!((n, s.unknown_ids), (full - 1, 1));
+    assert_eq!((n, s.unknown_ids, s.first_offset), (full - 1, 1, Some(base as u64 + 20)));
 }
 
 #[test]
@@ -322,4 +322,23 @@ fn zero_and_absurd_sub_buffer_sizes_are_errors() {
     f[hp..hp + 10].copy_from_slice(b"size:4000;");
     f[14..18].copy_from_slice(&0u32.to_le_bytes());
     assert!(matches!(drain(&f), Err(TraceDatError::Malformed { .. })));
+}
+
+#[test]
+fn latency_files_and_unknown_tags_are_refused() {
+    let mut f = small(6, Codec::None, 1, 10).build();
+    let at = find(&f, b"flyrecord\0");
+    f[at..at + 10].copy_from_slice(b"latency  \0");
+    assert!(matches!(drain(&f), Err(TraceDatError::Latency)));
+    f[at..at + 10].copy_from_slice(b"whatever!\0");
+    assert!(matches!(drain(&f), Err(TraceDatError::Malformed { .. })));
+    // v7 with a BUFFER_TEXT (latency) option.
+    let mut w = small(7, Codec::Zstd, 1, 10);
+    w.extra_options = vec![(22, 0u64.to_le_bytes().to_vec())];
+    assert!(matches!(drain(&w.build()), Err(TraceDatError::Latency)));
+    // An unknown compression.
+    let mut f = small(7, Codec::Zstd, 1, 10).build();
+    let at = find(&f, b"zstd\0");
+    f[at..at + 4].copy_from_slice(b"lz4x");
+    assert!(matches!(drain(&f), Err(TraceDatError::Compression(_))));
 }

@@ -458,10 +458,14 @@ impl<R: Read + Seek> TraceDat<R> {
                 Verdict::Gone => {}
                 Verdict::Short => {
                     self.skipped.short_records += 1;
+                    let at = self.streams.get(i).map_or(0, |s| s.head.offset);
+                    self.skipped.at(at);
                     self.advance(i)?;
                 }
                 Verdict::Unknown => {
                     self.skipped.unknown_ids += 1;
+                    let at = self.streams.get(i).map_or(0, |s| s.head.offset);
+                    self.skipped.at(at);
                     self.advance(i)?;
                 }
                 Verdict::Lost => {

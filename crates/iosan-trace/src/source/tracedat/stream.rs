@@ -43,6 +43,21 @@ pub struct Skipped {
     pub short_records: u64,
     /// CPU data whose offset or size runs past the end of the file.
     pub cpu_ranges: u64,
+    /// File offset of the first thing skipped (a page, chunk, record or
+    /// CPU range), for messages.
+    pub first_offset: Option<u64>,
+}
+
+impl Skipped {
+    /// Everything skipped, all kinds together.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.pages + self.damaged_pages + self.chunks + self.unknown_ids + self.short_records + self.cpu_ranges
+    }
+
+    pub(crate) fn at(&mut self, offset: u64) {
+        self.first_offset.get_or_insert(offset);
+    }
 }
 
 /// What a stream yields.
@@ -120,11 +135,13 @@ impl CpuStream {
         };
         if s.end > ctx.src.len() || offset > ctx.src.len() {
             ctx.skipped.cpu_ranges += 1;
+            ctx.skipped.at(offset);
             s.end = s.end.min(ctx.src.len());
             s.done |= s.next >= s.end;
         }
         if compressed && s.end.saturating_sub(offset) < 4 {
             ctx.skipped.cpu_ranges += 1;
+            ctx.skipped.at(offset);
             s.done = true;
         }
         if compressed && !s.done {
@@ -165,6 +182,7 @@ impl CpuStream {
                     Entry::End(damaged) => {
                         if damaged {
                             ctx.skipped.damaged_pages += 1;
+                            ctx.skipped.at(self.buf_offset);
                         }
                         self.cursor = None;
                         self.page_start += self.page_size;
@@ -195,6 +213,7 @@ impl CpuStream {
                 }
                 Err(PageFault::Short | PageFault::CommitPastEnd) => {
                     ctx.skipped.pages += 1;
+                    ctx.skipped.at(self.buf_offset);
                     self.page_start += self.page_size;
                 }
             }
@@ -229,6 +248,7 @@ impl CpuStream {
                 if !self.done && matches!(self.layout, Layout::Chunks { left } if left > 0) {
                     // The table promised chunks the data does not hold.
                     ctx.skipped.chunks += 1;
+                    ctx.skipped.at(self.next);
                 }
                 self.done = true;
                 self.buf.clear();
@@ -256,6 +276,7 @@ impl CpuStream {
                     if self.end - at < 8 {
                         // The count promised more chunks than the data holds.
                         ctx.skipped.chunks += 1;
+                        ctx.skipped.at(self.next);
                         self.done = true;
                         continue;
                     }
@@ -266,12 +287,14 @@ impl CpuStream {
                     if csize > self.end.saturating_sub(data_at) {
                         // The table lies about this chunk; nothing after it can be found.
                         ctx.skipped.chunks += 1;
+                        ctx.skipped.at(self.next);
                         self.done = true;
                         continue;
                     }
                     self.next = data_at + csize;
                     if usize_ > CHUNK_LIMIT || csize > CHUNK_LIMIT {
                         ctx.skipped.chunks += 1;
+                        ctx.skipped.at(at);
                         continue;
                     }
                     self.reserve(usize_ as usize, ctx)?;
@@ -282,6 +305,7 @@ impl CpuStream {
                     };
                     if !codec.decompress(ctx.scratch, usize_ as usize, &mut self.buf) {
                         ctx.skipped.chunks += 1;
+                        ctx.skipped.at(at);
                         continue;
                     }
                     self.buf_offset = at;

@@ -3,6 +3,7 @@
 //! `func+0xoff/0xlen [module]`), with a symbol's length taken, as
 //! `kallsyms_lookup_size_offset` does, as the distance to the next symbol.
 
+use std::cell::Cell;
 use std::io::Write as _;
 
 /// One text symbol.
@@ -32,6 +33,14 @@ pub struct Symbol<'a> {
     /// Module name, `None` for the core kernel.
     pub module: Option<&'a [u8]>,
 }
+
+/// The last address [`Kallsyms::name_cached`] resolved (use it with one
+/// `Kallsyms` only).
+#[derive(Clone, Debug, Default)]
+pub struct SymbolCache(Cell<Option<(u64, Option<NameRange>)>>);
+
+/// A name's range in the string arena.
+type NameRange = (u32, u32);
 
 /// Largest distance from the last symbol still attributed to it.
 const LAST_SYMBOL_SPAN: u64 = 1 << 20;
@@ -97,6 +106,30 @@ impl Kallsyms {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.syms.is_empty()
+    }
+
+    /// The name of the symbol containing `addr`, with a one-entry cache:
+    /// kprobe events repeat the same few `__probe_ip`s.
+    #[must_use]
+    pub fn name_cached(&self, addr: u64, cache: &SymbolCache) -> Option<&[u8]> {
+        if let Some((a, r)) = cache.0.get() {
+            if a == addr {
+                return r.map(|r| self.text(r));
+            }
+        }
+        let r = self.lookup_index(addr).and_then(|i| self.syms.get(i)).map(|s| s.name);
+        cache.0.set(Some((addr, r)));
+        r.map(|r| self.text(r))
+    }
+
+    fn lookup_index(&self, addr: u64) -> Option<usize> {
+        let i = self.syms.partition_point(|s| s.addr <= addr).checked_sub(1)?;
+        let s = self.syms.get(i)?;
+        let next = self.syms.get(i + 1..)?.iter().find(|n| n.addr > s.addr);
+        if next.is_none() && addr - s.addr > LAST_SYMBOL_SPAN {
+            return None;
+        }
+        Some(i)
     }
 
     /// The symbol containing `addr`.
@@ -186,6 +219,12 @@ garbage\n";
     fn resolves_like_percent_ps() {
         let k = Kallsyms::parse(TEXT);
         assert_eq!(k.len(), 5);
+        let cache = SymbolCache::default();
+        for _ in 0..2 {
+            assert_eq!(k.name_cached(0xffff_8000_804a_01a4, &cache), Some(&b"__iommu_map"[..]));
+        }
+        assert_eq!(k.name_cached(0x10, &cache), None);
+        assert_eq!(k.name_cached(0xffff_8000_7900_0010, &cache), Some(&b"lab_init"[..]));
         let mut out = Vec::new();
         k.format(0xffff_8000_804a_01a4, &mut out);
         assert_eq!(out, b"__iommu_map+0x1a4/0x2c0");

@@ -50,6 +50,7 @@ pub use stream::{Limits, Skipped};
 
 use crate::record::ExecContext;
 use crate::source::format::{read_uint, EventFormat, FieldKind, RecordFields};
+use crate::source::kallsyms::SymbolCache;
 use crate::source::tracing_data::TracingData;
 use compress::Codec;
 use container::Container;
@@ -217,6 +218,8 @@ pub struct TraceDat<R> {
     skipped: Skipped,
     mem: u64,
     limits: Limits,
+    /// Last `__probe_ip` resolved and its symbol.
+    probe_cache: SymbolCache,
 }
 
 /// Most CPU streams (all buffers together).
@@ -262,6 +265,7 @@ impl<R: Read + Seek> TraceDat<R> {
             skipped: Skipped::default(),
             mem: 0,
             limits,
+            probe_cache: SymbolCache::default(),
         };
         t.open_streams()?;
         Ok(t)
@@ -511,7 +515,7 @@ impl<R: Read + Seek> TraceDat<R> {
         let (pid, _) = self.pid_ctx(&h.data)?;
         let fields = format.fields_of(&h.data, be);
         let probe = if self.kinds.get(id as usize).is_some_and(|k| k & KIND_PROBE != 0) {
-            fields.uint("__probe_ip").and_then(|ip| self.data.kallsyms.lookup(ip)).map(|s| s.name)
+            fields.uint("__probe_ip").and_then(|ip| self.data.kallsyms.name_cached(ip, &self.probe_cache))
         } else {
             None
         };

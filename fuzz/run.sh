@@ -19,7 +19,7 @@ secs="${1:-60}"
 # decompressors (liblzma, zstd) that the `input` target drives.
 sanitizer="${FUZZ_SANITIZER:-none}"
 shift || true
-all_targets=(line event reader input analyze analyze_structured engine pgtable)
+all_targets=(line event reader input analyze analyze_structured engine pgtable tracedat)
 if [ "$#" -gt 0 ]; then targets=("$@"); else targets=("${all_targets[@]}"); fi
 
 if ! { rustup toolchain list 2>/dev/null | grep -q nightly || cargo +nightly --version >/dev/null 2>&1; }; then
@@ -78,6 +78,10 @@ gen_seeds() {
             cp "$tmp/small" "$dir/plain$i"
             i=$((i + 1))
         done
+        ;;
+    tracedat)
+        # Small generated trace.dat files (v6/v7, none/zstd/zlib, both byte orders).
+        (cd "$root" && IOSAN_SEED_DIR="$dir" cargo test -q -p iosan-trace --test tracedat_synth write_fuzz_seeds -- --ignored >/dev/null)
         ;;
     *) : ;; # engine, pgtable: structured input, libFuzzer starts from nothing
     esac

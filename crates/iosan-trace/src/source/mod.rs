@@ -61,7 +61,11 @@
 //! assert_eq!(report.summary.bytes, 128);
 //! ```
 
+pub mod format;
+pub mod kallsyms;
 pub mod text;
+pub mod tracedat;
+pub mod tracing_data;
 
 use crate::parse::reader::ReadError;
 use crate::record::RecordSink;

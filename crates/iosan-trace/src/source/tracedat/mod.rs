@@ -1,0 +1,630 @@
+//! A native reader of trace-cmd's `trace.dat`, versions 6 and 7.
+//!
+//! Supported envelope: little- and big-endian files, 4- and 8-byte kernel
+//! longs, any sub-buffer size (from the BUFFER option, else `header_page`,
+//! else the file's page size), uncompressed, zstd and zlib data, several
+//! instances (buffers) in one file. Latency-format files are refused.
+//!
+//! Records of all CPUs and buffers come out in timestamp order (a k-way
+//! merge; ties go to the lower buffer, then the lower CPU) with at most one
+//! page or compressed chunk per CPU in memory. Each record's fields are
+//! decoded by name from the file's own format files. A `ftrace:kernel_stack`
+//! record that follows an event of the same task and context on its CPU is
+//! attached to that event as symbolised frames. Pages and records that do
+//! not make sense are counted in [`Skipped`] and the run goes on; a
+//! container that cannot be read is a [`TraceDatError`].
+//!
+//! Timestamps are nanoseconds of the trace clock: converted with the
+//! TSC2NSEC option when the file has one (`(ts * mult) >> shift`, as
+//! trace-cmd 3.1.6 reports them), shifted by its `--ts-offset`.
+//! Offsets are file offsets: of the record for uncompressed data, of the
+//! compressed chunk holding it otherwise.
+//!
+//! ```no_run
+//! use iosan_trace::source::tracedat::{Item, TraceDat};
+//! let f = std::io::BufReader::new(std::fs::File::open("trace.dat")?);
+//! let mut t = TraceDat::open(f)?;
+//! while let Some(item) = t.next_item()? {
+//!     match item {
+//!         Item::Event(e) => println!("{} {}:{} pid {}", e.ts_ns, e.format.system, e.format.name, e.pid),
+//!         Item::Lost(l) => println!("cpu {} lost {:?}", l.cpu, l.count),
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod compress;
+mod container;
+pub mod error;
+pub(crate) mod io;
+mod page;
+mod stream;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{Read, Seek};
+
+pub use container::{BufferInfo, CpuData, FileHeader};
+pub use error::TraceDatError;
+pub use stream::{Limits, Skipped};
+
+use crate::record::ExecContext;
+use crate::source::format::{read_uint, EventFormat, FieldKind, RecordFields};
+use crate::source::kallsyms::SymbolCache;
+use crate::source::tracing_data::TracingData;
+use compress::Codec;
+use container::Container;
+use page::PageLayout;
+use stream::{CpuStream, Ctx, Raw};
+
+/// The magic a trace.dat starts with (`\x17\x08\x44tracing`).
+#[must_use]
+pub fn is_trace_dat(prefix: &[u8]) -> bool {
+    prefix.starts_with(b"\x17\x08\x44tracing")
+}
+
+/// `common_flags` bits that name the context (TRACE_FLAG_NMI, HARDIRQ, SOFTIRQ).
+const CONTEXT_FLAGS: u8 = 0x04 | 0x08 | 0x10;
+
+/// What the head of a stream is.
+enum Verdict {
+    Gone,
+    Short,
+    Unknown,
+    Lost,
+    Event(u32),
+}
+
+/// Per-format flags, indexed by event ID.
+const KIND_PROBE: u8 = 1;
+const KIND_STACK: u8 = 2;
+
+#[derive(Default)]
+struct Slot {
+    full: bool,
+    lost: bool,
+    ts: u64,
+    offset: u64,
+    count: Option<u64>,
+    data: Vec<u8>,
+    stack: Vec<u64>,
+    stack_text: Vec<u8>,
+    stack_ends: Vec<u32>,
+}
+
+struct Stream {
+    cpu: CpuStream,
+    head: Slot,
+    ahead: Slot,
+}
+
+/// Offsets of the common fields (the same for every event of a kernel).
+#[derive(Clone, Copy)]
+struct Common {
+    type_off: usize,
+    type_size: usize,
+    flags_off: usize,
+    pid_off: usize,
+    pid_size: usize,
+}
+
+/// One item of the merged stream.
+#[derive(Debug)]
+pub enum Item<'a> {
+    /// A record.
+    Event(EventView<'a>),
+    /// Events the ring buffer dropped before a page (the page's
+    /// `RB_MISSED_EVENTS` flag).
+    Lost(Lost<'a>),
+}
+
+/// Events lost on one CPU of one buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lost<'a> {
+    /// CPU.
+    pub cpu: u32,
+    /// Instance name (`""` for the top buffer).
+    pub buffer: &'a str,
+    /// How many, when the kernel stored the count.
+    pub count: Option<u64>,
+    /// Timestamp of the page that follows the loss, ns.
+    pub ts_ns: u64,
+    /// File offset of that page (or its chunk).
+    pub offset: u64,
+}
+
+/// A kernel stack attached to an event, innermost frame first.
+#[derive(Clone, Copy, Debug)]
+pub struct StackView<'a> {
+    addrs: &'a [u64],
+    text: &'a [u8],
+    ends: &'a [u32],
+}
+
+impl<'a> StackView<'a> {
+    /// Return addresses.
+    #[must_use]
+    pub fn addrs(&self) -> &'a [u64] {
+        self.addrs
+    }
+
+    /// No frames.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.addrs.is_empty()
+    }
+
+    /// Frames as ftrace prints them (`func+0xoff/0xlen [module]`).
+    pub fn frames(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let (text, ends) = (self.text, self.ends);
+        ends.iter().enumerate().map(move |(i, &e)| {
+            let start = if i == 0 { 0 } else { ends.get(i - 1).copied().unwrap_or(0) as usize };
+            text.get(start..e as usize).unwrap_or_default()
+        })
+    }
+}
+
+/// One record, borrowed from the reader until the next call.
+#[derive(Clone, Copy, Debug)]
+pub struct EventView<'a> {
+    /// Timestamp, ns.
+    pub ts_ns: u64,
+    /// CPU.
+    pub cpu: u32,
+    /// Instance name (`""` for the top buffer).
+    pub buffer: &'a str,
+    /// `common_pid`.
+    pub pid: i32,
+    /// `common_flags`.
+    pub flags: u8,
+    /// The event's format (system, name, fields).
+    pub format: &'a EventFormat,
+    /// The record's fields by name (with `__probe_func` for kprobes).
+    pub fields: RecordFields<'a>,
+    /// Task name from the saved cmdlines.
+    pub comm: Option<&'a [u8]>,
+    /// File offset (see the module docs).
+    pub offset: u64,
+    /// Kernel stack of the event, empty if none.
+    pub stack: StackView<'a>,
+}
+
+impl EventView<'_> {
+    /// Task, softirq, hardirq or NMI, from `common_flags`.
+    #[must_use]
+    pub fn context(&self) -> ExecContext {
+        ExecContext::from_common_flags(self.flags)
+    }
+}
+
+/// An open trace.dat.
+pub struct TraceDat<R> {
+    src: io::Src<R>,
+    header: FileHeader,
+    data: TracingData,
+    buffers: Vec<BufferInfo>,
+    meta: Vec<(String, String)>,
+    codec: Option<Codec>,
+    tsc2nsec: Option<(u32, u32, u64)>,
+    ts_offset: i64,
+    overrun: u64,
+    layout: PageLayout,
+    common: Common,
+    kinds: Vec<u8>,
+    streams: Vec<Stream>,
+    heap: BinaryHeap<Reverse<(u64, u32)>>,
+    last: Option<usize>,
+    scratch: Vec<u8>,
+    skipped: Skipped,
+    mem: u64,
+    limits: Limits,
+    /// Last `__probe_ip` resolved and its symbol.
+    probe_cache: SymbolCache,
+}
+
+/// Most CPU streams (all buffers together).
+const STREAM_LIMIT: usize = 16384;
+
+impl<R: Read + Seek> TraceDat<R> {
+    /// Reads the headers, format files, kallsyms, cmdlines and options,
+    /// and the first page of every CPU. Pass a `BufReader` for a file.
+    ///
+    /// # Errors
+    /// [`TraceDatError`]: not a trace.dat, an unsupported version or
+    /// compression, a latency file, or a truncated or lying container.
+    pub fn open(reader: R) -> Result<Self, TraceDatError> {
+        Self::open_with(reader, Limits::default())
+    }
+
+    /// [`TraceDat::open`] with explicit resource limits.
+    ///
+    /// # Errors
+    /// As [`TraceDat::open`], and [`TraceDatError::TooLarge`] when the
+    /// first page of every CPU does not fit in `limits.memory`.
+    pub fn open_with(reader: R, limits: Limits) -> Result<Self, TraceDatError> {
+        let mut src = io::Src::new(reader)?;
+        let c = Container::read(&mut src)?;
+        let layout = PageLayout::new(&c.data.header_page, c.header.big_endian);
+        let mut t = Self {
+            src,
+            header: c.header,
+            common: common_of(&c.data),
+            kinds: kinds_of(&c.data),
+            data: c.data,
+            buffers: c.buffers,
+            meta: c.meta,
+            codec: c.codec,
+            tsc2nsec: c.tsc2nsec,
+            ts_offset: c.ts_offset,
+            overrun: c.overrun,
+            layout,
+            streams: Vec::new(),
+            heap: BinaryHeap::new(),
+            last: None,
+            scratch: Vec::new(),
+            skipped: Skipped::default(),
+            mem: 0,
+            limits,
+            probe_cache: SymbolCache::default(),
+        };
+        t.open_streams()?;
+        Ok(t)
+    }
+
+    fn open_streams(&mut self) -> Result<(), TraceDatError> {
+        let min_page = self.layout.data_offset.max(self.layout.commit_offset + self.layout.commit_size) as u64;
+        for (bi, b) in self.buffers.iter().enumerate() {
+            if u64::from(b.page_size) <= min_page || b.page_size > (64 << 20) {
+                return Err(TraceDatError::malformed(
+                    0,
+                    format!("sub-buffer size {} of buffer `{}`", b.page_size, b.name),
+                ));
+            }
+            for c in &b.cpus {
+                if self.streams.len() >= STREAM_LIMIT {
+                    return Err(TraceDatError::TooLarge {
+                        offset: c.offset,
+                        what: "CPU streams",
+                        size: STREAM_LIMIT as u64 + 1,
+                        limit: STREAM_LIMIT as u64,
+                    });
+                }
+                let mut ctx = Ctx {
+                    src: &mut self.src,
+                    codec: self.codec.as_mut(),
+                    scratch: &mut self.scratch,
+                    layout: &self.layout,
+                    skipped: &mut self.skipped,
+                    mem: &mut self.mem,
+                    mem_limit: self.limits.memory,
+                };
+                let cpu = CpuStream::open(bi, c.cpu, c.offset, c.size, b.page_size, b.compressed, &mut ctx)?;
+                self.streams.push(Stream { cpu, head: Slot::default(), ahead: Slot::default() });
+            }
+        }
+        for i in 0..self.streams.len() {
+            self.pull(i)?;
+            self.advance(i)?;
+        }
+        Ok(())
+    }
+
+    /// The initial header.
+    #[must_use]
+    pub fn header(&self) -> &FileHeader {
+        &self.header
+    }
+
+    /// Format files, kallsyms, printk formats and cmdlines.
+    #[must_use]
+    pub fn tracing_data(&self) -> &TracingData {
+        &self.data
+    }
+
+    /// The instances and their CPUs.
+    #[must_use]
+    pub fn buffers(&self) -> &[BufferInfo] {
+        &self.buffers
+    }
+
+    /// Text options (`date`, `uname`, `version`, `cpucount`).
+    #[must_use]
+    pub fn meta(&self) -> &[(String, String)] {
+        &self.meta
+    }
+
+    /// Events the ring buffer overwrote (sum of the CPUSTAT `overrun:` lines).
+    #[must_use]
+    pub fn overrun(&self) -> u64 {
+        self.overrun
+    }
+
+    /// What was skipped so far.
+    #[must_use]
+    pub fn skipped(&self) -> Skipped {
+        self.skipped
+    }
+
+    /// Reads the next raw item of stream `i` into its `ahead` slot.
+    fn pull(&mut self, i: usize) -> Result<(), TraceDatError> {
+        let Some(s) = self.streams.get_mut(i) else { return Ok(()) };
+        let mut ctx = Ctx {
+            src: &mut self.src,
+            codec: self.codec.as_mut(),
+            scratch: &mut self.scratch,
+            layout: &self.layout,
+            skipped: &mut self.skipped,
+            mem: &mut self.mem,
+            mem_limit: self.limits.memory,
+        };
+        let a = &mut s.ahead;
+        a.stack.clear();
+        a.stack_text.clear();
+        a.stack_ends.clear();
+        match s.cpu.next(&mut ctx)? {
+            None => a.full = false,
+            Some(Raw::Lost { ts, count, offset }) => {
+                *a = Slot { full: true, lost: true, ts, offset, count, ..std::mem::take(a) };
+            }
+            Some(Raw::Data { ts, start, end, offset }) => {
+                a.full = true;
+                a.lost = false;
+                a.ts = ts;
+                a.offset = offset;
+                a.data.clear();
+                a.data.extend_from_slice(s.cpu.buf.get(start..end).unwrap_or_default());
+            }
+        }
+        Ok(())
+    }
+
+    fn kind(&self, data: &[u8]) -> u8 {
+        let id = data
+            .get(self.common.type_off..self.common.type_off + self.common.type_size)
+            .map(|b| read_uint(b, self.header.big_endian));
+        id.and_then(|id| self.kinds.get(id as usize).copied()).unwrap_or(0)
+    }
+
+    fn pid_ctx(&self, data: &[u8]) -> Option<(u64, u8)> {
+        let c = &self.common;
+        let pid = read_uint(data.get(c.pid_off..c.pid_off + c.pid_size)?, self.header.big_endian);
+        Some((pid, data.get(c.flags_off)? & CONTEXT_FLAGS))
+    }
+
+    /// Moves `ahead` to `head`, reads a new `ahead`, and folds the stack
+    /// records that follow the new head into it.
+    fn advance(&mut self, i: usize) -> Result<(), TraceDatError> {
+        if let Some(s) = self.streams.get_mut(i) {
+            std::mem::swap(&mut s.head, &mut s.ahead);
+        }
+        self.pull(i)?;
+        let Some(s) = self.streams.get(i) else { return Ok(()) };
+        if s.head.full && !s.head.lost {
+            let head_kind = self.kind(&s.head.data);
+            if head_kind & KIND_STACK != 0 {
+                self.attach_own_stack(i);
+            } else if let Some(who) = self.pid_ctx(&s.head.data) {
+                // The kernel writes one stack record per event; a second one
+                // is delivered on its own, so a run of them cannot grow a slot.
+                let a = &s.ahead;
+                if a.full && !a.lost && self.kind(&a.data) & KIND_STACK != 0 && self.pid_ctx(&a.data) == Some(who) {
+                    self.attach_stack_of_ahead(i);
+                    self.pull(i)?;
+                }
+            }
+        }
+        if let Some(s) = self.streams.get(i) {
+            if s.head.full {
+                self.heap.push(Reverse((s.head.ts, i as u32)));
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_own_stack(&mut self, i: usize) {
+        let Some(s) = self.streams.get_mut(i) else { return };
+        let data = std::mem::take(&mut s.head.data);
+        decode_stack(&self.data, self.common, &data, &mut s.head);
+        s.head.data = data;
+    }
+
+    fn attach_stack_of_ahead(&mut self, i: usize) {
+        let Some(s) = self.streams.get_mut(i) else { return };
+        let data = std::mem::take(&mut s.ahead.data);
+        decode_stack(&self.data, self.common, &data, &mut s.head);
+        s.ahead.data = data;
+    }
+
+    fn ts_ns(&self, ts: u64) -> u64 {
+        let ts = match self.tsc2nsec {
+            // trace-cmd 3.1.6 reports (ts * mult) >> shift; the option's
+            // offset does not move host timestamps (checked against it).
+            Some((mult, shift, _)) => ((u128::from(ts) * u128::from(mult)) >> shift) as u64,
+            None => ts,
+        };
+        ts.wrapping_add_signed(self.ts_offset)
+    }
+
+    /// The next record or loss marker in timestamp order; `None` at the end.
+    ///
+    /// # Errors
+    /// [`TraceDatError`] when the file cannot be read (I/O, a chunk table
+    /// cut short, the memory limit). Damaged pages and records are counted
+    /// in [`Skipped`] instead.
+    pub fn next_item(&mut self) -> Result<Option<Item<'_>>, TraceDatError> {
+        if let Some(i) = self.last.take() {
+            self.advance(i)?;
+        }
+        loop {
+            let Some(Reverse((_, i))) = self.heap.pop() else { return Ok(None) };
+            let i = i as usize;
+            match self.verdict(i) {
+                Verdict::Gone => {}
+                Verdict::Short => {
+                    self.skipped.short_records += 1;
+                    let at = self.streams.get(i).map_or(0, |s| s.head.offset);
+                    self.skipped.at(at);
+                    self.advance(i)?;
+                }
+                Verdict::Unknown => {
+                    self.skipped.unknown_ids += 1;
+                    let at = self.streams.get(i).map_or(0, |s| s.head.offset);
+                    self.skipped.at(at);
+                    self.advance(i)?;
+                }
+                Verdict::Lost => {
+                    self.last = Some(i);
+                    return Ok(self.lost_view(i).map(Item::Lost));
+                }
+                Verdict::Event(id) => {
+                    self.last = Some(i);
+                    return Ok(self.event_view(i, id).map(Item::Event));
+                }
+            }
+        }
+    }
+
+    fn verdict(&self, i: usize) -> Verdict {
+        let Some(s) = self.streams.get(i) else { return Verdict::Gone };
+        let h = &s.head;
+        if h.lost {
+            return Verdict::Lost;
+        }
+        let c = self.common;
+        let id = h.data.get(c.type_off..c.type_off + c.type_size).map(|b| read_uint(b, self.header.big_endian));
+        let (Some(id), Some(_)) = (id, self.pid_ctx(&h.data)) else { return Verdict::Short };
+        match u32::try_from(id).ok().filter(|&id| self.data.formats.by_id(id).is_some()) {
+            Some(id) => Verdict::Event(id),
+            None => Verdict::Unknown,
+        }
+    }
+
+    fn lost_view(&self, i: usize) -> Option<Lost<'_>> {
+        let s = self.streams.get(i)?;
+        let buffer = self.buffers.get(s.cpu.buffer).map_or("", |b| b.name.as_str());
+        let h = &s.head;
+        Some(Lost { cpu: s.cpu.cpu, buffer, count: h.count, ts_ns: self.ts_ns(h.ts), offset: h.offset })
+    }
+
+    fn event_view(&self, i: usize, id: u32) -> Option<EventView<'_>> {
+        let s = self.streams.get(i)?;
+        let h = &s.head;
+        let format = self.data.formats.by_id(id)?;
+        let c = self.common;
+        let be = self.header.big_endian;
+        let (pid, _) = self.pid_ctx(&h.data)?;
+        let fields = format.fields_of(&h.data, be);
+        let probe = if self.kinds.get(id as usize).is_some_and(|k| k & KIND_PROBE != 0) {
+            fields.uint("__probe_ip").and_then(|ip| self.data.kallsyms.name_cached(ip, &self.probe_cache))
+        } else {
+            None
+        };
+        let pid = pid_signed(pid, c.pid_size);
+        Some(EventView {
+            ts_ns: self.ts_ns(h.ts),
+            cpu: s.cpu.cpu,
+            buffer: self.buffers.get(s.cpu.buffer).map_or("", |b| b.name.as_str()),
+            pid,
+            flags: h.data.get(c.flags_off).copied().unwrap_or(0),
+            format,
+            fields: fields.with_probe_func(probe),
+            comm: u32::try_from(pid).ok().and_then(|p| self.data.cmdlines.comm(p)),
+            offset: h.offset,
+            stack: StackView { addrs: &h.stack, text: &h.stack_text, ends: &h.stack_ends },
+        })
+    }
+
+    /// Gives the reader back.
+    pub fn into_inner(self) -> R {
+        self.src.into_inner()
+    }
+}
+
+fn pid_signed(v: u64, size: usize) -> i32 {
+    match size {
+        4 => v as u32 as i32,
+        2 => v as u16 as i16 as i32,
+        _ => v as i32,
+    }
+}
+
+fn common_of(td: &TracingData) -> Common {
+    let mut c = Common { type_off: 0, type_size: 2, flags_off: 2, pid_off: 4, pid_size: 4 };
+    if let Some(f) =
+        td.formats.all().iter().find(|f| f.field("common_pid").is_some() && f.field("common_type").is_some())
+    {
+        let ok = |n: &str, sizes: &[u32]| {
+            f.field(n).filter(|x| sizes.contains(&x.size)).map(|x| (x.offset as usize, x.size as usize))
+        };
+        if let Some((o, s)) = ok("common_type", &[1, 2, 4]) {
+            (c.type_off, c.type_size) = (o, s);
+        }
+        if let Some((o, _)) = ok("common_flags", &[1]) {
+            c.flags_off = o;
+        }
+        if let Some((o, s)) = ok("common_pid", &[2, 4]) {
+            (c.pid_off, c.pid_size) = (o, s);
+        }
+    }
+    c
+}
+
+fn kinds_of(td: &TracingData) -> Vec<u8> {
+    let mut v = Vec::new();
+    for f in td.formats.all() {
+        let mut k = 0;
+        if f.system == "kprobes" || f.field("__probe_ip").is_some() {
+            k |= KIND_PROBE;
+        }
+        if f.system == "ftrace" && f.name == "kernel_stack" {
+            k |= KIND_STACK;
+        }
+        if k != 0 && f.id <= u32::from(u16::MAX) {
+            let id = f.id as usize;
+            if v.len() <= id {
+                v.resize(id + 1, 0);
+            }
+            if let Some(slot) = v.get_mut(id) {
+                *slot = k;
+            }
+        }
+    }
+    v
+}
+
+/// Most frames taken from one stack record (the kernel's deepest stacks
+/// are well below this; a hostile 64 MiB page could hold millions).
+const MAX_FRAMES: usize = 512;
+
+/// Appends the frames of a `kernel_stack` record (`size` entries of
+/// `caller`, up to the record's end and the first ULONG_MAX) to `slot`.
+fn decode_stack(td: &TracingData, c: Common, data: &[u8], slot: &mut Slot) {
+    let be = td.big_endian;
+    let id = data.get(c.type_off..c.type_off + c.type_size).map(|b| read_uint(b, be));
+    let Some(f) = id.and_then(|id| u32::try_from(id).ok()).and_then(|id| td.formats.by_id(id)) else { return };
+    let Some(caller) = f.field("caller") else { return };
+    let elem = match caller.kind {
+        FieldKind::FixedArray { elem_size } => usize::from(elem_size),
+        _ => td.header_page.commit_size as usize,
+    };
+    if elem != 4 && elem != 8 {
+        return;
+    }
+    let start = caller.offset as usize;
+    let avail = data.len().saturating_sub(start) / elem;
+    let size = f.fields_of(data, be).uint("size").map_or(avail, |s| (s as usize).min(avail));
+    let ulong_max = if elem == 8 { u64::MAX } else { u64::from(u32::MAX) };
+    for k in 0..size.min(MAX_FRAMES) {
+        let Some(b) = data.get(start + k * elem..start + (k + 1) * elem) else { break };
+        let addr = read_uint(b, be);
+        if addr == ulong_max {
+            break;
+        }
+        if addr == 0 {
+            continue;
+        }
+        slot.stack.push(addr);
+        td.kallsyms.format(addr, &mut slot.stack_text);
+        slot.stack_ends.push(u32::try_from(slot.stack_text.len()).unwrap_or(u32::MAX));
+    }
+}

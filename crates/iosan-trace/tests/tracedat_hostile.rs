@@ -1,0 +1,344 @@
+//! Hostile trace.dat input: truncation, sizes and offsets that lie, option
+//! chains that loop, compression bombs, a page whose commit runs past its
+//! end, huge counts. Each must end in an error value or in counted skips:
+//! no panic, no hang, memory bounded by the reader's limits (a counting
+//! allocator, as in `adversarial.rs`, measures the peak heap).
+#![allow(unsafe_code)]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::Cursor;
+
+use common::tracedat_writer::{record, u64b, Codec, Pages, Writer};
+use iosan_trace::source::tracedat::{Item, Limits, Skipped, TraceDat, TraceDatError};
+
+// ---------------------------------------------------------------- heap meter
+
+/// `System`, counting live and peak bytes per thread (tests run in their
+/// own threads; the analysis is single-threaded).
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn note(delta: isize) {
+    // `try_with`: during thread teardown the slots may be gone; such
+    // allocations are simply not counted. Const-initialised `Cell`s never
+    // allocate, so this cannot recurse into the allocator.
+    let _ = LIVE.try_with(|l| {
+        let now = l.get() + delta;
+        l.set(now);
+        let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
+    });
+}
+
+fn signed(n: usize) -> isize {
+    isize::try_from(n).unwrap_or(isize::MAX)
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments
+// unchanged, so `System`'s guarantees hold; the bookkeeping only touches
+// const-initialised thread-local `Cell`s and never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract (non-zero size), forwarded as is.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            note(signed(layout.size()));
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            note(signed(layout.size()));
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was returned by this allocator (hence by `System`) with `layout`, per the caller's contract.
+        unsafe { System.dealloc(ptr, layout) };
+        note(-signed(layout.size()));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr`/`layout` come from this allocator (hence `System`) and `new_size` is valid, per the caller's contract.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            note(signed(new_size) - signed(layout.size()));
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const MIB: isize = 1 << 20;
+
+/// Runs `f` and returns its result with the peak heap growth (bytes above
+/// the live heap at the start) of this thread while it ran.
+fn metered<T>(f: impl FnOnce() -> T) -> (T, isize) {
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(base));
+    let out = f();
+    let peak = PEAK.with(Cell::get) - base;
+    (out, peak)
+}
+
+fn assert_heap(what: &str, peak: isize, bound_mib: isize) {
+    eprintln!("{what}: peak heap {:.1} MiB (bound {bound_mib} MiB)", peak as f64 / MIB as f64);
+    assert!(peak < bound_mib * MIB, "{what}: peak heap {peak} bytes exceeds {bound_mib} MiB");
+}
+
+/// A small file: `cpus` CPUs with `n` map records each.
+fn small(version: u32, codec: Codec, cpus: u32, n: u64) -> Writer {
+    let mut w = Writer::new(version, codec);
+    let mut list = Vec::new();
+    for cpu in 0..cpus {
+        let mut p = Pages::new(false, 8, 4096);
+        for i in 0..n {
+            let mut rest = u64b(false, i).to_vec();
+            rest.extend_from_slice(&u64b(false, i));
+            rest.extend_from_slice(&u64b(false, 4096));
+            p.record(100 + 10 * i + u64::from(cpu), &record(false, 10, 0, 1, &rest));
+        }
+        list.push((cpu, p.finish()));
+    }
+    w.buffers = vec![(String::new(), list)];
+    w
+}
+
+/// Opens and drains; the number of records read and what was skipped.
+fn drain(file: &[u8]) -> Result<(u64, Skipped), TraceDatError> {
+    drain_with(file, Limits::default())
+}
+
+fn drain_with(file: &[u8], limits: Limits) -> Result<(u64, Skipped), TraceDatError> {
+    let mut t = TraceDat::open_with(Cursor::new(file), limits)?;
+    let mut n = 0;
+    while let Some(item) = t.next_item()? {
+        if let Item::Event(e) = item {
+            // Touch every field, as a consumer would.
+            for f in &e.format.fields {
+                let _ = iosan_trace::field::FieldLookup::field(&e.fields, &f.name);
+            }
+            n += 1;
+        }
+        assert!(n < 10_000_000, "runaway iteration");
+    }
+    Ok((n, t.skipped()))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).position(|w| w == needle).unwrap()
+}
+
+#[test]
+fn every_truncation_is_an_error_or_fewer_records() {
+    for (version, codec) in [(6, Codec::None), (7, Codec::None), (7, Codec::Zstd), (7, Codec::Zlib)] {
+        let file = small(version, codec, 2, 400).build();
+        let (full, _) = drain(&file).unwrap();
+        assert_eq!(full, 800);
+        let step = (file.len() / 1500).max(1);
+        let ((), peak) = metered(|| {
+            for cut in (0..file.len()).step_by(step) {
+                if let Ok((n, _)) = drain(&file[..cut]) {
+                    assert!(n <= full, "v{version} {codec:?} cut {cut}");
+                }
+            }
+        });
+        assert_heap(&format!("v{version} {codec:?} truncated at every {step} bytes"), peak, 4);
+    }
+}
+
+#[test]
+fn block_sizes_that_lie() {
+    let file = small(6, Codec::None, 1, 10).build();
+    // kallsyms says 4 GiB.
+    let mut f = file.clone();
+    let at = find(&f, b"ffffffff81000000 T _stext") - 4;
+    f[at..at + 4].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+    assert!(matches!(drain(&f), Err(TraceDatError::TooLarge { what: "kallsyms", .. })));
+    // header_page says 2^64 - 1.
+    let mut f = file.clone();
+    let at = find(&f, b"header_page\0") + 12;
+    f[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(matches!(drain(&f), Err(TraceDatError::TooLarge { .. })));
+    // A format's size runs past the end of the file.
+    let mut f = file.clone();
+    let at = find(&f, b"name: map") - 8;
+    f[at..at + 8].copy_from_slice(&(file.len() as u64).to_le_bytes());
+    assert!(matches!(drain(&f), Err(TraceDatError::Truncated { .. })));
+}
+
+#[test]
+fn huge_counts() {
+    let file = small(6, Codec::None, 1, 10).build();
+    // Four billion systems: each needs bytes the file does not have.
+    let mut f = file.clone();
+    let at = find(&f, b"iommu\0") - 4;
+    f[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(drain(&f).is_err());
+    // Four billion CPUs.
+    let mut f = file.clone();
+    let at = find(&f, b"options  \0") - 4;
+    f[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(drain(&f), Err(TraceDatError::TooLarge { what: "CPU count", .. })));
+    // A BUFFER option with a billion CPUs.
+    let mut w = small(7, Codec::Zstd, 1, 10);
+    w.buffer_cpu_count = Some(1_000_000_000);
+    assert!(matches!(drain(&w.build()), Err(TraceDatError::TooLarge { .. })));
+    // A chunk table with four billion chunks and one chunk of data.
+    let mut w = small(7, Codec::Zstd, 1, 10);
+    w.chunk_count = Some(u32::MAX);
+    let (n, s) = drain(&w.build()).unwrap();
+    assert_eq!((n, s.chunks), (10, 1));
+}
+
+#[test]
+fn offsets_that_lie_or_loop() {
+    // v7, uncompressed: the OPTIONS section is last and its DONE option's
+    // next-offset is the file's last 8 bytes. Point it back at itself.
+    let mut f = small(7, Codec::None, 1, 10).build();
+    let opt = u64::from_le_bytes(f[find(&f, b"none\0\0") + 6..][..8].try_into().unwrap());
+    let n = f.len();
+    f[n - 8..].copy_from_slice(&opt.to_le_bytes());
+    assert!(matches!(drain(&f), Err(TraceDatError::Malformed { .. })));
+    // ... and past the end of the file.
+    f[n - 8..].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(drain(&f).is_err());
+    // v6: a CPU's data offset past the end is counted, the other CPU read.
+    let mut f = small(6, Codec::None, 2, 10).build();
+    let at = find(&f, b"flyrecord\0") + 10;
+    f[at..at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let (n, s) = drain(&f).unwrap();
+    assert_eq!((n, s.cpu_ranges), (10, 1));
+    // v6: a CPU's size past the end is clipped to the file.
+    let mut f = small(6, Codec::None, 1, 10).build();
+    let at = find(&f, b"flyrecord\0") + 18;
+    f[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    let (n, s) = drain(&f).unwrap();
+    assert_eq!((n, s.cpu_ranges), (10, 1));
+}
+
+#[test]
+fn compression_bombs_are_bounded() {
+    // 64 MiB of zeros in a few KB, stated as one 40 KiB chunk.
+    let zeros = vec![0u8; 64 << 20];
+    for codec in [Codec::Zstd, Codec::Zlib] {
+        let bomb = match codec {
+            Codec::Zstd => zstd::bulk::compress(&zeros, 3).unwrap(),
+            _ => {
+                use std::io::Write;
+                let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+                e.write_all(&zeros).unwrap();
+                e.finish().unwrap()
+            }
+        };
+        let mut w = small(7, codec, 2, 10);
+        w.chunk_override = Some((40960, bomb.clone()));
+        let f = w.build();
+        let (r, peak) = metered(|| drain(&f));
+        let (n, s) = r.unwrap();
+        assert_eq!((n, s.chunks), (0, 2), "{codec:?}");
+        assert_heap(&format!("{codec:?} bomb of 64 MiB stated as 40 KiB"), peak, 2);
+        // Stated as 4 GiB: over the chunk limit, skipped unread.
+        w.chunk_override = Some((u32::MAX, bomb));
+        let (n, s) = drain(&w.build()).unwrap();
+        assert_eq!((n, s.chunks), (0, 2), "{codec:?}");
+    }
+    // A metadata section stated smaller than it inflates to.
+    let mut w = small(7, Codec::Zstd, 1, 10);
+    w.kallsyms_usize = Some(10);
+    assert!(matches!(drain(&w.build()), Err(TraceDatError::Malformed { .. })));
+    // Stated larger than the block limit.
+    w.kallsyms_usize = Some(u32::MAX);
+    assert!(matches!(drain(&w.build()), Err(TraceDatError::TooLarge { .. })));
+}
+
+#[test]
+fn the_memory_limit_holds_across_cpus() {
+    // Eight CPUs, each with a 4 MiB chunk of zeros (a legal chunk, but
+    // together over a 16 MiB limit).
+    let zeros = vec![0u8; 4 << 20];
+    let z = zstd::bulk::compress(&zeros, 3).unwrap();
+    let mut w = small(7, Codec::Zstd, 8, 1);
+    w.chunk_override = Some((4 << 20, z));
+    let f = w.build();
+    assert!(matches!(
+        drain_with(&f, Limits { memory: 16 << 20 }),
+        Err(TraceDatError::TooLarge { what: "page buffers of all CPUs", .. })
+    ));
+    // Within the default limit it reads: all-zero pages hold no records.
+    let (r, peak) = metered(|| drain(&f));
+    assert_heap("8 CPUs x 4 MiB chunks", peak, 40);
+    let (n, s) = r.unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(s, Skipped::default());
+}
+
+#[test]
+fn a_page_whose_commit_runs_past_its_end_is_skipped() {
+    let f = small(6, Codec::None, 1, 400).build();
+    let t = TraceDat::open(Cursor::new(&f)).unwrap();
+    let base = t.buffers()[0].cpus[0].offset as usize;
+    let (full, _) = drain(&f).unwrap();
+    // Page 2's commit says 128 MiB.
+    let mut g = f.clone();
+    let at = base + 4096 + 8;
+    g[at..at + 8].copy_from_slice(&((1u64 << 27) - 1).to_le_bytes());
+    let (n, s) = drain(&g).unwrap();
+    assert_eq!((s.pages, s.total(), s.first_offset), (1, 1, Some(base as u64 + 4096)));
+    assert!(n < full && n > 0);
+    // Page 1's first event claims a length past the data: the rest of
+    // the page is skipped, later pages read.
+    let mut g = f.clone();
+    let at = base + 16;
+    g[at..at + 8].copy_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0, 0]);
+    let (n, s) = drain(&g).unwrap();
+    assert_eq!(s.damaged_pages, 1);
+    assert!(n < full && n > 0);
+    // An event of an unknown ID is counted.
+    let mut g = f.clone();
+    let at = base + 16 + 4;
+    g[at..at + 2].copy_from_slice(&999u16.to_le_bytes());
+    let (n, s) = drain(&g).unwrap();
+    assert_eq!((n, s.unknown_ids, s.first_offset), (full - 1, 1, Some(base as u64 + 20)));
+}
+
+#[test]
+fn zero_and_absurd_sub_buffer_sizes_are_errors() {
+    let mut f = small(6, Codec::None, 1, 10).build();
+    // The header_page data size and the file's page size both 0.
+    let hp = find(&f, b"size:4080;");
+    f[hp..hp + 10].copy_from_slice(b"size:4000;");
+    f[14..18].copy_from_slice(&0u32.to_le_bytes());
+    assert!(matches!(drain(&f), Err(TraceDatError::Malformed { .. })));
+}
+
+#[test]
+fn latency_files_and_unknown_tags_are_refused() {
+    let mut f = small(6, Codec::None, 1, 10).build();
+    let at = find(&f, b"flyrecord\0");
+    f[at..at + 10].copy_from_slice(b"latency  \0");
+    assert!(matches!(drain(&f), Err(TraceDatError::Latency)));
+    f[at..at + 10].copy_from_slice(b"whatever!\0");
+    assert!(matches!(drain(&f), Err(TraceDatError::Malformed { .. })));
+    // v7 with a BUFFER_TEXT (latency) option.
+    let mut w = small(7, Codec::Zstd, 1, 10);
+    w.extra_options = vec![(22, 0u64.to_le_bytes().to_vec())];
+    assert!(matches!(drain(&w.build()), Err(TraceDatError::Latency)));
+    // An unknown compression.
+    let mut f = small(7, Codec::Zstd, 1, 10).build();
+    let at = find(&f, b"zstd\0");
+    f[at..at + 4].copy_from_slice(b"lz4x");
+    assert!(matches!(drain(&f), Err(TraceDatError::Compression(_))));
+}

@@ -58,7 +58,6 @@ pub mod field;
 pub mod input;
 pub mod merge;
 pub mod parse;
-pub mod perf_data;
 pub mod record;
 pub mod replay;
 pub mod report;

@@ -61,8 +61,10 @@
 //! assert_eq!(report.summary.bytes, 128);
 //! ```
 
+pub mod binary;
 pub mod format;
 pub mod kallsyms;
+pub mod perf_data;
 pub mod text;
 pub mod tracedat;
 pub mod tracing_data;
@@ -89,6 +91,10 @@ pub enum SourceError {
     /// decompressed-size limit).
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// A binary container (trace.dat, perf.data) is unreadable; the
+    /// reader's error names the byte offset and what is wrong.
+    #[error(transparent)]
+    Decode(Box<dyn std::error::Error + Send + Sync>),
     /// A binary container is unreadable at `offset` (its header, its
     /// format descriptions, a page header).
     #[error("byte offset {offset}: {source}")]

@@ -484,6 +484,19 @@ impl<R: Read + Seek> TraceDat<R> {
         }
     }
 
+    /// The item the last [`TraceDat::next_item`] returned, again (the
+    /// reader keeps it until the next call): lets a source announce a
+    /// record's time and deliver it later.
+    #[must_use]
+    pub fn current(&self) -> Option<Item<'_>> {
+        let i = self.last?;
+        match self.verdict(i) {
+            Verdict::Lost => self.lost_view(i).map(Item::Lost),
+            Verdict::Event(id) => self.event_view(i, id).map(Item::Event),
+            Verdict::Gone | Verdict::Short | Verdict::Unknown => None,
+        }
+    }
+
     fn verdict(&self, i: usize) -> Verdict {
         let Some(s) = self.streams.get(i) else { return Verdict::Gone };
         let h = &s.head;

@@ -92,6 +92,30 @@ pub fn analyze_merged(
     Ok(finish(an, total, name))
 }
 
+/// Replays several time-ordered captures of any format as one, merged
+/// by record timestamp (per-CPU parts, or several instances recorded
+/// apart).
+///
+/// # Errors
+/// When a part cannot be read any further ([`AnalyzeError`] names it).
+pub fn analyze_sources(
+    mut inputs: Vec<(String, Box<dyn Source + Send>)>,
+    name: &str,
+    opts: &AnalyzeOptions,
+) -> Result<Report, AnalyzeError> {
+    let mut an = Analyzer::new(opts.replay.clone());
+    let mut sources: Vec<&mut dyn Source> = inputs.iter_mut().map(|(_, p)| p.as_mut() as &mut dyn Source).collect();
+    merge_into(&mut sources, &mut an).map_err(|(i, e)| AnalyzeError {
+        input: inputs.get(i).map(|(n, _)| n.clone()).unwrap_or_else(|| name.to_string()),
+        source: e,
+    })?;
+    let total = inputs.iter().fold(Position::default(), |t, (_, p)| {
+        let p = p.position();
+        Position { lines: t.lines.saturating_add(p.lines), bytes: t.bytes.saturating_add(p.bytes) }
+    });
+    Ok(finish(an, total, name))
+}
+
 fn finish(an: Analyzer, read: Position, name: &str) -> Report {
     let mut report = an.finish();
     report.summary.lines = read.lines;

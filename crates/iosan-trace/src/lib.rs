@@ -63,7 +63,8 @@ pub mod replay;
 pub mod report;
 pub mod source;
 
-pub use analyze::{analyze, analyze_merged, analyze_source, AnalyzeError, AnalyzeOptions};
+pub use analyze::{analyze, analyze_merged, analyze_source, analyze_sources, AnalyzeError, AnalyzeOptions};
+pub use source::open::{open_capture, open_reader, Capture, CaptureFormat};
 pub use record::{ExecContext, Origin, Record, RecordSink};
 pub use replay::{fmt_ts, Options};
 pub use report::{Attribution, Report, Summary, TraceFinding};

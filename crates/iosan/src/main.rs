@@ -8,15 +8,15 @@ mod record_cmd;
 mod simulate;
 mod verdict;
 
-use std::io::{self, BufRead, IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use iosan_core::{PageSize, Semantics};
-use iosan_trace::input::{decode_reader, open_input};
-use iosan_trace::{analyze, AnalyzeOptions, Progress, Report};
+use iosan_trace::input::decode_reader;
+use iosan_trace::{analyze, analyze_source, open_capture, AnalyzeOptions, CaptureFormat, Progress, Report};
 
 /// The bug capture from a real Linux 6.12 kernel under QEMU, embedded for `iosan demo`.
 static DEMO_CAPTURE: &[u8] = include_bytes!("../../../fixtures/captures/bug-strict.trace.txt.xz");
@@ -163,13 +163,16 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
     let opts = options(&a.out)?;
     if a.merge && a.files.len() > 1 {
         let mut inputs = Vec::with_capacity(a.files.len());
+        let mut formats = Vec::with_capacity(a.files.len());
         for path in &a.files {
-            let input = open_input(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            inputs.push((path.display().to_string(), input));
+            let c = open_capture(path, opts.max_line_len).map_err(|e| anyhow::anyhow!("{e}"))?;
+            formats.push(c.format);
+            inputs.push((path.display().to_string(), c.source));
         }
         let name = a.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + ");
-        let report = iosan_trace::analyze_merged(inputs, &name, &opts).with_context(|| format!("reading {name}"))?;
-        if let Some(why) = verdict::inconclusive(&report.summary, false) {
+        let report = iosan_trace::analyze_sources(inputs, &name, &opts).with_context(|| format!("reading {name}"))?;
+        let format = formats.first().copied().unwrap_or(CaptureFormat::Text { looks_binary: false });
+        if let Some(why) = verdict::inconclusive(&report.summary, format) {
             return Err(anyhow::anyhow!("{name}: {why}"));
         }
         if let Err(e) = emit(&report, &a.out) {
@@ -182,14 +185,14 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
     let mut status = 0u8;
     for (i, path) in a.files.iter().enumerate() {
         let name = path.display().to_string();
-        let mut reader = open_input(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let looks_binary = verdict::looks_binary(reader.fill_buf().unwrap_or(&[]));
+        let mut capture = open_capture(path, opts.max_line_len).map_err(|e| anyhow::anyhow!("{e}"))?;
         let total = if name == "-" { None } else { std::fs::metadata(path).ok().map(|m| m.len()) };
         let mut bar =
             Bar { total, enabled: io::stderr().is_terminal() && total.is_none_or(|t| t > 8 << 20), shown: false };
-        let report = analyze(reader, &name, &opts, &mut bar).with_context(|| format!("reading {name}"))?;
+        let report = analyze_source(capture.source.as_mut(), &name, &opts, &mut bar)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         drop(bar);
-        if let Some(why) = verdict::inconclusive(&report.summary, looks_binary) {
+        if let Some(why) = verdict::inconclusive(&report.summary, capture.format) {
             let _ = writeln!(io::stderr(), "iosan: error: {name}: {why}");
             status = 2;
             continue;

@@ -9,7 +9,7 @@
 //! identity source, events lost) gets its verdict, with what it could not
 //! see listed as blind spots.
 
-use iosan_trace::Summary;
+use iosan_trace::{CaptureFormat, Summary};
 
 /// How to record what is missing.
 const RECORD_HINT: &str = "record with `iosan record --apply` on the machine under test (or run the script of \
@@ -48,10 +48,15 @@ fn count(s: &Summary, names: &[&str]) -> u64 {
 
 /// Why a capture cannot show a DMA use-after-free, as one message.
 #[must_use]
-pub fn inconclusive(s: &Summary, looks_binary: bool) -> Option<String> {
+pub fn inconclusive(s: &Summary, format: CaptureFormat) -> Option<String> {
     let known: u64 = s.events_by_kind.values().sum();
-    let missing = if s.bytes == 0 {
+    let text = matches!(format, CaptureFormat::Text { .. });
+    let looks_binary = format == CaptureFormat::Text { looks_binary: true };
+    let missing = if text && s.bytes == 0 {
         "the input is empty".to_string()
+    } else if !text && s.events_read == 0 {
+        let what = if format == CaptureFormat::TraceDat { "trace.dat" } else { "perf.data" };
+        format!("the {what} holds no events")
     } else if known == 0 && looks_binary {
         format!(
             "it is a binary file iosan does not understand ({} bytes; iosan reads ftrace text, `trace-cmd report` text, \
@@ -124,21 +129,18 @@ pub fn blind_spots(s: &Summary) -> Vec<BlindSpot> {
     out
 }
 
-/// Whether the first bytes of an input look like binary data rather than
-/// text: a NUL byte, or many control bytes.
-#[must_use]
-pub fn looks_binary(prefix: &[u8]) -> bool {
-    let sample = prefix.get(..prefix.len().min(4096)).unwrap_or(prefix);
-    if sample.contains(&0) {
-        return true;
-    }
-    let control = sample.iter().filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t')).count();
-    control * 20 > sample.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TEXT: CaptureFormat = CaptureFormat::Text { looks_binary: false };
+
+    #[test]
+    fn an_empty_binary_capture_says_so() {
+        let s = Summary { bytes: 4096, ..Summary::default() };
+        assert!(inconclusive(&s, CaptureFormat::TraceDat).unwrap().contains("trace.dat holds no events"));
+        assert!(inconclusive(&s, CaptureFormat::PerfData).unwrap().contains("perf.data holds no events"));
+    }
 
     fn summary(kinds: &[(&'static str, u64)]) -> Summary {
         let mut s = Summary { bytes: 100, lines: 3, ..Summary::default() };
@@ -151,15 +153,15 @@ mod tests {
     #[test]
     fn inconclusive_inputs_say_what_is_missing() {
         let empty = Summary::default();
-        assert!(inconclusive(&empty, false).unwrap().contains("empty"));
+        assert!(inconclusive(&empty, TEXT).unwrap().contains("empty"));
         let nothing = summary(&[]);
-        assert!(inconclusive(&nothing, false).unwrap().contains("no event iosan recognises"));
-        assert!(inconclusive(&nothing, true).unwrap().contains("binary file"));
+        assert!(inconclusive(&nothing, TEXT).unwrap().contains("no event iosan recognises"));
+        assert!(inconclusive(&nothing, CaptureFormat::Text { looks_binary: true }).unwrap().contains("binary file"));
         let no_pages = summary(&[("iommu:map", 3)]);
-        assert!(inconclusive(&no_pages, false).unwrap().contains("no page allocator events"));
+        assert!(inconclusive(&no_pages, TEXT).unwrap().contains("no page allocator events"));
         let no_maps = summary(&[("kmem:mm_page_free", 3)]);
-        assert!(inconclusive(&no_maps, false).unwrap().contains("no map events"));
-        for m in [inconclusive(&no_maps, false).unwrap(), inconclusive(&empty, false).unwrap()] {
+        assert!(inconclusive(&no_maps, TEXT).unwrap().contains("no map events"));
+        for m in [inconclusive(&no_maps, TEXT).unwrap(), inconclusive(&empty, TEXT).unwrap()] {
             assert!(m.contains("iosan record"), "{m}");
         }
     }
@@ -167,11 +169,11 @@ mod tests {
     #[test]
     fn conclusive_inputs_list_blind_spots() {
         let dma_only = summary(&[("dma:dma_map_page", 1), ("kmem:mm_page_free", 1)]);
-        assert!(inconclusive(&dma_only, false).is_none());
+        assert!(inconclusive(&dma_only, TEXT).is_none());
         assert_eq!(blind_spots(&dma_only).len(), 1, "no unmaps");
         let mut full = summary(&[("iommu:map", 1), ("iommu:unmap", 1), ("kmem:mm_page_free", 1)]);
         full.kprobe_events = 2;
-        assert!(inconclusive(&full, false).is_none());
+        assert!(inconclusive(&full, TEXT).is_none());
         assert!(blind_spots(&full).is_empty());
         let mut bare = summary(&[("iommu:map", 1), ("iommu:unmap", 1), ("kmem:mm_page_alloc", 1)]);
         bare.lost_events = 4;
@@ -179,10 +181,4 @@ mod tests {
         assert_eq!(spots.len(), 2, "{spots:?}");
     }
 
-    #[test]
-    fn binary_sniffing() {
-        assert!(looks_binary(b"\x17\x08Dtracing6\0"));
-        assert!(!looks_binary(b"# tracer: nop\n  a-1 [000] ..... 1.0: x: y\n"));
-        assert!(!looks_binary(b""));
-    }
 }

@@ -1,0 +1,195 @@
+//! Opening a capture of any supported format, detected by its magic bytes:
+//! trace.dat (`\x17\x08Dtracing`), perf.data (`PERFILE2`), or text (ftrace
+//! text, `trace-cmd report` text), each plain or gzip/xz/zstd-compressed.
+//!
+//! trace.dat and file-mode perf.data need to seek. A plain file is read in
+//! place; a compressed one, or one on standard input, is first read into
+//! memory, up to [`MAX_BUFFERED_BINARY`] (an error beyond names the limit).
+//! Pipe-mode perf.data (`perf record -o -`) streams.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Cursor, Read};
+use std::path::Path;
+
+use super::binary::{PerfDataSource, TraceDatSource};
+use super::text::TextSource;
+use super::{Source, SourceError};
+use crate::input::{decode_reader_with, InputError, InputOptions};
+use crate::parse::reader::DEFAULT_MAX_LINE_LEN;
+
+/// Most bytes of a binary capture held in memory when it cannot be read
+/// in place (compressed, or from a pipe).
+pub const MAX_BUFFERED_BINARY: u64 = 4 << 30;
+
+/// What an input turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureFormat {
+    /// Text; `looks_binary` when its first bytes are not text (a NUL, many
+    /// control bytes): a file iosan does not understand.
+    Text {
+        /// The first bytes do not look like text.
+        looks_binary: bool,
+    },
+    /// A trace.dat.
+    TraceDat,
+    /// A perf.data (file or pipe mode).
+    PerfData,
+}
+
+/// An opened capture.
+pub struct Capture {
+    /// Its records.
+    pub source: Box<dyn Source + Send>,
+    /// What it is.
+    pub format: CaptureFormat,
+}
+
+/// Errors opening a capture.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The file could not be opened or decompressed.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// A binary capture's headers are unreadable.
+    #[error("{name}: {source}")]
+    Source {
+        /// Input name.
+        name: String,
+        /// What is wrong.
+        #[source]
+        source: SourceError,
+    },
+    /// Reading failed.
+    #[error("{name}: {source}")]
+    Io {
+        /// Input name.
+        name: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn sniff(prefix: &[u8]) -> Option<CaptureFormat> {
+    if super::tracedat::is_trace_dat(prefix) {
+        Some(CaptureFormat::TraceDat)
+    } else if super::perf_data::is_perf_data(prefix) {
+        Some(CaptureFormat::PerfData)
+    } else {
+        None
+    }
+}
+
+/// Whether the first bytes of a text input look like binary data.
+#[must_use]
+pub fn looks_binary(prefix: &[u8]) -> bool {
+    let sample = prefix.get(..prefix.len().min(4096)).unwrap_or(prefix);
+    if sample.contains(&0) {
+        return true;
+    }
+    let control = sample.iter().filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t')).count();
+    control * 20 > sample.len()
+}
+
+/// Opens `path` (`-` for standard input).
+///
+/// # Errors
+/// [`OpenError`] when the input cannot be opened, decompressed or, for a
+/// binary capture, its headers read.
+pub fn open_capture(path: &Path, max_line_len: usize) -> Result<Capture, OpenError> {
+    let name = if path.as_os_str() == "-" { "standard input".to_string() } else { path.display().to_string() };
+    let io_err = |source| OpenError::Io { name: name.clone(), source };
+    let src_err = |source| OpenError::Source { name: name.clone(), source };
+    // A plain binary file is read in place.
+    if path.as_os_str() != "-" {
+        let mut f = File::open(path).map_err(|source| InputError::Open { path: path.to_path_buf(), source })?;
+        let mut head = [0u8; 16];
+        let n = read_up_to(&mut f, &mut head).map_err(io_err)?;
+        if let Some(fmt) = sniff(head.get(..n).unwrap_or(&[])) {
+            let reader = BufReader::with_capacity(256 << 10, File::open(path).map_err(io_err)?);
+            return binary(fmt, reader, &head).map_err(src_err);
+        }
+    }
+    let input = crate::input::open_input_with(path, &InputOptions::default())?;
+    from_reader(input.reader, &name, max_line_len)
+}
+
+/// Opens an already decompressed stream (standard input, an embedded
+/// capture): binary captures are read into memory first.
+///
+/// # Errors
+/// As [`open_capture`].
+pub fn open_reader(reader: impl Read + Send + 'static, name: &str, max_line_len: usize) -> Result<Capture, OpenError> {
+    let input = decode_reader_with(reader, &InputOptions::default())?;
+    from_reader(input.reader, name, max_line_len)
+}
+
+fn from_reader(mut reader: Box<dyn BufRead + Send>, name: &str, max_line_len: usize) -> Result<Capture, OpenError> {
+    let io_err = |source| OpenError::Io { name: name.to_string(), source };
+    let prefix = reader.fill_buf().map_err(io_err)?.to_vec();
+    let head = prefix.get(..prefix.len().min(16)).unwrap_or(&[]).to_vec();
+    match sniff(&head) {
+        Some(CaptureFormat::PerfData) if is_pipe_mode(&head) => {
+            let source = PerfDataSource::open_pipe(reader)
+                .map_err(|source| OpenError::Source { name: name.to_string(), source })?;
+            Ok(Capture { source: Box::new(source), format: CaptureFormat::PerfData })
+        }
+        Some(fmt) => {
+            let mut all = Vec::new();
+            let n = reader.by_ref().take(MAX_BUFFERED_BINARY + 1).read_to_end(&mut all).map_err(io_err)?;
+            if n as u64 > MAX_BUFFERED_BINARY {
+                return Err(io_err(io::Error::other(format!(
+                    "a compressed or piped binary capture is read into memory, and this one is larger than {} GiB: \
+                     decompress it to a file and pass its path",
+                    MAX_BUFFERED_BINARY >> 30
+                ))));
+            }
+            binary(fmt, Cursor::new(all), &head).map_err(|source| OpenError::Source { name: name.to_string(), source })
+        }
+        None => {
+            let looks_binary = looks_binary(&prefix);
+            let max = if max_line_len == 0 { DEFAULT_MAX_LINE_LEN } else { max_line_len };
+            Ok(Capture { source: Box::new(TextSource::new(reader, max)), format: CaptureFormat::Text { looks_binary } })
+        }
+    }
+}
+
+/// A pipe-mode perf.data has a 16-byte header (its size field says 16).
+fn is_pipe_mode(head: &[u8]) -> bool {
+    let size = head.get(8..16).map(|b| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        if head.starts_with(b"PERFILE2") {
+            u64::from_le_bytes(a)
+        } else {
+            u64::from_be_bytes(a)
+        }
+    });
+    size == Some(16)
+}
+
+fn binary<R: io::Read + io::Seek + Send + 'static>(
+    fmt: CaptureFormat,
+    reader: R,
+    head: &[u8],
+) -> Result<Capture, SourceError> {
+    let source: Box<dyn Source + Send> = match fmt {
+        CaptureFormat::TraceDat => Box::new(TraceDatSource::open(reader)?),
+        _ if is_pipe_mode(head) => Box::new(PerfDataSource::open_pipe(reader)?),
+        _ => Box::new(PerfDataSource::open_file(reader)?),
+    };
+    Ok(Capture { source, format: fmt })
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(buf.get_mut(n..).unwrap_or(&mut [])) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

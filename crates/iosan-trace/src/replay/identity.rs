@@ -30,6 +30,20 @@ pub(super) const MAX_DOMAINS: usize = 1 << 16;
 /// Most devices listed per domain.
 const MAX_DEVICES_PER_DOMAIN: usize = 64;
 
+/// A range removed by an unmap that asked for less (the IOMMU removed the
+/// whole block around its IOVA).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct BlockGone {
+    /// Last IOVA of the range.
+    pub(super) last: u64,
+    /// When, ns.
+    pub(super) ts_ns: u64,
+    /// The unmap's IOVA and asked size.
+    pub(super) asked: (u64, u64),
+    /// The whole range it removed: first IOVA and bytes (`unmapped_size`).
+    pub(super) removed: (u64, u64),
+}
+
 /// One domain: its shadow, its identities, and the per-domain facts other
 /// rooms keep (recent unmaps for double-unmap certainty, lazy-mode state).
 #[derive(Debug)]
@@ -44,6 +58,9 @@ pub(super) struct Slot {
     pub(super) via: Attribution,
     /// Ranges unmapped recently and not mapped since: start -> (last, time ns).
     pub(super) recent_unmaps: BTreeMap<u64, (u64, u64)>,
+    /// Ranges an unmap removed beyond what it asked (a whole block), not
+    /// mapped since: start -> what removed them.
+    pub(super) block_removed: BTreeMap<u64, BlockGone>,
     /// A lazy (flush-queue) domain: DMA-FQ type, or flushed whole by the queue.
     pub(super) flush_queue: bool,
     /// Frees inside unflushed ranges, held until a whole-domain flush shows
@@ -62,6 +79,7 @@ impl Slot {
             anonymous,
             via,
             recent_unmaps: BTreeMap::new(),
+            block_removed: BTreeMap::new(),
             flush_queue: false,
             held: Vec::new(),
         }

@@ -155,6 +155,7 @@ impl Sequences {
     /// Adds an item to a sequence. Returns the unattributed maps too old
     /// to wait any more, taken out of it: the caller gives them an
     /// anonymous space, then calls [`Self::prune`].
+    #[inline]
     pub(super) fn push(&mut self, key: SeqKey, item: Item) -> Vec<(IovaRange, PhysAddr, MapMeta)> {
         let mut aged = Vec::new();
         let seq = self.get(key);
@@ -183,6 +184,7 @@ impl Sequences {
     /// Resolved items are only kept (a few) to link the identities that
     /// later events of the same call give: prunes them from a sequence grown
     /// too long. True when it is still too long and must be settled.
+    #[inline]
     pub(super) fn prune(&mut self, key: SeqKey) -> bool {
         let seq = self.get(key);
         if seq.items.len() > MAX_SEQ_ITEMS {

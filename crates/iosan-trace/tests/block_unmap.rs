@@ -162,6 +162,18 @@ fn amd_second_half_unmap_is_not_a_double_unmap() {
 }
 
 #[test]
+fn block_mapped_before_the_capture_is_taken_at_the_kernel_word() {
+    // The map predates the capture; the IOMMU still says it removed 2 MiB.
+    let mut t = Trace::new(true);
+    t.unmap(IOVA, MIB, 2 * MIB);
+    t.unmap(IOVA + MIB, MIB, 0);
+    let r = t.run(Semantics::Exact);
+    assert_eq!(count(&r, FindingKind::DoubleUnmap), 0, "{:#?}", r.findings);
+    assert_eq!(count(&r, FindingKind::UnmapAlreadyRemoved), 1);
+    assert_eq!(r.summary.unmaps_without_translation, 1, "only the first: its mapping predates the capture");
+}
+
+#[test]
 fn a_real_double_unmap_after_a_block_unmap_is_still_one() {
     // The asked range itself was unmapped before: that is a double unmap.
     let mut t = Trace::new(true);

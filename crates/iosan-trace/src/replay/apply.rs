@@ -104,31 +104,27 @@ impl Analyzer {
         if stale {
             return;
         }
+        let s = self.domains.slot_mut(slot);
         if !gone.is_empty() {
-            let s = self.domains.slot_mut(slot);
             if s.recent_unmaps.len() >= MAX_RECENT_UNMAPS {
                 s.recent_unmaps.pop_first();
             }
             for m in &gone {
                 s.recent_unmaps.insert(m.iova.start().get(), (m.iova.last().get(), ts_ns));
             }
-            if let Some(b) = block {
-                // What went beyond the asked range: a later unmap of it finds nothing, rightly.
-                let asked_last = iova.get().saturating_add(size.max(1) - 1);
-                let note =
-                    BlockGone { last: 0, ts_ns, asked: (iova.get(), size), removed: (b.start().get(), unmapped) };
-                for m in &gone {
-                    let (a, l) = (m.iova.start().get(), m.iova.last().get());
-                    let pieces = [(a, l.min(iova.get().wrapping_sub(1))), (a.max(asked_last.saturating_add(1)), l)];
-                    for (pa, pl) in pieces {
-                        if pa <= pl && (pl < iova.get() || pa > asked_last) {
-                            if s.block_removed.len() >= MAX_RECENT_UNMAPS {
-                                s.block_removed.pop_first();
-                            }
-                            s.block_removed.insert(pa, BlockGone { last: pl, ..note });
-                        }
-                    }
+        }
+        if let Some(b) = block {
+            // What went beyond the asked range (known to the shadow or not, the
+            // IOMMU said so): a later unmap there finds nothing, rightly.
+            let asked_last = iova.get().saturating_add(size.max(1) - 1);
+            let note = BlockGone { last: 0, ts_ns, asked: (iova.get(), size), removed: (b.start().get(), unmapped) };
+            let before = (b.start() < iova).then(|| (b.start().get(), iova.get() - 1));
+            let after = (b.last().get() > asked_last).then(|| (asked_last + 1, b.last().get()));
+            for (first, last) in before.into_iter().chain(after) {
+                if s.block_removed.len() >= MAX_RECENT_UNMAPS {
+                    s.block_removed.pop_first();
                 }
+                s.block_removed.insert(first, BlockGone { last, ..note });
             }
         }
         self.lazy.unmapped(slot, did_known, gone, ts_ns);

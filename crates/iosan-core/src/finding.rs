@@ -78,11 +78,19 @@ pub enum FindingKind {
     /// allocation, like x86's ISA window): pages freed inside it are
     /// device-reachable by design and tallied as exposure (informational).
     IdentityWindow,
+    /// An unmap found nothing because an earlier unmap that removed more
+    /// than it asked (a whole block) had already removed its range: not a
+    /// double unmap (informational).
+    UnmapAlreadyRemoved,
+    /// An unmap of part of a block mapping that the IOMMU refused (removed
+    /// 0 bytes, as io-pgtable-arm does from Linux 6.13 with a WARN): the
+    /// mapping stays (informational).
+    PartialBlockUnmapRefused,
 }
 
 impl FindingKind {
     /// Every kind, in a stable order.
-    pub const ALL: [FindingKind; 13] = [
+    pub const ALL: [FindingKind; 15] = [
         Self::FreedWhileMapped,
         Self::AllocatedWhileMapped,
         Self::DoubleUnmap,
@@ -96,6 +104,8 @@ impl FindingKind {
         Self::DmaUnmapMismatch,
         Self::UnmappedMoreThanRequested,
         Self::IdentityWindow,
+        Self::UnmapAlreadyRemoved,
+        Self::PartialBlockUnmapRefused,
     ];
 
     /// The stable name used in reports and JSON.
@@ -115,6 +125,8 @@ impl FindingKind {
             Self::DmaUnmapMismatch => "dma-unmap-mismatch",
             Self::UnmappedMoreThanRequested => "unmapped-more-than-requested",
             Self::IdentityWindow => "identity-window",
+            Self::UnmapAlreadyRemoved => "unmap-already-removed",
+            Self::PartialBlockUnmapRefused => "partial-block-unmap-refused",
         }
     }
 
@@ -128,7 +140,15 @@ impl FindingKind {
     /// false for informational kinds and confidence warnings.
     #[must_use]
     pub const fn is_bug(self) -> bool {
-        !matches!(self, Self::MappedAtEnd | Self::LostEvents | Self::UnmappedMoreThanRequested | Self::IdentityWindow)
+        !matches!(
+            self,
+            Self::MappedAtEnd
+                | Self::LostEvents
+                | Self::UnmappedMoreThanRequested
+                | Self::IdentityWindow
+                | Self::UnmapAlreadyRemoved
+                | Self::PartialBlockUnmapRefused
+        )
     }
 }
 

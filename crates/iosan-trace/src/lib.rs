@@ -43,7 +43,7 @@
 //! - `replay/identity.rs`: the domain store (pointers, VT-d ids, devices, anonymous layers, merges).
 //! - `replay/attribute.rs`: which domain a map or unmap belongs to: decided here.
 //! - `replay/sequence.rs`: per-CPU, per-context call sequences whose items wait for a domain.
-//! - `replay/apply.rs`: a map or unmap of a known domain changes shadow and counters; double unmaps.
+//! - `replay/apply.rs`: a map or unmap of a known domain changes shadow and counters; whole-block and double unmaps.
 //! - `replay/lazy.rs`: flush-queue exposure (unmapped, not yet flushed, then freed).
 //! - `replay/dma_api.rs`: DMA-API mappings and map/unmap mismatch checks.
 //! - `replay/pages.rs`: page free/alloc checks and their findings.

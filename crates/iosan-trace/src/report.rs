@@ -239,6 +239,12 @@ impl TraceFinding {
             FindingKind::IdentityWindow => {
                 "a static identity mapping made at boot: every page inside is device-reachable by design"
             }
+            FindingKind::UnmapAlreadyRemoved => {
+                "an earlier unmap removed a whole block including this range (informational, not a double unmap)"
+            }
+            FindingKind::PartialBlockUnmapRefused => {
+                "the IOMMU refused to unmap part of a block mapping: the whole block stays mapped (informational)"
+            }
         }
     }
 }

@@ -4,10 +4,18 @@
 //! Counts follow the sanitizer's two-call unmap (`unmap_begin` before the
 //! page table changes, `unmap_end` with the bytes the IOMMU removed); the
 //! removed mappings go on to `lazy` as unflushed ranges.
+//!
+//! An IOMMU may remove more than asked: VT-d, AMD-Vi and virtio-iommu
+//! remove the whole block (or mapping) around the IOVA and return its size
+//! (`unmapped_size > size`). What went is then `unmapped_size` bytes from
+//! the start of that block ([`Analyzer::block_removed`]); exact semantics
+//! counts exactly that down, upstream semantics keeps the kernel's count
+//! (the rest of the block stays counted: the kernel's false leak).
 
-use iosan_core::{DomainId, FindingKind, IovaRange, MapMeta, PhysAddr, ShadowMapResult};
+use iosan_core::{DomainId, FindingKind, Iova, IovaRange, MapMeta, PhysAddr, Semantics, ShadowMapResult};
 
 use super::analyzer::Analyzer;
+use super::identity::BlockGone;
 use super::sequence::Unmap;
 use crate::report::{fmt_ts, Doubt, TraceFinding};
 
@@ -15,6 +23,8 @@ use crate::report::{fmt_ts, Doubt, TraceFinding};
 const MAX_RECENT_UNMAPS: usize = 4096;
 /// Longest recent-unmap range looked back over when a map forgets them.
 const MAX_RECENT_SPAN: u64 = 1 << 30;
+/// Most shadow entries walked back to find where a split block starts.
+const MAX_BLOCK_WALK: usize = 512;
 
 impl Analyzer {
     /// Puts a mapping into a domain's shadow. If the shadow thinks part of
@@ -22,18 +32,12 @@ impl Analyzer {
     /// stale entries are dropped first, and counted.
     pub(super) fn insert_map(&mut self, slot: usize, range: IovaRange, phys: PhysAddr, meta: MapMeta) {
         let slot = self.domains.find(slot);
-        let recent = &mut self.domains.slot_mut(slot).recent_unmaps;
-        if !recent.is_empty() {
-            let hits: Vec<u64> = recent
-                .range(..=range.last().get())
-                .rev()
-                .take_while(|(&s, _)| s.saturating_add(MAX_RECENT_SPAN) >= range.start().get())
-                .filter(|(_, &(l, _))| l >= range.start().get())
-                .map(|(&s, _)| s)
-                .collect();
-            for s in hits {
-                recent.remove(&s);
-            }
+        let s = self.domains.slot_mut(slot);
+        if !s.recent_unmaps.is_empty() {
+            forget_overlapping(&mut s.recent_unmaps, range, |&(l, _)| l);
+        }
+        if !s.block_removed.is_empty() {
+            forget_overlapping(&mut s.block_removed, range, |b| b.last);
         }
         let len = range.len().unwrap_or(u64::MAX);
         loop {
@@ -58,18 +62,36 @@ impl Analyzer {
         let Unmap { iova, size, unmapped, ts_ns, .. } = u;
         let slot = self.domains.find(slot);
         let did_known = !self.domains.slot(slot).dids.is_empty();
-        let (ticket, begin) = self.san.unmap_begin(DomainId(slot as u64), &self.domains.slot(slot).shadow, iova, size);
-        for f in &begin {
-            match f.kind {
-                FindingKind::DoubleUnmap => {
-                    self.summary.unmaps_without_translation += 1;
-                    self.double_unmap(slot, u);
+        let exact = self.opts.semantics == Semantics::Exact;
+        let block = if unmapped > size { self.block_removed(slot, u) } else { None };
+        // Exact semantics counts down what went (the block); upstream what was asked.
+        let (from, len) = match block {
+            Some(b) if exact => (b.start(), unmapped),
+            _ => (iova, size),
+        };
+        let (ticket, begin) = self.san.unmap_begin(DomainId(slot as u64), &self.domains.slot(slot).shadow, from, len);
+        if let (Some(_), true) = (block, exact) {
+            // The verdicts are about the asked range, not the block.
+            let covered = IovaRange::from_start_len(iova, size).map_or(0, |r| self.covered(slot, r));
+            if covered == 0 {
+                self.nothing_mapped(slot, u);
+            } else if covered < size {
+                self.summary.unmaps_partly_translated += 1;
+            }
+        } else {
+            for f in &begin {
+                match f.kind {
+                    FindingKind::DoubleUnmap => self.nothing_mapped(slot, u),
+                    FindingKind::UnmapOverlapsUnmapped => self.summary.unmaps_partly_translated += 1,
+                    _ => {}
                 }
-                FindingKind::UnmapOverlapsUnmapped => self.summary.unmaps_partly_translated += 1,
-                _ => {}
             }
         }
-        let gone = IovaRange::from_start_len(iova, unmapped)
+        if exact && unmapped == 0 && size > 0 && begin.is_empty() {
+            self.partial_block_refused(slot, u);
+        }
+        let gone = block
+            .or_else(|| IovaRange::from_start_len(iova, unmapped))
             .map(|r| self.domains.slot_mut(slot).shadow.unmap(r))
             .unwrap_or_default();
         let end = self.san.unmap_end(ticket, &self.domains.slot(slot).shadow, unmapped);
@@ -82,16 +104,154 @@ impl Analyzer {
         if stale {
             return;
         }
+        let s = self.domains.slot_mut(slot);
         if !gone.is_empty() {
-            let recent = &mut self.domains.slot_mut(slot).recent_unmaps;
-            if recent.len() >= MAX_RECENT_UNMAPS {
-                recent.pop_first();
+            if s.recent_unmaps.len() >= MAX_RECENT_UNMAPS {
+                s.recent_unmaps.pop_first();
             }
             for m in &gone {
-                recent.insert(m.iova.start().get(), (m.iova.last().get(), ts_ns));
+                s.recent_unmaps.insert(m.iova.start().get(), (m.iova.last().get(), ts_ns));
+            }
+        }
+        if let Some(b) = block {
+            // What went beyond the asked range (known to the shadow or not, the
+            // IOMMU said so): a later unmap there finds nothing, rightly.
+            let asked_last = iova.get().saturating_add(size.max(1) - 1);
+            let note = BlockGone { last: 0, ts_ns, asked: (iova.get(), size), removed: (b.start().get(), unmapped) };
+            let before = (b.start() < iova).then(|| (b.start().get(), iova.get() - 1));
+            let after = (b.last().get() > asked_last).then(|| (asked_last + 1, b.last().get()));
+            for (first, last) in before.into_iter().chain(after) {
+                if s.block_removed.len() >= MAX_RECENT_UNMAPS {
+                    s.block_removed.pop_first();
+                }
+                s.block_removed.insert(first, BlockGone { last, ..note });
             }
         }
         self.lazy.unmapped(slot, did_known, gone, ts_ns);
+    }
+
+    /// What the IOMMU removed for an unmap that removed more than it asked
+    /// (`unmapped > size`): `unmapped` bytes from the start of the block
+    /// holding its IOVA. Page-table blocks are naturally aligned, so the
+    /// block starts at the IOVA rounded down to the largest power of two
+    /// dividing `unmapped`, but not before the mapping(s) covering the IOVA
+    /// (however the shadow split them; virtio-iommu removes whole mappings,
+    /// which start at the IOVA). `None` when the range would wrap.
+    pub(super) fn block_removed(&self, slot: usize, u: Unmap) -> Option<IovaRange> {
+        let align = u.unmapped.trailing_zeros();
+        let floor = u.iova.get() & !(1u64.checked_shl(align).map_or(u64::MAX, |b| b - 1));
+        let sh = &self.domains.slot(slot).shadow;
+        // The start of the IOVA- and phys-contiguous run of entries covering the IOVA.
+        let at = IovaRange::from_start_len(u.iova, 1)?;
+        let start = match sh.overlapping(at).next() {
+            Some(m) => {
+                let (mut s, mut phys) = (m.iova.start().get(), m.phys.get());
+                for _ in 0..MAX_BLOCK_WALK {
+                    if s <= floor {
+                        break;
+                    }
+                    let Some(before) = IovaRange::from_start_len(Iova(s - 1), 1) else { break };
+                    let Some(p) = sh.overlapping(before).next() else { break };
+                    if p.phys.get().checked_add(p.len()) != Some(phys) {
+                        break;
+                    }
+                    (s, phys) = (p.iova.start().get(), p.phys.get());
+                }
+                s.max(floor)
+            }
+            // Nothing known there (mapped before the capture): from the IOVA.
+            None => u.iova.get(),
+        };
+        IovaRange::from_start_len(Iova(start), u.unmapped)
+    }
+
+    /// Bytes of `range` the shadow of `slot` translates.
+    fn covered(&self, slot: usize, range: IovaRange) -> u64 {
+        self.domains
+            .slot(slot)
+            .shadow
+            .overlapping(range)
+            .filter_map(|m| m.iova.intersect(range).and_then(|c| c.len()))
+            .fold(0, u64::saturating_add)
+    }
+
+    /// An unmap found nothing in its domain's shadow: removed earlier with a
+    /// whole block (informational), a double unmap, or a mapping made
+    /// before the capture.
+    fn nothing_mapped(&mut self, slot: usize, u: Unmap) {
+        if self.opts.semantics == Semantics::Exact {
+            let last = u.iova.get().saturating_add(u.size.max(1) - 1);
+            let by_block = self
+                .domains
+                .slot(slot)
+                .block_removed
+                .range(..=last)
+                .next_back()
+                .filter(|(_, b)| b.last >= u.iova.get());
+            if let Some((_, b)) = by_block {
+                let b = *b;
+                let mut f = self.unmap_finding(FindingKind::UnmapAlreadyRemoved, slot, u);
+                f.set_doubt(self.lost_between(b.ts_ns, u.ts_ns).then_some(Doubt::LostEvents));
+                f.note = Some(format!(
+                    "nothing left to unmap: the unmap of {} bytes at {:#x} at {} removed the whole {} bytes from {:#x}",
+                    b.asked.1,
+                    b.asked.0,
+                    fmt_ts(b.ts_ns),
+                    b.removed.1,
+                    b.removed.0
+                ));
+                self.findings.push(f);
+                return;
+            }
+        }
+        self.summary.unmaps_without_translation += 1;
+        self.double_unmap(slot, u);
+    }
+
+    /// An unmap that removed 0 bytes of a fully mapped range that lies
+    /// inside a possible block (a page size of the domain larger than the
+    /// range, aligned in IOVA and phys, within one mapping): io-pgtable-arm
+    /// (Linux 6.13+) refuses to split a block, WARNs and returns 0.
+    fn partial_block_refused(&mut self, slot: usize, u: Unmap) {
+        let Some(asked) = IovaRange::from_start_len(u.iova, u.size) else { return };
+        let Some(m) = self.domains.slot(slot).shadow.overlapping(asked).next() else { return };
+        if m.iova.start() > asked.start() || m.iova.last() < asked.last() {
+            return;
+        }
+        let block = (0..64u32).rev().filter(|b| self.opts.pgsize_bitmap & (1u64 << b) != 0).find_map(|b| {
+            let bs = 1u64 << b;
+            let start = u.iova.get() & !(bs - 1);
+            let r = IovaRange::from_start_len(Iova(start), bs)?;
+            let phys = m.phys.get().wrapping_add(start.wrapping_sub(m.iova.start().get()));
+            let fits = bs > u.size
+                && start >= m.iova.start().get()
+                && r.last() <= m.iova.last()
+                && r.last() >= asked.last()
+                && phys & (bs - 1) == 0;
+            fits.then_some(r)
+        });
+        let Some(block) = block else { return };
+        let mut f = self.unmap_finding(FindingKind::PartialBlockUnmapRefused, slot, u);
+        f.note = Some(format!(
+            "the IOMMU removed 0 of {} bytes inside the {}-byte block at {:#x}: the block stays mapped and counted",
+            u.size,
+            block.len().unwrap_or(u64::MAX),
+            block.start().get()
+        ));
+        self.findings.push(f);
+    }
+
+    /// A finding of `kind` about unmap `u` in domain `slot`.
+    fn unmap_finding(&self, kind: FindingKind, slot: usize, u: Unmap) -> TraceFinding {
+        let mut f = TraceFinding::blank(kind);
+        f.time_ns = u.ts_ns;
+        f.line = u.line;
+        f.iova = Some(u.iova.get());
+        f.size = u.size;
+        f.device = self.domains.slot(slot).shadow.device().map(|d| d.to_string());
+        f.domain = self.domains.label(slot);
+        f.attribution = self.domains.slot(slot).via;
+        f
     }
 
     /// An unmap found nothing in its domain's shadow. Reported only when
@@ -99,7 +259,7 @@ impl Analyzer {
     /// capture saw the range unmapped before and not mapped since. Otherwise
     /// the mapping predates the capture.
     fn double_unmap(&mut self, slot: usize, u: Unmap) {
-        let Unmap { iova, size, unmapped, ts_ns, line } = u;
+        let Unmap { iova, size, unmapped, ts_ns, .. } = u;
         let last = iova.get().saturating_add(size.max(1) - 1);
         let earlier = self
             .domains
@@ -112,19 +272,27 @@ impl Analyzer {
         if earlier.is_none() && !(unmapped == 0 && size > 0) {
             return;
         }
-        let mut f = TraceFinding::blank(FindingKind::DoubleUnmap);
-        f.time_ns = ts_ns;
-        f.line = line;
-        f.iova = Some(iova.get());
-        f.size = size;
-        f.device = self.domains.slot(slot).shadow.device().map(|d| d.to_string());
-        f.domain = self.domains.label(slot);
-        f.attribution = self.domains.slot(slot).via;
+        let mut f = self.unmap_finding(FindingKind::DoubleUnmap, slot, u);
         f.set_doubt(self.lost_between(earlier.unwrap_or(0), ts_ns).then_some(Doubt::LostEvents));
         f.note = Some(match earlier {
             Some(t) => format!("already unmapped at {}, not mapped since", fmt_ts(t)),
             None => "the IOMMU found nothing mapped (unmapped_size=0)".into(),
         });
         self.findings.push(f);
+    }
+}
+
+/// Drops the entries of `map` (start -> value with `last(value)`) that
+/// overlap `range`: it is mapped again.
+fn forget_overlapping<V>(map: &mut std::collections::BTreeMap<u64, V>, range: IovaRange, last: impl Fn(&V) -> u64) {
+    let hits: Vec<u64> = map
+        .range(..=range.last().get())
+        .rev()
+        .take_while(|(&s, _)| s.saturating_add(MAX_RECENT_SPAN) >= range.start().get())
+        .filter(|(_, v)| last(v) >= range.start().get())
+        .map(|(&s, _)| s)
+        .collect();
+    for s in hits {
+        map.remove(&s);
     }
 }

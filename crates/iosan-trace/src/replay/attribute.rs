@@ -281,6 +281,24 @@ impl Analyzer {
                 candidates.truncate(1);
             }
         }
+        if candidates.is_empty() && unmapped == 0 && self.opts.semantics == iosan_core::Semantics::Exact {
+            // Nothing left there: maybe an earlier unmap removed it with a whole block.
+            let by_block = (0..self.domains.len()).find(|&i| {
+                self.domains.is_root(i)
+                    && self
+                        .domains
+                        .slot(i)
+                        .block_removed
+                        .range(..=range.last().get())
+                        .next_back()
+                        .is_some_and(|(_, b)| b.last >= iova.get())
+            });
+            if let Some(i) = by_block {
+                self.summary.unmaps_by.content += 1;
+                self.apply_unmap(i, u, false);
+                return;
+            }
+        }
         match candidates.len() {
             0 => {
                 self.summary.unmaps_by.none += 1;

@@ -30,6 +30,20 @@ pub(super) const MAX_DOMAINS: usize = 1 << 16;
 /// Most devices listed per domain.
 const MAX_DEVICES_PER_DOMAIN: usize = 64;
 
+/// A range removed by an unmap that asked for less (the IOMMU removed the
+/// whole block around its IOVA).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct BlockGone {
+    /// Last IOVA of the range.
+    pub(super) last: u64,
+    /// When, ns.
+    pub(super) ts_ns: u64,
+    /// The unmap's IOVA and asked size.
+    pub(super) asked: (u64, u64),
+    /// The whole range it removed: first IOVA and bytes (`unmapped_size`).
+    pub(super) removed: (u64, u64),
+}
+
 /// One domain: its shadow, its identities, and the per-domain facts other
 /// rooms keep (recent unmaps for double-unmap certainty, lazy-mode state).
 #[derive(Debug)]
@@ -44,6 +58,9 @@ pub(super) struct Slot {
     pub(super) via: Attribution,
     /// Ranges unmapped recently and not mapped since: start -> (last, time ns).
     pub(super) recent_unmaps: BTreeMap<u64, (u64, u64)>,
+    /// Ranges an unmap removed beyond what it asked (a whole block), not
+    /// mapped since: start -> what removed them.
+    pub(super) block_removed: BTreeMap<u64, BlockGone>,
     /// A lazy (flush-queue) domain: DMA-FQ type, or flushed whole by the queue.
     pub(super) flush_queue: bool,
     /// Frees inside unflushed ranges, held until a whole-domain flush shows
@@ -62,6 +79,7 @@ impl Slot {
             anonymous,
             via,
             recent_unmaps: BTreeMap::new(),
+            block_removed: BTreeMap::new(),
             flush_queue: false,
             held: Vec::new(),
         }
@@ -381,5 +399,80 @@ impl MappingSource for DomainsSource<'_> {
                 s.shadow.mappings_covering(phys, len, visit);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use iosan_core::{Iova, MapMeta};
+
+    use super::*;
+
+    fn r(start: u64, len: u64) -> IovaRange {
+        IovaRange::from_start_len(Iova(start), len).unwrap()
+    }
+
+    fn map(d: &mut Domains, slot: usize, start: u64, len: u64) {
+        let m = d.slot_mut(slot).shadow.map(Iova(start), PhysAddr(start + 0x1000_0000), len, MapMeta::default());
+        assert_eq!(m, iosan_core::ShadowMapResult::Mapped);
+    }
+
+    #[test]
+    fn aliases_merge_and_keep_every_identity() {
+        let mut d = Domains::new(0x1000);
+        let p = d.ptr(0xffff_0000);
+        let v = d.did(7);
+        map(&mut d, v, 0x1000, 0x1000);
+        let root = d.union(p, v);
+        assert_eq!(d.find(p), root);
+        assert_eq!(d.find(v), root);
+        assert_eq!(d.ptr(0xffff_0000), root);
+        assert_eq!(d.did(7), root);
+        assert_eq!(d.slot(root).via, Attribution::Kprobe, "the best attribution wins");
+        assert_eq!(d.slot(root).shadow.len(), 1, "the mapping moved to the merged domain");
+        assert_eq!(d.label(root).as_deref(), Some("0xffff0000"));
+        assert_eq!(d.identified(), 1);
+    }
+
+    #[test]
+    fn overlapping_aliases_are_not_merged() {
+        let mut d = Domains::new(0x1000);
+        let a = d.dev(b"0000:00:02.0");
+        let b = d.dev(b"0000:00:03.0");
+        map(&mut d, a, 0x1000, 0x2000);
+        map(&mut d, b, 0x2000, 0x1000);
+        assert_eq!(d.union(a, b), a);
+        assert_ne!(d.find(a), d.find(b));
+        assert_eq!(d.merges_refused(), 1);
+        assert_eq!(d.identified(), 2);
+    }
+
+    #[test]
+    fn colliding_anonymous_maps_stack_in_layers() {
+        let mut d = Domains::new(0x1000);
+        let first = d.anon_for(r(0x1000, 0x1000));
+        map(&mut d, first, 0x1000, 0x1000);
+        let second = d.anon_for(r(0x1000, 0x1000));
+        assert_ne!(first, second, "the same IOVA twice: another domain");
+        assert_eq!(d.anon_for(r(0x3000, 0x1000)), first, "free in the first layer");
+        assert!(d.anonymous_used());
+        assert!(d.is_anonymous(second));
+        assert_eq!(d.label(second), None);
+        let v = d.did(1);
+        assert_eq!(d.union(first, v), first, "anonymous spaces never merge");
+    }
+
+    #[test]
+    fn a_freed_domain_releases_its_names() {
+        let mut d = Domains::new(0x1000);
+        let p = d.ptr(0xabc0);
+        d.add_device(p, "0000:00:04.0".into());
+        map(&mut d, p, 0x1000, 0x1000);
+        assert_eq!(d.known_dev(&"0000:00:04.0".into()), Some(p));
+        d.forget(p);
+        assert!(d.slot(p).shadow.is_empty());
+        assert_eq!(d.known_ptr(0xabc0), None);
+        assert_eq!(d.known_dev(&"0000:00:04.0".into()), None);
+        assert_ne!(d.ptr(0xabc0), p, "a reused pointer is a new domain");
     }
 }

@@ -258,3 +258,65 @@ impl Lazy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use iosan_core::{Iova, MapMeta, PhysAddr};
+
+    use super::*;
+
+    fn gone(iova: u64, phys: u64, len: u64) -> Vec<ShadowMapping> {
+        let iova = IovaRange::from_start_len(Iova(iova), len).unwrap();
+        vec![ShadowMapping { iova, phys: PhysAddr(phys), meta: MapMeta::default() }]
+    }
+
+    #[test]
+    fn a_free_before_the_flush_is_exposure_in_a_flush_queue_domain() {
+        let mut d = Domains::new(0x1000);
+        let s = d.did(3);
+        d.slot_mut(s).flush_queue = true;
+        let (mut lazy, mut sum) = (Lazy::new(1 << 10, 12), Summary::default());
+        lazy.flush_event_seen();
+        lazy.unmapped(s, true, gone(0x10_0000, 0x5000_0000, 0x2000), 100);
+        lazy.freed(&mut d, &mut sum.exposure, 150, 0x5_0000, 4);
+        assert_eq!((sum.exposure.frees, sum.exposure.pages, sum.exposure.bytes), (1, 2, 0x2000));
+        lazy.flushed(&mut d, &mut sum, 400, Some(s), None);
+        assert_eq!(sum.exposure.longest_ns, 250, "from the free to the flush");
+        lazy.finish(&d, &mut sum, 1000);
+        assert!(sum.exposure_measurable);
+        assert_eq!(sum.exposure.unflushed_at_end, 0);
+    }
+
+    #[test]
+    fn frees_wait_until_a_whole_domain_flush_shows_the_kind_of_domain() {
+        let mut d = Domains::new(0x1000);
+        let s = d.did(4);
+        let (mut lazy, mut sum) = (Lazy::new(1 << 10, 12), Summary::default());
+        lazy.flush_event_seen();
+        lazy.unmapped(s, true, gone(0x10_0000, 0x5000_0000, 0x1000), 100);
+        lazy.freed(&mut d, &mut sum.exposure, 150, 0x5_0000, 1);
+        assert_eq!(sum.exposure.frees, 0, "held: maybe a strict domain");
+        // A range flush: strict, so what was held was no exposure.
+        lazy.flushed(&mut d, &mut sum, 200, Some(s), Some((0x10_0000, 0x10_0fff)));
+        assert!(d.slot(s).held.is_empty());
+        lazy.unmapped(s, true, gone(0x20_0000, 0x6000_0000, 0x1000), 300);
+        lazy.freed(&mut d, &mut sum.exposure, 350, 0x6_0000, 1);
+        // A whole-domain flush: the flush queue's; the held free counts.
+        lazy.flushed(&mut d, &mut sum, 500, Some(s), None);
+        assert!(d.slot(s).flush_queue);
+        assert_eq!((sum.exposure.frees, sum.exposure.pages), (1, 1));
+    }
+
+    #[test]
+    fn without_flush_events_nothing_is_measured() {
+        let mut d = Domains::new(0x1000);
+        let s = d.ptr(0xfff0);
+        d.slot_mut(s).flush_queue = true;
+        let (mut lazy, mut sum) = (Lazy::new(1 << 10, 12), Summary::default());
+        lazy.unmapped(s, false, gone(0x10_0000, 0x5000_0000, 0x1000), 100);
+        lazy.freed(&mut d, &mut sum.exposure, 150, 0x5_0000, 1);
+        lazy.finish(&d, &mut sum, 1000);
+        assert!(!sum.exposure_measurable);
+        assert_eq!(sum.exposure, Exposure::default());
+    }
+}

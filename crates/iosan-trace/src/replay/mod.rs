@@ -10,7 +10,7 @@
 //! - `attribute`: **which domain a map or unmap belongs to** (kprobe, dma:*
 //!   device, VT-d id, or the shadow that translates it).
 //! - `apply`: a map or unmap of a known domain changes shadow and counters;
-//!   double-unmap verdicts.
+//!   what a whole-block unmap removed; double-unmap verdicts.
 //! - `lazy`: flush-queue exposure (unmapped, not yet flushed, then freed).
 //! - `dma_api`: DMA-API mappings and map/unmap mismatch checks.
 //! - `pages`: page free/alloc checks and their findings, with follow-ups.

@@ -155,6 +155,7 @@ impl Sequences {
     /// Adds an item to a sequence. Returns the unattributed maps too old
     /// to wait any more, taken out of it: the caller gives them an
     /// anonymous space, then calls [`Self::prune`].
+    #[inline]
     pub(super) fn push(&mut self, key: SeqKey, item: Item) -> Vec<(IovaRange, PhysAddr, MapMeta)> {
         let mut aged = Vec::new();
         let seq = self.get(key);
@@ -183,6 +184,7 @@ impl Sequences {
     /// Resolved items are only kept (a few) to link the identities that
     /// later events of the same call give: prunes them from a sequence grown
     /// too long. True when it is still too long and must be settled.
+    #[inline]
     pub(super) fn prune(&mut self, key: SeqKey) -> bool {
         let seq = self.get(key);
         if seq.items.len() > MAX_SEQ_ITEMS {
@@ -236,4 +238,67 @@ pub(super) fn is_sequence_event(ev: &Event) -> bool {
             | Event::PageFree(_)
             | Event::PageFreeBatched(_)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map_item(start: u64, slot: Option<usize>) -> Item {
+        let iova = IovaRange::from_start_len(Iova(start), 0x1000).unwrap();
+        Item::Map { iova, phys: PhysAddr(start), meta: MapMeta::default(), slot }
+    }
+
+    #[test]
+    fn another_task_or_a_foreign_event_ends_an_open_sequence() {
+        let mut s = Sequences::default();
+        assert!(!s.must_end((0, 0), 1, false), "nothing open");
+        s.get((0, 0)).pid = 1;
+        assert!(s.push((0, 0), map_item(0x1000, None)).is_empty());
+        assert!(!s.must_end((0, 0), 1, true));
+        assert!(s.must_end((0, 0), 2, true), "another task");
+        assert!(s.must_end((0, 0), 1, false), "an event of no call");
+        assert!(!s.must_end((0, 1), 2, true), "another context is another sequence");
+        assert_eq!(s.end((0, 0)).len(), 1);
+        assert!(!s.must_end((0, 0), 2, true));
+    }
+
+    #[test]
+    fn old_unattributed_maps_stop_waiting() {
+        let mut s = Sequences::default();
+        let mut aged = Vec::new();
+        for i in 0..(PENDING_MAP_WINDOW as u64 + 3) {
+            aged.extend(s.push((1, 0), map_item(i << 12, None)));
+        }
+        assert_eq!(aged.len(), 3);
+        assert_eq!(aged[0].0.start(), Iova(0), "oldest first");
+        assert_eq!(s.get((1, 0)).items.len(), PENDING_MAP_WINDOW);
+        let range = IovaRange::from_start_len(Iova(5 << 12), 1).unwrap();
+        assert_eq!(s.waiting_maps(range), vec![(1, 0)]);
+        let gone = IovaRange::from_start_len(Iova(0), 1).unwrap();
+        assert!(s.waiting_maps(gone).is_empty(), "aged out");
+    }
+
+    #[test]
+    fn resolved_items_are_pruned_before_a_sequence_is_settled() {
+        let mut s = Sequences::default();
+        for i in 0..(MAX_SEQ_ITEMS as u64 + 1) {
+            let _ = s.push((2, 0), map_item(i << 12, Some(0)));
+        }
+        assert!(!s.prune((2, 0)));
+        assert_eq!(s.get((2, 0)).items.len(), KEEP_RESOLVED);
+    }
+
+    #[test]
+    fn the_oldest_waiting_sequence_is_evicted() {
+        let mut s = Sequences::default();
+        for c in 0..MAX_PENDING_SEQS as u32 {
+            assert_eq!(s.evict_for((c, 0)), None);
+            s.add_pending((c, 0));
+        }
+        assert_eq!(s.evict_for((0, 0)), None, "already waiting");
+        assert_eq!(s.evict_for((9999, 0)), Some((0, 0)));
+        let _ = s.end((1, 0));
+        assert!(!s.pending().contains(&(1, 0)), "an ended sequence no longer waits");
+    }
 }

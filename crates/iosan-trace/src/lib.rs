@@ -64,8 +64,8 @@ pub mod report;
 pub mod source;
 
 pub use analyze::{analyze, analyze_merged, analyze_source, analyze_sources, AnalyzeError, AnalyzeOptions};
-pub use source::open::{open_capture, open_reader, Capture, CaptureFormat};
 pub use record::{ExecContext, Origin, Record, RecordSink};
 pub use replay::{fmt_ts, Options};
 pub use report::{Attribution, Report, Summary, TraceFinding};
+pub use source::open::{open_capture, open_reader, Capture, CaptureFormat};
 pub use source::{Progress, Source, SourceError};

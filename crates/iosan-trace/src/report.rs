@@ -17,7 +17,10 @@ use crate::record::Record;
 /// Seconds with 6 decimals, as ftrace prints them.
 #[must_use]
 pub fn fmt_ts(ns: u64) -> String {
-    format!("{}.{:06}", ns / 1_000_000_000, (ns % 1_000_000_000) / 1000)
+    // Rounded to the microsecond as the kernel prints it (ns2usecs adds
+    // 500 ns), so a trace.dat's nanoseconds print as its text would.
+    let us = ns.saturating_add(500) / 1000;
+    format!("{}.{:06}", us / 1_000_000, us % 1_000_000)
 }
 
 /// How a domain's identity was learnt, best first.

@@ -189,8 +189,8 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
         let total = if name == "-" { None } else { std::fs::metadata(path).ok().map(|m| m.len()) };
         let mut bar =
             Bar { total, enabled: io::stderr().is_terminal() && total.is_none_or(|t| t > 8 << 20), shown: false };
-        let report = analyze_source(capture.source.as_mut(), &name, &opts, &mut bar)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let report =
+            analyze_source(capture.source.as_mut(), &name, &opts, &mut bar).map_err(|e| anyhow::anyhow!("{e}"))?;
         drop(bar);
         if let Some(why) = verdict::inconclusive(&report.summary, capture.format) {
             let _ = writeln!(io::stderr(), "iosan: error: {name}: {why}");

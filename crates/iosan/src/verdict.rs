@@ -180,5 +180,4 @@ mod tests {
         let spots = blind_spots(&bare);
         assert_eq!(spots.len(), 2, "{spots:?}");
     }
-
 }

@@ -220,8 +220,9 @@ impl<W: Write> TraceWriter<W> {
     /// The line prefix up to and including `event: `.
     fn prefix(&mut self, ctx: &TraceCtx, ts_ns: u64, event: &str) {
         self.lines += 1;
-        let secs = ts_ns / 1_000_000_000;
-        let usecs = (ts_ns % 1_000_000_000) / 1000;
+        // Rounded to the microsecond, as the kernel prints (ns2usecs).
+        let us = ts_ns.saturating_add(500) / 1000;
+        let (secs, usecs) = (us / 1_000_000, us % 1_000_000);
         let flags = std::str::from_utf8(&ctx.flags).unwrap_or(".....");
         let _ = write!(
             self.buf,

@@ -126,9 +126,17 @@ pub fn open_reader(reader: impl Read + Send + 'static, name: &str, max_line_len:
 
 fn from_reader(mut reader: Box<dyn BufRead + Send>, name: &str, max_line_len: usize) -> Result<Capture, OpenError> {
     let io_err = |source| OpenError::Io { name: name.to_string(), source };
-    let prefix = reader.fill_buf().map_err(io_err)?.to_vec();
+    // One read of a chained stream may return only a few bytes: read the
+    // first 4 KiB whole, then put them back in front.
+    let mut prefix = vec![0u8; 4096];
+    let n = read_up_to(&mut reader, &mut prefix).map_err(io_err)?;
+    prefix.truncate(n);
     let head = prefix.get(..prefix.len().min(16)).unwrap_or(&[]).to_vec();
-    match sniff(&head) {
+    let format = sniff(&head);
+    let looks_binary = looks_binary(&prefix);
+    let mut reader: Box<dyn BufRead + Send> =
+        Box::new(BufReader::with_capacity(256 << 10, Cursor::new(prefix).chain(reader)));
+    match format {
         Some(CaptureFormat::PerfData) if is_pipe_mode(&head) => {
             let source = PerfDataSource::open_pipe(reader)
                 .map_err(|source| OpenError::Source { name: name.to_string(), source })?;
@@ -147,7 +155,6 @@ fn from_reader(mut reader: Box<dyn BufRead + Send>, name: &str, max_line_len: us
             binary(fmt, Cursor::new(all), &head).map_err(|source| OpenError::Source { name: name.to_string(), source })
         }
         None => {
-            let looks_binary = looks_binary(&prefix);
             let max = if max_line_len == 0 { DEFAULT_MAX_LINE_LEN } else { max_line_len };
             Ok(Capture { source: Box::new(TextSource::new(reader, max)), format: CaptureFormat::Text { looks_binary } })
         }

@@ -92,6 +92,7 @@ pub fn run(a: &BenchArgs) -> Result<u8> {
         }
         if want("analyze") {
             analyze(&mut out, parse_size(&a.size)?, a.keep.clone())?;
+            tracedat(&mut out, if a.quick { 2_000 } else { 40_000 })?;
         }
         Ok(())
     })();
@@ -265,6 +266,72 @@ impl<W: Write> Write for Counting<'_, W> {
 fn vm_hwm_kb(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Runs `cmd` to its end, returning its wall time, its peak RSS (KiB) and its stdout.
+fn timed(mut cmd: Command) -> Result<(Duration, u64, String)> {
+    let start = Instant::now();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().context("running a benchmark child")?;
+    let pid = child.id();
+    let mut peak_kb = 0u64;
+    let reader = {
+        let mut stdout = child.stdout.take().context("child stdout")?;
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = io::Read::read_to_string(&mut stdout, &mut s);
+            s
+        })
+    };
+    loop {
+        if let Some(k) = vm_hwm_kb(pid) {
+            peak_kb = peak_kb.max(k);
+        }
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let wall = start.elapsed();
+    Ok((wall, peak_kb, reader.join().unwrap_or_default()))
+}
+
+/// `analyze.tracedat.events_per_s`: the model's nvme and nic-rx workloads
+/// written as one trace.dat (version 6, as `trace-cmd record --file-version
+/// 6` writes it), analyzed end to end; and `trace-cmd report` of the same
+/// file when trace-cmd is installed.
+fn tracedat(out: &mut Out, iterations: u64) -> Result<()> {
+    let path = std::env::temp_dir().join(format!("iosan-bench-{}.trace.dat", std::process::id()));
+    let spec = SimSpec { workload: "nvme".into(), seed: 7, iterations, tracedat: true, ..SimSpec::default() };
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(&path)?);
+        simulate(&spec, Some(&mut w)).context("generating the trace.dat")?;
+        w.flush()?;
+    }
+    let bytes = std::fs::metadata(&path)?.len();
+    out.put("analyze.tracedat.file_mb", bytes as f64 / 1e6, "MB")?;
+    let exe = std::env::current_exe().context("locating the iosan binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["analyze", "--format", "json"]).arg(&path);
+    let (wall, peak_kb, text) = timed(cmd)?;
+    let events = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "summary")
+        .and_then(|v| v["events"].as_u64())
+        .unwrap_or(0);
+    out.put("analyze.tracedat.events", events as f64, "events")?;
+    out.put("analyze.tracedat.events_per_s", events as f64 / wall.as_secs_f64(), "events/s")?;
+    out.put("analyze.tracedat.peak_rss_mb", peak_kb as f64 / 1024.0, "MB")?;
+    // The reference decoder, when present: same file, output discarded.
+    if Command::new("trace-cmd").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+        let mut cmd = Command::new("trace-cmd");
+        cmd.args(["report", "-i"]).arg(&path);
+        let (tc_wall, _, _) = timed(cmd)?;
+        out.put("analyze.tracedat.trace_cmd_report_events_per_s", events as f64 / tc_wall.as_secs_f64(), "events/s")?;
+        out.put("analyze.tracedat.speedup_vs_trace_cmd_report", tc_wall.as_secs_f64() / wall.as_secs_f64(), "x")?;
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
 }
 
 fn analyze(out: &mut Out, size: u64, keep: Option<PathBuf>) -> Result<()> {

@@ -19,7 +19,7 @@ secs="${1:-60}"
 # decompressors (liblzma, zstd) that the `input` target drives.
 sanitizer="${FUZZ_SANITIZER:-none}"
 shift || true
-all_targets=(line event reader input analyze analyze_structured engine pgtable tracedat)
+all_targets=(line event reader input analyze analyze_structured engine pgtable tracedat perf_data)
 if [ "$#" -gt 0 ]; then targets=("$@"); else targets=("${all_targets[@]}"); fi
 
 if ! { rustup toolchain list 2>/dev/null | grep -q nightly || cargo +nightly --version >/dev/null 2>&1; }; then
@@ -82,6 +82,10 @@ gen_seeds() {
     tracedat)
         # Small generated trace.dat files (v6/v7, none/zstd/zlib, both byte orders).
         (cd "$root" && IOSAN_SEED_DIR="$dir" cargo test -q -p iosan-trace --test tracedat_synth write_fuzz_seeds -- --ignored >/dev/null)
+        ;;
+    perf_data)
+        # The real perf.data fixtures: file mode, zstd-compressed records, pipe mode.
+        cp "$root"/fixtures/perf/*.perf.data "$dir/" 2>/dev/null || true
         ;;
     *) : ;; # engine, pgtable: structured input, libFuzzer starts from nothing
     esac

@@ -342,3 +342,119 @@ fn latency_files_and_unknown_tags_are_refused() {
     f[at..at + 4].copy_from_slice(b"lz4x");
     assert!(matches!(drain(&f), Err(TraceDatError::Compression(_))));
 }
+
+// ---------------------------------------------------------------- perf.data
+
+mod perf {
+    use std::io::Cursor;
+
+    use iosan_trace::source::binary::PerfDataSource;
+    use iosan_trace::source::perf_data::{Limits, PerfData};
+    use iosan_trace::{analyze_source, AnalyzeOptions};
+
+    use super::{assert_heap, metered};
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/perf");
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+    }
+
+    fn drain_source(bytes: Vec<u8>) {
+        if let Ok(mut s) = PerfDataSource::open_file(Cursor::new(bytes)) {
+            let _ = analyze_source(&mut s, "hostile", &AnalyzeOptions::default(), &mut ());
+        }
+    }
+
+    /// A pipe-mode stream: header, one tracepoint attr, then `records`.
+    fn pipe(records: &[(u32, Vec<u8>)]) -> Vec<u8> {
+        let mut v = b"PERFILE2".to_vec();
+        v.extend_from_slice(&16u64.to_le_bytes());
+        let mut attr = vec![0u8; 64];
+        attr[0] = 2;
+        attr[4] = 64;
+        attr[24] = 0x84; // TIME | CPU
+        attr[25] = 0x04; // RAW
+        let mut all = vec![(64u32, attr)];
+        all.extend_from_slice(records);
+        for (ty, body) in all {
+            v.extend_from_slice(&ty.to_le_bytes());
+            v.extend_from_slice(&0u16.to_le_bytes());
+            v.extend_from_slice(&u16::try_from(body.len() + 8).unwrap().to_le_bytes());
+            v.extend_from_slice(&body);
+        }
+        v
+    }
+
+    #[test]
+    fn truncations_and_flipped_bytes_stay_small() {
+        for name in ["kmem-file.perf.data", "kmem-zstd.perf.data", "kmem-pipe.perf.data"] {
+            let bytes = fixture(name);
+            let ((), peak) = metered(|| {
+                for cut in (0..bytes.len()).step_by(bytes.len() / 64 + 1) {
+                    drain_source(bytes.get(..cut).unwrap().to_vec());
+                }
+            });
+            assert_heap(name, peak, 16 + (bytes.len() >> 20) as isize * 8);
+        }
+    }
+
+    #[test]
+    fn sizes_and_offsets_that_lie() {
+        let good = fixture("kmem-file.perf.data");
+        // attrs, data and feature-table offsets (header bytes 24..72) pointed past the end or at themselves.
+        for at in (24..72).step_by(8) {
+            for v in [u64::MAX, u64::MAX / 2, good.len() as u64, 0] {
+                let mut f = good.clone();
+                f.get_mut(at..at + 8).unwrap().copy_from_slice(&v.to_le_bytes());
+                let ((), peak) = metered(|| drain_source(f));
+                assert_heap("lying header", peak, 16);
+            }
+        }
+    }
+
+    #[test]
+    fn a_compression_bomb_is_refused_within_the_limit() {
+        let bomb = zstd::bulk::compress(&vec![0u8; 256 << 20], 19).unwrap();
+        let stream = pipe(&[(81, bomb)]);
+        let limits = Limits { max_decompressed_per_record: 4 << 20, ..Limits::default() };
+        let (r, peak) = metered(|| {
+            let mut p = PerfData::open_pipe(&stream[..], limits).unwrap();
+            loop {
+                match p.next_item() {
+                    Ok(Some(_)) => {}
+                    other => break other.map(|_| ()),
+                }
+            }
+        });
+        assert!(r.is_err());
+        assert_heap("zstd bomb", peak, 12);
+    }
+
+    #[test]
+    fn a_file_without_rounds_holds_at_most_its_window() {
+        // 200,000 samples and no FINISHED_ROUND: the ordering window (here 1,000) bounds memory.
+        let mut recs = Vec::new();
+        for i in 0..200_000u64 {
+            let mut b = (1_000_000 - i).to_le_bytes().to_vec();
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.extend_from_slice(&64u32.to_le_bytes());
+            b.extend_from_slice(&[0u8; 64]);
+            recs.push((9u32, b));
+        }
+        let stream = pipe(&recs);
+        let limits = Limits { max_pending: 1_000, ..Limits::default() };
+        let (n, peak) = metered(|| {
+            let mut p = PerfData::open_pipe(&stream[..], limits).unwrap();
+            let mut n = 0;
+            while let Ok(Some(_)) = p.next_item() {
+                n += 1;
+            }
+            (n, p.stats().order_window_exceeded)
+        });
+        assert_eq!(n.0, 200_000);
+        assert!(n.1 > 0, "the full window is counted");
+        assert_heap("no rounds", peak, 4);
+    }
+}

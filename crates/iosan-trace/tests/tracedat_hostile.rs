@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::Cursor;
 
 use common::tracedat_writer::{record, u64b, Codec, Pages, Writer};
@@ -16,87 +14,12 @@ use iosan_trace::source::tracedat::{Item, Limits, Skipped, TraceDat, TraceDatErr
 
 // ---------------------------------------------------------------- heap meter
 
-/// `System`, counting live and peak bytes per thread (tests run in their
-/// own threads; the analysis is single-threaded).
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn note(delta: isize) {
-    // `try_with`: during thread teardown the slots may be gone; such
-    // allocations are simply not counted. Const-initialised `Cell`s never
-    // allocate, so this cannot recurse into the allocator.
-    let _ = LIVE.try_with(|l| {
-        let now = l.get() + delta;
-        l.set(now);
-        let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
-    });
-}
-
-fn signed(n: usize) -> isize {
-    isize::try_from(n).unwrap_or(isize::MAX)
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged, so `System`'s guarantees hold; the bookkeeping only touches
-// const-initialised thread-local `Cell`s and never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract (non-zero size), forwarded as is.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            note(signed(layout.size()));
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            note(signed(layout.size()));
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was returned by this allocator (hence by `System`) with `layout`, per the caller's contract.
-        unsafe { System.dealloc(ptr, layout) };
-        note(-signed(layout.size()));
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr`/`layout` come from this allocator (hence `System`) and `new_size` is valid, per the caller's contract.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            note(signed(new_size) - signed(layout.size()));
-        }
-        p
-    }
-}
+#[path = "common/heap.rs"]
+mod heap;
+use heap::{assert_heap, metered, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-const MIB: isize = 1 << 20;
-
-/// Runs `f` and returns its result with the peak heap growth (bytes above
-/// the live heap at the start) of this thread while it ran.
-fn metered<T>(f: impl FnOnce() -> T) -> (T, isize) {
-    let base = LIVE.with(Cell::get);
-    PEAK.with(|p| p.set(base));
-    let out = f();
-    let peak = PEAK.with(Cell::get) - base;
-    (out, peak)
-}
-
-fn assert_heap(what: &str, peak: isize, bound_mib: isize) {
-    eprintln!("{what}: peak heap {:.1} MiB (bound {bound_mib} MiB)", peak as f64 / MIB as f64);
-    assert!(peak < bound_mib * MIB, "{what}: peak heap {peak} bytes exceeds {bound_mib} MiB");
-}
 
 /// A small file: `cpus` CPUs with `n` map records each.
 fn small(version: u32, codec: Codec, cpus: u32, n: u64) -> Writer {

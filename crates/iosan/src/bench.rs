@@ -344,35 +344,9 @@ fn analyze(out: &mut Out, size: u64, keep: Option<PathBuf>) -> Result<()> {
     out.put("analyze.generated_mb", bytes as f64 / 1e6, "MB")?;
     out.put("analyze.generate.mb_per_s", bytes as f64 / 1e6 / gen.as_secs_f64(), "MB/s")?;
     let exe = std::env::current_exe().context("locating the iosan binary")?;
-    let start = Instant::now();
-    let mut child = Command::new(exe)
-        .args(["analyze", "--format", "json"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("running iosan analyze")?;
-    let pid = child.id();
-    let mut peak_kb = 0u64;
-    let reader = {
-        let mut stdout = child.stdout.take().context("child stdout")?;
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = io::Read::read_to_string(&mut stdout, &mut s);
-            s
-        })
-    };
-    loop {
-        if let Some(k) = vm_hwm_kb(pid) {
-            peak_kb = peak_kb.max(k);
-        }
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let wall = start.elapsed();
-    let text = reader.join().unwrap_or_default();
+    let mut cmd = Command::new(exe);
+    cmd.args(["analyze", "--format", "json"]).arg(&path);
+    let (wall, peak_kb, text) = timed(cmd)?;
     let events = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use super::binary::{PerfDataSource, TraceDatSource};
 use super::text::TextSource;
-use super::{Source, SourceError};
+use super::{read_full, Source, SourceError};
 use crate::input::{decode_reader_with, InputError, InputOptions};
 use crate::parse::reader::DEFAULT_MAX_LINE_LEN;
 
@@ -104,7 +104,7 @@ pub fn open_capture(path: &Path, max_line_len: usize) -> Result<Capture, OpenErr
     if path.as_os_str() != "-" {
         let mut f = File::open(path).map_err(|source| InputError::Open { path: path.to_path_buf(), source })?;
         let mut head = [0u8; 16];
-        let n = read_up_to(&mut f, &mut head).map_err(io_err)?;
+        let n = read_full(&mut f, &mut head).map_err(io_err)?;
         if let Some(fmt) = sniff(head.get(..n).unwrap_or(&[])) {
             let reader = BufReader::with_capacity(256 << 10, File::open(path).map_err(io_err)?);
             return binary(fmt, reader, &head).map_err(src_err);
@@ -129,7 +129,7 @@ fn from_reader(mut reader: Box<dyn BufRead + Send>, name: &str, max_line_len: us
     // One read of a chained stream may return only a few bytes: read the
     // first 4 KiB whole, then put them back in front.
     let mut prefix = vec![0u8; 4096];
-    let n = read_up_to(&mut reader, &mut prefix).map_err(io_err)?;
+    let n = read_full(&mut reader, &mut prefix).map_err(io_err)?;
     prefix.truncate(n);
     let head = prefix.get(..prefix.len().min(16)).unwrap_or(&[]).to_vec();
     let format = sniff(&head);
@@ -186,17 +186,4 @@ fn binary<R: io::Read + io::Seek + Send + 'static>(
         _ => Box::new(PerfDataSource::open_file(reader)?),
     };
     Ok(Capture { source, format: fmt })
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(buf.get_mut(n..).unwrap_or(&mut [])) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }

@@ -25,6 +25,7 @@ pub mod sample;
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom};
 
+use super::read_full;
 use bytes::{Bytes, Endian};
 use order::Reorder;
 use sample::{parse_sample, parse_sample_id, sample_id_of, Attr};
@@ -676,20 +677,6 @@ fn parse_event_desc(data: &[u8], endian: Endian) -> Vec<String> {
         }
     }
     names
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(buf.get_mut(n..).unwrap_or(&mut [])) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

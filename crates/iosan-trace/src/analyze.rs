@@ -14,8 +14,8 @@ use std::io::BufRead;
 
 use crate::merge::merge_into;
 use crate::parse::reader::DEFAULT_MAX_LINE_LEN;
-use crate::replay::{Analyzer, Options};
 use crate::record::{Origin, Record, RecordSink};
+use crate::replay::{Analyzer, Options};
 use crate::report::{FindingSink, Report, Summary};
 use crate::source::text::TextSource;
 pub use crate::source::Progress;

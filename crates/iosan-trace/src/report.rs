@@ -493,7 +493,8 @@ pub(crate) struct Findings {
     drained: u64,
     /// Follow-ups not yet drained (streaming): finding id, event, count.
     ups: Vec<(u64, FollowUp, u64)>,
-    episodes: std::collections::HashMap<EpisodeKey, Vec<EpisodeFinding>, BuildHasherDefault<iosan_core::hash::FastHasher>>,
+    episodes:
+        std::collections::HashMap<EpisodeKey, Vec<EpisodeFinding>, BuildHasherDefault<iosan_core::hash::FastHasher>>,
     /// Episodes in insertion order (streaming: the oldest is forgotten first).
     episode_order: std::collections::VecDeque<EpisodeKey>,
     streaming: bool,
@@ -544,11 +545,9 @@ impl Findings {
     /// `[first, first + npages)`, keeping at most `max` of them in a report
     /// (the count is exact). False when no such finding exists.
     pub(crate) fn follow_up(&mut self, episode: EpisodeKey, first: u64, npages: u64, up: FollowUp, max: usize) -> bool {
-        let Some(e) = self
-            .episodes
-            .get_mut(&episode)
-            .and_then(|v| v.iter_mut().find(|e| first < e.first.saturating_add(e.npages) && e.first < first.saturating_add(npages)))
-        else {
+        let Some(e) = self.episodes.get_mut(&episode).and_then(|v| {
+            v.iter_mut().find(|e| first < e.first.saturating_add(e.npages) && e.first < first.saturating_add(npages))
+        }) else {
             return false;
         };
         e.follow_ups += 1;

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use iosan_core::{PageSize, Semantics};
 use iosan_trace::input::{decode_reader, open_input};
-use iosan_trace::{analyze, AnalyzeOptions, Progress, Report};
+use iosan_trace::{analyze, analyze_streaming, AnalyzeOptions, Progress, Report};
 
 /// The bug capture from a real Linux 6.12 kernel under QEMU, embedded for `iosan demo`.
 static DEMO_CAPTURE: &[u8] = include_bytes!("../../../fixtures/captures/bug-strict.trace.txt.xz");
@@ -144,14 +144,19 @@ fn options(o: &OutputArgs) -> Result<AnalyzeOptions> {
     Ok(opts)
 }
 
-pub(crate) fn emit(report: &Report, o: &OutputArgs) -> io::Result<()> {
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let color = match o.color.as_str() {
+/// Whether to colour standard output.
+pub(crate) fn color(o: &OutputArgs) -> bool {
+    match o.color.as_str() {
         "always" => true,
         "never" => false,
         _ => io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-    };
+    }
+}
+
+pub(crate) fn emit(report: &Report, o: &OutputArgs) -> io::Result<()> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let color = color(o);
     match o.format {
         Format::Json => output::write_json(&mut out, report)?,
         Format::Human => output::write_human(&mut out, report, color, o.verbose)?,
@@ -187,23 +192,38 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
         let total = if name == "-" { None } else { std::fs::metadata(path).ok().map(|m| m.len()) };
         let mut bar =
             Bar { total, enabled: io::stderr().is_terminal() && total.is_none_or(|t| t > 8 << 20), shown: false };
-        let report = analyze(reader, &name, &opts, &mut bar).with_context(|| format!("reading {name}"))?;
-        drop(bar);
-        if let Some(why) = verdict::inconclusive(&report.summary, looks_binary) {
-            let _ = writeln!(io::stderr(), "iosan: error: {name}: {why}");
-            status = 2;
-            continue;
-        }
         if i > 0 && a.out.format == Format::Human {
             println!();
         }
-        if let Err(e) = emit(&report, &a.out) {
+        // Findings are written as they are decided; the summary at the end.
+        let mut w = output::StreamWriter::new(
+            io::stdout().lock(),
+            a.out.format == Format::Json,
+            color(&a.out),
+            a.out.verbose,
+            &name,
+        );
+        w.header(&format!("iosan analyze: {name} ({} semantics)", opts.replay.semantics.name()));
+        let summary = analyze_streaming(reader, &name, &opts, &mut bar, &mut w);
+        drop(bar);
+        let summary = summary.with_context(|| format!("reading {name}"))?;
+        let bugs = w.tally().bugs > 0;
+        if let Some(why) = verdict::inconclusive(&summary, looks_binary) {
+            if w.tally().by_kind.is_empty() {
+                let _ = writeln!(io::stderr(), "iosan: error: {name}: {why}");
+                status = 2;
+                continue;
+            }
+            let _ = writeln!(io::stderr(), "iosan: error: {name}: {why}");
+            status = 2;
+        }
+        if let Err(e) = w.summary(&summary, a.out.verbose) {
             if e.kind() == io::ErrorKind::BrokenPipe {
-                return Ok(status.max(u8::from(report.bugs().next().is_some())));
+                return Ok(status.max(u8::from(bugs)));
             }
             return Err(e.into());
         }
-        if report.bugs().next().is_some() {
+        if bugs {
             status = status.max(1);
         }
     }

@@ -43,9 +43,9 @@ use std::sync::Arc;
 use iosan_core::FindingKind;
 
 pub use self::analyzer::{Analyzer, Options};
-pub use self::lookahead::{LOOKAHEAD_EVENTS, LOOKAHEAD_NS};
 use self::attribute::Resolver;
 use self::identity::MAX_DOMAINS;
+pub use self::lookahead::{LOOKAHEAD_EVENTS, LOOKAHEAD_NS};
 use self::sequence::is_sequence_event;
 use crate::parse::event::Event;
 use crate::record::{Origin, Record, RecordSink};

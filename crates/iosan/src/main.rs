@@ -7,6 +7,7 @@ mod output;
 mod record_cmd;
 mod simulate;
 mod verdict;
+mod watch;
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ enum Cmd {
     Record(record_cmd::RecordArgs),
     /// Run the built-in benchmarks (core engine, kernel model, trace analysis).
     Bench(bench::BenchArgs),
+    /// Set up tracefs as `record --apply` does and analyze its trace_pipe live, printing each finding as it is decided.
+    Watch(watch::WatchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -256,6 +259,7 @@ fn main() -> ExitCode {
         Cmd::Simulate(a) => simulate::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Record(a) => record_cmd::run(a).map(|c| u8::try_from(c).unwrap_or(2)),
+        Cmd::Watch(a) => watch::run(a),
     };
     match r {
         Ok(code) => ExitCode::from(code),

@@ -554,7 +554,7 @@ impl<W: Write> StreamWriter<W> {
     ///
     /// # Errors
     /// The first write error met, then or before.
-    pub fn summary(mut self, s: &Summary, verbose: bool) -> io::Result<()> {
+    pub fn summary(&mut self, s: &Summary, verbose: bool) -> io::Result<()> {
         let tally = std::mem::take(&mut self.tally);
         if self.json {
             let mut v = summary_json_of(s, &tally.by_kind);
@@ -578,7 +578,7 @@ impl<W: Write> StreamWriter<W> {
                 Ok(())
             });
         }
-        match self.err {
+        match self.err.take() {
             Some(e) => Err(e),
             None => Ok(()),
         }

@@ -513,6 +513,11 @@ impl<W: Write> StreamWriter<W> {
         }
     }
 
+    /// Whether a write failed (the output is gone).
+    pub fn failed(&self) -> bool {
+        self.err.is_some()
+    }
+
     /// What was tallied so far.
     pub fn tally(&self) -> &Tally {
         &self.tally

@@ -196,9 +196,14 @@ fn set_up_and_watch<O: Ops, W: Write>(
     let state = Rc::new(std::cell::RefCell::new(Shared { an: Some(Analyzer::streaming(aopts.replay.clone())), w }));
     let summary = {
         let tick_state = Rc::clone(&state);
+        let stop = Arc::clone(&until.stop);
         live.on_tick = Some(Box::new(move |t: Tick| {
             let mut s = tick_state.borrow_mut();
             let Shared { an, w } = &mut *s;
+            if w.failed() {
+                // Nobody reads the findings any more (a closed pipe): end the watch.
+                stop.store(true, Ordering::Relaxed);
+            }
             let Some(an) = an.as_mut() else { return };
             if let Some(note) = t.overrun_note {
                 w.note(&note);
@@ -291,7 +296,7 @@ impl<W: Write> RecordSink for SharedSink<'_, W> {
     }
 }
 
-/// What the reader reports between reads.
+/// What the reader reports before each read.
 struct Tick {
     /// The pipe has been idle for [`IDLE_SETTLE`] (reported once per idle spell).
     idle: bool,
@@ -400,10 +405,8 @@ impl<'a> Live<'a> {
         if idle {
             self.idle_reported = true;
         }
-        if idle || overrun_note.is_some() {
-            if let Some(f) = self.on_tick.as_mut() {
-                f(Tick { idle, overrun_note });
-            }
+        if let Some(f) = self.on_tick.as_mut() {
+            f(Tick { idle, overrun_note });
         }
     }
 }

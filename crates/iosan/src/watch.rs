@@ -156,6 +156,8 @@ fn set_up_and_watch<O: Ops, W: Write>(
     for s in &report.skipped {
         eprintln!("iosan watch: warning: skipped: {s}");
     }
+    // The counters before the watch are not its losses.
+    let baseline = read_overruns(&inst.join("per_cpu"));
     let pipe_path = inst.join("trace_pipe");
     let pipe = OpenOptions::new()
         .read(true)
@@ -187,7 +189,7 @@ fn set_up_and_watch<O: Ops, W: Write>(
         }
     );
     let aopts = options(&a.out)?;
-    let mut live = Live::new(pipe, inst.join("per_cpu"), until, child);
+    let mut live = Live::new(pipe, inst.join("per_cpu"), baseline, until, child);
     let mut w_title = String::from("iosan watch: live trace_pipe");
     if let Some(c) = until.command.first() {
         w_title.push_str(&format!(" while `{c}` runs"));
@@ -328,41 +330,25 @@ struct Live<'a> {
 }
 
 impl<'a> Live<'a> {
-    fn new(pipe: File, per_cpu: PathBuf, until: &'a Until, child: Option<Child>) -> Self {
+    fn new(pipe: File, per_cpu: PathBuf, overrun: Vec<u64>, until: &'a Until, child: Option<Child>) -> Self {
         let now = Instant::now();
-        let mut l = Self {
+        Self {
             pipe,
             per_cpu,
             until,
             child,
-            buf: vec![0; 1 << 16],
+            buf: Vec::new(),
             pos: 0,
             started: now,
             last_data: now,
             idle_reported: false,
             next_stats: now,
-            overrun: Vec::new(),
+            overrun,
             overrun_total: 0,
             draining: false,
             ended: false,
             on_tick: None,
-        };
-        // The counters before the watch are not its losses.
-        l.overrun = l.read_overruns();
-        l.buf.truncate(0);
-        l
-    }
-
-    /// Per-CPU `overrun:` counters of the instance (missing files count 0).
-    fn read_overruns(&self) -> Vec<u64> {
-        let mut v = Vec::new();
-        for cpu in 0..iosan_trace::replay::MAX_CPUS {
-            let Ok(text) = std::fs::read_to_string(self.per_cpu.join(format!("cpu{cpu}/stats"))) else { break };
-            let n =
-                text.lines().find_map(|l| l.strip_prefix("overrun:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
-            v.push(n);
         }
-        v
     }
 
     fn should_stop(&mut self) -> bool {
@@ -384,7 +370,7 @@ impl<'a> Live<'a> {
         let mut overrun_note = None;
         if now >= self.next_stats {
             self.next_stats = now + STATS_EVERY;
-            let cur = self.read_overruns();
+            let cur = read_overruns(&self.per_cpu);
             let (mut grew, mut lost) = (Vec::new(), 0u64);
             for (cpu, &n) in cur.iter().enumerate() {
                 let before = self.overrun.get(cpu).copied().unwrap_or(0);
@@ -409,6 +395,17 @@ impl<'a> Live<'a> {
             f(Tick { idle, overrun_note });
         }
     }
+}
+
+/// Per-CPU `overrun:` counters under `per_cpu` (`cpuN/stats`), up to the first CPU missing.
+fn read_overruns(per_cpu: &Path) -> Vec<u64> {
+    let mut v = Vec::new();
+    for cpu in 0..iosan_trace::replay::MAX_CPUS {
+        let Ok(text) = std::fs::read_to_string(per_cpu.join(format!("cpu{cpu}/stats"))) else { break };
+        let n = text.lines().find_map(|l| l.strip_prefix("overrun:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+        v.push(n);
+    }
+    v
 }
 
 impl Read for Live<'_> {

@@ -697,7 +697,7 @@ mod tests {
     fn duration_ends_the_watch_and_overruns_are_reported() {
         let until = Until {
             stop: Arc::new(AtomicBool::new(false)),
-            duration: Some(Duration::from_secs(2)),
+            duration: Some(Duration::from_secs(3)),
             command: Vec::new(),
         };
         let (dir, out, h) = start(&[], until);

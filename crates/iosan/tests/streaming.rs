@@ -64,3 +64,18 @@ fn a_finding_arrives_before_a_stalled_input_ends() {
     assert_eq!(last["findings"]["freed-while-mapped"], 1);
     assert!(rest.iter().any(|v| v["type"] == "follow_up" && v["finding"] == found["id"]));
 }
+
+#[test]
+fn watch_without_tracefs_exits_2_and_says_why() {
+    let root = std::env::temp_dir().join("iosan-watch-no-tracefs");
+    std::fs::create_dir_all(&root).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_iosan"))
+        .args(["watch", "--duration", "1", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tracefs is not available"), "{err}");
+    assert!(out.stdout.is_empty());
+}

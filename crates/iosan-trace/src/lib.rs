@@ -55,7 +55,7 @@
 //!
 //! ## Streaming
 //!
-//! [`analyze`] returns a sorted [`Report`] at the end of the input.
+//! [`analyze()`] returns a sorted [`Report`] at the end of the input.
 //! [`analyze_streaming`] hands each finding to a [`FindingSink`] as soon as
 //! it is decided: within [`replay::LOOKAHEAD_NS`] (100 ms) of trace time or
 //! about [`replay::LOOKAHEAD_EVENTS`] events for the one kind of decision

@@ -195,9 +195,6 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
         let total = if name == "-" { None } else { std::fs::metadata(path).ok().map(|m| m.len()) };
         let mut bar =
             Bar { total, enabled: io::stderr().is_terminal() && total.is_none_or(|t| t > 8 << 20), shown: false };
-        if i > 0 && a.out.format == Format::Human {
-            println!();
-        }
         // Findings are written as they are decided; the summary at the end.
         let mut w = output::StreamWriter::new(
             io::stdout().lock(),
@@ -206,19 +203,20 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
             a.out.verbose,
             &name,
         );
-        w.header(&format!("iosan analyze: {name} ({} semantics)", opts.replay.semantics.name()));
+        let title = format!("iosan analyze: {name} ({} semantics)", opts.replay.semantics.name());
+        // A blank line between reports, written with the next report's first line.
+        w.header(&if i > 0 { format!("\n{title}") } else { title });
         let summary = analyze_streaming(reader, &name, &opts, &mut bar, &mut w);
         drop(bar);
         let summary = summary.with_context(|| format!("reading {name}"))?;
         let bugs = w.tally().bugs > 0;
         if let Some(why) = verdict::inconclusive(&summary, looks_binary) {
-            if w.tally().by_kind.is_empty() {
-                let _ = writeln!(io::stderr(), "iosan: error: {name}: {why}");
-                status = 2;
-                continue;
-            }
             let _ = writeln!(io::stderr(), "iosan: error: {name}: {why}");
             status = 2;
+            // Nothing was printed for it: no summary either (findings printed get theirs).
+            if w.tally().by_kind.is_empty() {
+                continue;
+            }
         }
         if let Err(e) = w.summary(&summary, a.out.verbose) {
             if e.kind() == io::ErrorKind::BrokenPipe {

@@ -492,8 +492,8 @@ pub struct StreamWriter<W: Write> {
     tally: Tally,
     /// Human numbers of bug findings, by finding id.
     numbers: std::collections::HashMap<u64, usize>,
-    /// The title, written before the first output.
-    header: Option<String>,
+    /// The title (and the blank lines before it), written before the first output.
+    header: Option<(String, String)>,
     err: Option<io::Error>,
 }
 
@@ -528,8 +528,8 @@ impl<W: Write> StreamWriter<W> {
         if self.err.is_some() {
             return;
         }
-        if let Some(h) = self.header.take() {
-            if let Err(e) = writeln!(self.out, "{}\n", self.st.paint("1", &h)) {
+        if let Some((lead, h)) = self.header.take() {
+            if let Err(e) = writeln!(self.out, "{lead}{}\n", self.st.paint("1", &h)) {
                 self.err = Some(e);
                 return;
             }
@@ -543,7 +543,10 @@ impl<W: Write> StreamWriter<W> {
     /// finding or the summary.
     pub fn header(&mut self, title: &str) {
         if !self.json {
-            self.header = Some(esc(title));
+            // Leading newlines (a separator) are kept; the rest is escaped.
+            let body = title.trim_start_matches('\n');
+            let lead = &title[..title.len() - body.len()];
+            self.header = Some((lead.to_string(), esc(body)));
         }
     }
 

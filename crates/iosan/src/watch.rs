@@ -5,7 +5,11 @@
 //!   it. `trace_pipe` is opened non-blocking and polled every
 //!   [`POLL`]; when it has been idle for [`IDLE_SETTLE`], what still waits
 //!   for later events (an unmap whose call has not named its domain) is
-//!   settled, so an idle trace does not hold a finding back.
+//!   settled, so an idle trace does not hold a finding back. With
+//!   `--stacks` the text source holds each event until the next line (its
+//!   stack may follow); an idle pipe then gets a blank line, which ends the
+//!   wait (line numbers of later findings count these lines; the summary's
+//!   line count does not).
 //! - Memory follows the live mappings, not the time run: the replay's
 //!   state is capped (domains 2^16, open call sequences 1024 with 8192
 //!   items each, lost-event windows 4096, task names 2^22, stacks 2^16,
@@ -190,6 +194,7 @@ fn set_up_and_watch<O: Ops, W: Write>(
     );
     let aopts = options(&a.out)?;
     let mut live = Live::new(pipe, inst.join("per_cpu"), baseline, until, child);
+    live.flush_held = a.stacks;
     let mut w_title = String::from("iosan watch: live trace_pipe");
     if let Some(c) = until.command.first() {
         w_title.push_str(&format!(" while `{c}` runs"));
@@ -232,7 +237,7 @@ fn set_up_and_watch<O: Ops, W: Write>(
             an.overwritten(live.overrun_total);
         }
         let mut summary = an.finish_streaming(&mut **w);
-        summary.lines = pos.lines;
+        summary.lines = pos.lines.saturating_sub(live.blank_lines);
         summary.bytes = pos.bytes;
         summary.input = "trace_pipe".into();
         summary
@@ -323,6 +328,14 @@ struct Live<'a> {
     next_stats: Instant,
     overrun: Vec<u64>,
     overrun_total: u64,
+    /// Feed a blank line when the pipe goes idle after a complete line:
+    /// with stack lines the text source holds each event back until the
+    /// next line (its stack may follow), and a blank line ends that wait.
+    flush_held: bool,
+    /// The last bytes read ended a line, and no blank line was fed since.
+    held_line: bool,
+    /// Blank lines fed (taken off the summary's line count).
+    blank_lines: u64,
     /// Stopping: reading what is left, then the end.
     draining: bool,
     ended: bool,
@@ -345,6 +358,9 @@ impl<'a> Live<'a> {
             next_stats: now,
             overrun,
             overrun_total: 0,
+            flush_held: false,
+            held_line: false,
+            blank_lines: 0,
             draining: false,
             ended: false,
             on_tick: None,
@@ -426,6 +442,14 @@ impl Read for Live<'_> {
 impl BufRead for Live<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.pos >= self.buf.len() && !self.ended {
+            if self.flush_held && self.held_line && self.last_data.elapsed() >= IDLE_SETTLE {
+                self.held_line = false;
+                self.blank_lines += 1;
+                self.buf.clear();
+                self.buf.push(b'\n');
+                self.pos = 0;
+                break;
+            }
             self.tick();
             if !self.draining && self.should_stop() {
                 self.draining = true;
@@ -435,6 +459,7 @@ impl BufRead for Live<'_> {
             match self.pipe.read(&mut self.buf) {
                 Ok(n) if n > 0 => {
                     self.buf.truncate(n);
+                    self.held_line = self.buf.last() == Some(&b'\n');
                     self.last_data = Instant::now();
                     self.idle_reported = false;
                     continue;
@@ -673,6 +698,31 @@ mod tests {
         let text = out.text();
         assert!(text.contains("Summary\n  1 findings covering 1 pages"), "{text}");
         assert!(text.contains("LOST      12 events lost"), "{text}");
+        assert_cleaned(dir.path());
+    }
+
+    #[test]
+    fn with_stacks_an_event_waiting_for_its_stack_is_not_held_by_an_idle_pipe() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (dir, out, h) =
+            start(&["--stacks"], Until { stop: Arc::clone(&stop), duration: None, command: Vec::new() });
+        let mut pipe = open_pipe(dir.path());
+        // Stack lines after the map put the text source in stack mode; the
+        // free that is the bug is the last line written.
+        let head = SMALL.split_at(SMALL.find("my task-77").unwrap()).0;
+        let head = head.split_at(head.rfind('\n').unwrap() + 1).0;
+        let with_stack = head.replacen("size=16777216\n", "size=16777216\n => iommu_map+0x20/0x100\n", 1).replacen(
+            "size=4096\n",
+            "size=4096\n => __iommu_map+0x10/0x200\n => iommu_map+0x20/0x100\n",
+            1,
+        );
+        pipe.write_all(with_stack.as_bytes()).unwrap();
+        assert!(out.wait_for("[1] freed-while-mapped"), "the last event waited for more input:\n{}", out.text());
+        assert!(out.text().contains("__iommu_map+0x10/0x200"), "stack not attached:\n{}", out.text());
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(h.join().unwrap().unwrap(), 1);
+        let lines = with_stack.lines().count();
+        assert!(out.text().contains(&format!("input     {lines} lines")), "{}", out.text());
         assert_cleaned(dir.path());
     }
 

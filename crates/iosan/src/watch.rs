@@ -22,7 +22,8 @@
 //!   is the summary's `overwritten` count: the two may count the same loss).
 //! - SIGINT or SIGTERM ends the watch: tracing is switched off, what is left
 //!   in the pipe is read, the summary printed, and the instance and kprobes
-//!   removed. `-- COMMAND` ends it when the command exits, `--duration S`
+//!   removed (a second signal exits at once; `iosan record --cleanup` then
+//!   removes what is left). `-- COMMAND` ends it when the command exits, `--duration S`
 //!   after S seconds.
 //!
 //! Text only: `trace_pipe_raw` (binary pages, cheaper to read) is a later step.
@@ -95,9 +96,13 @@ pub(crate) struct Until {
 /// Set-up failures, and an unwritable standard output.
 pub fn run(a: &WatchArgs) -> Result<u8> {
     let stop = Arc::new(AtomicBool::new(false));
-    // Only the binary handles signals: they end the watch cleanly.
+    // Only the binary handles signals: the first ends the watch cleanly, a
+    // second one (the watch is stuck) exits at once, leaving the clean-up
+    // to `iosan record --cleanup`.
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing the signal handler")?;
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
+            .context("installing the signal handler")?;
     }
     let until = Until { stop, duration: a.duration.map(Duration::from_secs), command: a.command.clone() };
     let mut probe_now = probe(&a.root);

@@ -513,6 +513,11 @@ impl<W: Write> StreamWriter<W> {
         }
     }
 
+    /// Writes the title now (a live watch shows it before any finding).
+    pub fn write_header(&mut self) {
+        self.write(|_, _| Ok(()));
+    }
+
     /// Whether a write failed (the output is gone).
     pub fn failed(&self) -> bool {
         self.err.is_some()

@@ -205,6 +205,7 @@ fn set_up_and_watch<O: Ops, W: Write>(
         w_title.push_str(&format!(" while `{c}` runs"));
     }
     w.header(&format!("{w_title} ({} semantics)", aopts.replay.semantics.name()));
+    w.write_header();
     let state = Rc::new(std::cell::RefCell::new(Shared { an: Some(Analyzer::streaming(aopts.replay.clone())), w }));
     let summary = {
         let tick_state = Rc::clone(&state);

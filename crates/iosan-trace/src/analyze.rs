@@ -1,11 +1,22 @@
-//! The whole pipeline: a source's records → replay → report.
+//! The whole pipeline: a source's records → replay → report, or → a
+//! [`FindingSink`] as findings are decided ([`analyze_streaming`]).
+//!
+//! Streaming lookahead: a finding reaches the sink right after the record
+//! that decides it has been replayed. Most are decided at their own event;
+//! an unattributed unmap's findings wait at most
+//! [`crate::replay::LOOKAHEAD_NS`] (100 ms) of trace time or about
+//! [`crate::replay::LOOKAHEAD_EVENTS`] events; a lost-event warning waits
+//! for the first event after the loss on its CPU; `mapped-at-end` comes at
+//! the end. The text source adds one line when the capture has stack lines
+//! (an event waits for the stack printed after it).
 
 use std::io::BufRead;
 
 use crate::merge::merge_into;
 use crate::parse::reader::DEFAULT_MAX_LINE_LEN;
+use crate::record::{Origin, Record, RecordSink};
 use crate::replay::{Analyzer, Options};
-use crate::report::Report;
+use crate::report::{FindingSink, Report, Summary};
 use crate::source::text::TextSource;
 pub use crate::source::Progress;
 use crate::source::{Position, Source, SourceError};
@@ -114,6 +125,79 @@ pub fn analyze_sources(
         Position { lines: t.lines.saturating_add(p.lines), bytes: t.bytes.saturating_add(p.bytes) }
     });
     Ok(finish(an, total, name))
+}
+
+/// Reads one capture and hands each finding to `sink` as soon as it is
+/// decided (see the module docs for how long that can take); returns the
+/// summary at the end of the input. Findings come in decision order, not
+/// sorted; later frees of a finding's pages come as
+/// [`FindingSink::follow_up`]s.
+///
+/// # Errors
+/// Only when reading fails ([`AnalyzeError`]); the findings decided before
+/// have reached `sink`.
+pub fn analyze_streaming(
+    input: impl BufRead,
+    name: &str,
+    opts: &AnalyzeOptions,
+    progress: &mut dyn Progress,
+    sink: &mut dyn FindingSink,
+) -> Result<Summary, AnalyzeError> {
+    analyze_source_streaming(&mut TextSource::new(input, opts.max_line_len), name, opts, progress, sink)
+}
+
+/// [`analyze_streaming`] for any [`Source`] (trace.dat, perf.data, text).
+///
+/// # Errors
+/// When the source cannot be read any further ([`AnalyzeError`]); the
+/// findings decided before have reached `sink`.
+pub fn analyze_source_streaming(
+    source: &mut dyn Source,
+    name: &str,
+    opts: &AnalyzeOptions,
+    progress: &mut dyn Progress,
+    sink: &mut dyn FindingSink,
+) -> Result<Summary, AnalyzeError> {
+    let mut st = Streaming { an: Analyzer::streaming(opts.replay.clone()), sink };
+    source.run(&mut st, progress).map_err(|e| AnalyzeError { input: name.to_string(), source: e })?;
+    let Streaming { an, sink } = st;
+    let mut summary = an.finish_streaming(sink);
+    let read = source.position();
+    summary.lines = read.lines;
+    summary.bytes = read.bytes;
+    summary.input = name.to_string();
+    Ok(summary)
+}
+
+/// A streaming analyzer as a [`RecordSink`]: drains decided findings into
+/// `sink` after every item it is given.
+pub struct Streaming<'a> {
+    /// The replay (made by [`Analyzer::streaming`]).
+    pub an: Analyzer,
+    /// Where findings go.
+    pub sink: &'a mut dyn FindingSink,
+}
+
+impl RecordSink for Streaming<'_> {
+    fn record(&mut self, rec: &Record<'_>) {
+        self.an.record(rec);
+        self.an.drain_findings(self.sink);
+    }
+    fn lost(&mut self, cpu: Option<u32>, events: Option<u64>, origin: Origin) {
+        self.an.lost(cpu, events, origin);
+    }
+    fn skipped(&mut self, reason: &str, origin: Origin) {
+        self.an.skipped(reason, origin);
+    }
+    fn unknown_event(&mut self, name: &[u8]) {
+        self.an.unknown_event(name);
+    }
+    fn meta(&mut self, key: &str, value: &str) {
+        self.an.meta(key, value);
+    }
+    fn overwritten(&mut self, events: u64) {
+        self.an.overwritten(events);
+    }
 }
 
 fn finish(an: Analyzer, read: Position, name: &str) -> Report {

@@ -50,7 +50,17 @@
 //! - `replay/teardown.rs`: domains freed, or left by their last device, with live mappings.
 //! - `replay/tasks.rs`: task names and stacks (a mapping's provenance).
 //! - `replay/end.rs`: the end of the capture and the summary's totals.
+//! - `replay/lookahead.rs`: how long an undecided item may wait.
 //! - [`report`]: the result types; findings collected and the report assembled.
+//!
+//! ## Streaming
+//!
+//! [`analyze()`] returns a sorted [`Report`] at the end of the input.
+//! [`analyze_streaming`] hands each finding to a [`FindingSink`] as soon as
+//! it is decided: within [`replay::LOOKAHEAD_NS`] (100 ms) of trace time or
+//! about [`replay::LOOKAHEAD_EVENTS`] events for the one kind of decision
+//! that waits (an unmap whose call has not named its domain yet); most
+//! findings are decided at their own event. See [`analyze`](mod@analyze).
 #![forbid(unsafe_code)]
 
 pub mod analyze;
@@ -63,9 +73,12 @@ pub mod replay;
 pub mod report;
 pub mod source;
 
-pub use analyze::{analyze, analyze_merged, analyze_source, analyze_sources, AnalyzeError, AnalyzeOptions};
+pub use analyze::{
+    analyze, analyze_merged, analyze_source, analyze_source_streaming, analyze_sources, analyze_streaming, AnalyzeError,
+    AnalyzeOptions,
+};
 pub use record::{ExecContext, Origin, Record, RecordSink};
 pub use replay::{fmt_ts, Options};
-pub use report::{Attribution, Report, Summary, TraceFinding};
+pub use report::{Attribution, FindingSink, FollowUp, Report, Summary, TraceFinding};
 pub use source::open::{open_capture, open_reader, Capture, CaptureFormat};
 pub use source::{Progress, Source, SourceError};

@@ -455,57 +455,136 @@ impl Report {
 
 /// Most findings kept; more are counted in the summary.
 const MAX_FINDINGS: usize = 1 << 16;
+/// Most mappings remembered, when streaming, to fold later events into
+/// their first finding; the oldest is forgotten first (a later free under
+/// it is then a new finding).
+const MAX_EPISODES: usize = 1 << 16;
+
+/// Receives findings as the replay decides them (ripgrep's `Sink`): the
+/// streaming counterpart of [`Report::findings`].
+///
+/// A finding is delivered once, when it is final; later frees or
+/// allocations of its pages under the same mapping come as follow-ups
+/// (the finding's `follow_ups` field stays empty in the delivered copy).
+pub trait FindingSink {
+    /// A decided finding; `id` numbers findings of one analysis from 1, in
+    /// decision order.
+    fn finding(&mut self, id: u64, f: &TraceFinding);
+    /// A later free or allocation of finding `id`'s pages under the same
+    /// mapping; `count` is that finding's follow-ups so far, this one included.
+    fn follow_up(&mut self, id: u64, up: &FollowUp, count: u64) {
+        let _ = (id, up, count);
+    }
+}
 
 /// One mapping's life, as the replay names it: (domain slot, IOVA, time
 /// mapped). Findings on pages of one episode are one finding with follow-ups.
 pub(crate) type EpisodeKey = (usize, u64, u64);
 
+/// A finding an episode caused: its id, pages, and follow-ups so far.
+#[derive(Clone, Copy)]
+struct EpisodeFinding {
+    id: u64,
+    first: u64,
+    npages: u64,
+    follow_ups: u64,
+}
+
 /// The findings of a replay so far (crate-internal: the replay's outbox).
+///
+/// Kept until the end for a [`Report`], or, when streaming, held only
+/// until [`Self::drain`] hands them to a [`FindingSink`] (after every record).
 #[derive(Default)]
 pub(crate) struct Findings {
+    /// Kept findings (report), or those not yet drained (streaming).
     list: Vec<TraceFinding>,
-    episodes: std::collections::HashMap<EpisodeKey, Vec<usize>, BuildHasherDefault<iosan_core::hash::FastHasher>>,
+    /// Id of `list[0]` minus one (streaming: findings drained so far).
+    drained: u64,
+    /// Follow-ups not yet drained (streaming): finding id, event, count.
+    ups: Vec<(u64, FollowUp, u64)>,
+    episodes:
+        std::collections::HashMap<EpisodeKey, Vec<EpisodeFinding>, BuildHasherDefault<iosan_core::hash::FastHasher>>,
+    /// Episodes in insertion order (streaming: the oldest is forgotten first).
+    episode_order: std::collections::VecDeque<EpisodeKey>,
+    streaming: bool,
     dropped: u64,
 }
 
 impl Findings {
-    /// Keeps a finding, or counts it once the cap (65,536) is reached.
-    pub(crate) fn push(&mut self, f: TraceFinding) {
-        if self.list.len() < MAX_FINDINGS {
+    /// An outbox that hands findings on instead of keeping them.
+    pub(crate) fn streaming() -> Self {
+        Self { streaming: true, ..Self::default() }
+    }
+
+    /// Whether findings are handed on rather than kept.
+    pub(crate) fn is_streaming(&self) -> bool {
+        self.streaming
+    }
+
+    /// Keeps a finding, or counts it once the cap (65,536) is reached; its id.
+    pub(crate) fn push(&mut self, f: TraceFinding) -> Option<u64> {
+        if self.streaming || self.list.len() < MAX_FINDINGS {
             self.list.push(f);
+            Some(self.drained + self.list.len() as u64)
         } else {
             self.dropped += 1;
+            None
         }
     }
 
     /// Keeps a page finding caused by mapping `episode`.
     pub(crate) fn push_episode(&mut self, f: TraceFinding, episode: Option<EpisodeKey>) {
-        let idx = self.list.len();
-        self.push(f);
-        if let (Some(key), true) = (episode, self.list.len() > idx) {
-            self.episodes.entry(key).or_default().push(idx);
+        let (first, npages) = (f.pfn.unwrap_or(0), f.npages.max(1));
+        let id = self.push(f);
+        if let (Some(key), Some(id)) = (episode, id) {
+            let v = self.episodes.entry(key).or_default();
+            if v.is_empty() {
+                self.episode_order.push_back(key);
+            }
+            v.push(EpisodeFinding { id, first, npages, follow_ups: 0 });
+            if self.streaming && self.episode_order.len() > MAX_EPISODES {
+                if let Some(old) = self.episode_order.pop_front() {
+                    self.episodes.remove(&old);
+                }
+            }
         }
     }
 
-    /// The finding of `episode` on pages overlapping `[first, first + npages)`, if any.
-    pub(crate) fn of_episode(&self, episode: EpisodeKey, first: u64, npages: u64) -> Option<usize> {
-        self.episodes.get(&episode).and_then(|v| {
-            v.iter().copied().find(|&i| {
-                self.list.get(i).is_some_and(|e| {
-                    let e0 = e.pfn.unwrap_or(0);
-                    first < e0 + e.npages.max(1) && e0 < first + npages
-                })
-            })
-        })
+    /// Adds a follow-up to the finding of `episode` on pages overlapping
+    /// `[first, first + npages)`, keeping at most `max` of them in a report
+    /// (the count is exact). False when no such finding exists.
+    pub(crate) fn follow_up(&mut self, episode: EpisodeKey, first: u64, npages: u64, up: FollowUp, max: usize) -> bool {
+        let Some(e) = self.episodes.get_mut(&episode).and_then(|v| {
+            v.iter_mut().find(|e| first < e.first.saturating_add(e.npages) && e.first < first.saturating_add(npages))
+        }) else {
+            return false;
+        };
+        e.follow_ups += 1;
+        let (id, count) = (e.id, e.follow_ups);
+        let idx = id.checked_sub(self.drained + 1).and_then(|i| usize::try_from(i).ok());
+        match idx.and_then(|i| self.list.get_mut(i)) {
+            Some(f) if !self.streaming => {
+                f.follow_up_count += 1;
+                if f.follow_ups.len() < max {
+                    f.follow_ups.push(up);
+                }
+            }
+            _ => self.ups.push((id, up, count)),
+        }
+        true
     }
 
-    /// Adds a follow-up to finding `idx`, keeping at most `max` of them (the count is exact).
-    pub(crate) fn follow_up(&mut self, idx: usize, up: FollowUp, max: usize) {
-        if let Some(e) = self.list.get_mut(idx) {
-            e.follow_up_count += 1;
-            if e.follow_ups.len() < max {
-                e.follow_ups.push(up);
-            }
+    /// Hands the findings and follow-ups decided since the last call to `sink` (streaming).
+    pub(crate) fn drain(&mut self, sink: &mut dyn FindingSink) {
+        if !self.streaming {
+            return;
+        }
+        for f in self.list.drain(..) {
+            self.drained += 1;
+            sink.finding(self.drained, &f);
+        }
+        for (id, up, count) in self.ups.drain(..) {
+            sink.follow_up(id, &up, count);
         }
     }
 

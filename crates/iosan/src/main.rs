@@ -7,6 +7,7 @@ mod output;
 mod record_cmd;
 mod simulate;
 mod verdict;
+mod watch;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use iosan_core::{PageSize, Semantics};
 use iosan_trace::input::decode_reader;
-use iosan_trace::{analyze, analyze_source, open_capture, AnalyzeOptions, CaptureFormat, Progress, Report};
+use iosan_trace::{analyze, analyze_source_streaming, open_capture, AnalyzeOptions, CaptureFormat, Progress, Report};
 
 /// The bug capture from a real Linux 6.12 kernel under QEMU, embedded for `iosan demo`.
 static DEMO_CAPTURE: &[u8] = include_bytes!("../../../fixtures/captures/bug-strict.trace.txt.xz");
@@ -44,6 +45,8 @@ enum Cmd {
     Record(record_cmd::RecordArgs),
     /// Run the built-in benchmarks (core engine, kernel model, trace analysis).
     Bench(bench::BenchArgs),
+    /// Set up tracefs as `record --apply` does and analyze its trace_pipe live, printing each finding as it is decided.
+    Watch(watch::WatchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -144,14 +147,19 @@ fn options(o: &OutputArgs) -> Result<AnalyzeOptions> {
     Ok(opts)
 }
 
-pub(crate) fn emit(report: &Report, o: &OutputArgs) -> io::Result<()> {
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let color = match o.color.as_str() {
+/// Whether to colour standard output.
+pub(crate) fn color(o: &OutputArgs) -> bool {
+    match o.color.as_str() {
         "always" => true,
         "never" => false,
         _ => io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-    };
+    }
+}
+
+pub(crate) fn emit(report: &Report, o: &OutputArgs) -> io::Result<()> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let color = color(o);
     match o.format {
         Format::Json => output::write_json(&mut out, report)?,
         Format::Human => output::write_human(&mut out, report, color, o.verbose)?,
@@ -189,24 +197,36 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
         let total = if name == "-" { None } else { std::fs::metadata(path).ok().map(|m| m.len()) };
         let mut bar =
             Bar { total, enabled: io::stderr().is_terminal() && total.is_none_or(|t| t > 8 << 20), shown: false };
-        let report =
-            analyze_source(capture.source.as_mut(), &name, &opts, &mut bar).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Findings are written as they are decided; the summary at the end.
+        let mut w = output::StreamWriter::new(
+            io::stdout().lock(),
+            a.out.format == Format::Json,
+            color(&a.out),
+            a.out.verbose,
+            &name,
+        );
+        let title = format!("iosan analyze: {name} ({} semantics)", opts.replay.semantics.name());
+        // A blank line between reports, written with the next report's first line.
+        w.header(&if i > 0 { format!("\n{title}") } else { title });
+        let summary = analyze_source_streaming(capture.source.as_mut(), &name, &opts, &mut bar, &mut w);
         drop(bar);
-        if let Some(why) = verdict::inconclusive(&report.summary, capture.format) {
+        let summary = summary.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bugs = w.tally().bugs > 0;
+        if let Some(why) = verdict::inconclusive(&summary, capture.format) {
             let _ = writeln!(io::stderr(), "iosan: error: {name}: {why}");
             status = 2;
-            continue;
+            // Nothing was printed for it: no summary either (findings printed get theirs).
+            if w.tally().by_kind.is_empty() {
+                continue;
+            }
         }
-        if i > 0 && a.out.format == Format::Human {
-            println!();
-        }
-        if let Err(e) = emit(&report, &a.out) {
+        if let Err(e) = w.summary(&summary, a.out.verbose) {
             if e.kind() == io::ErrorKind::BrokenPipe {
-                return Ok(status.max(u8::from(report.bugs().next().is_some())));
+                return Ok(status.max(u8::from(bugs)));
             }
             return Err(e.into());
         }
-        if report.bugs().next().is_some() {
+        if bugs {
             status = status.max(1);
         }
     }
@@ -239,6 +259,7 @@ fn main() -> ExitCode {
         Cmd::Simulate(a) => simulate::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Record(a) => record_cmd::run(a).map(|c| u8::try_from(c).unwrap_or(2)),
+        Cmd::Watch(a) => watch::run(a),
     };
     match r {
         Ok(code) => ExitCode::from(code),

@@ -26,7 +26,20 @@
 //!   (`kind`, `time`, `task`, `pfn`, `npages`; at most 16), `follow_up_count` (exact);
 //! - `count`, `note`, `input`.
 //!
-//! `"type": "summary"` (last line per input): `input`, `semantics`, `lines`, `bytes`,
+//! - `id` (streaming output of `analyze` and `watch` only): the finding's number
+//!   in decision order, from 1 per input; `follow_up` lines refer to it.
+//!
+//! Streaming (`iosan analyze` of one capture at a time, `iosan watch`): each
+//! finding line is written and flushed as soon as the finding is decided (see
+//! the README for the lookahead bound), so lines come in decision order, not
+//! sorted, and a finding line has `follow_ups: []`, `follow_up_count: 0`. A
+//! later free or allocation of its pages under the same mapping comes as its
+//! own line (the first 16 per finding; all are counted in the summary):
+//!
+//! `"type": "follow_up"`: `finding` (the `id`), `kind`, `time`, `task`, `pfn`,
+//! `npages`, `count` (the finding's follow-ups so far, this one included), `input`.
+//!
+//! `"type": "summary"` (last line per input; streaming adds `follow_ups`, the total): `input`, `semantics`, `lines`, `bytes`,
 //! `events`, `events_by_kind`, `unknown_events`, `skipped` (reason → `{count, first_line,
 //! first_offset}`), `mode`, `exposure`, `lost_events`, `lost_windows`, `domains`,
 //! `devices`, `attribution`, `live_at_end`, `findings` (count per kind), `blind_spots`
@@ -37,7 +50,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use iosan_trace::report::{MapSite, Summary};
-use iosan_trace::{fmt_ts, Report, TraceFinding};
+use iosan_trace::{fmt_ts, FindingSink, FollowUp, Report, TraceFinding};
 use serde_json::{json, Value};
 
 /// JSON schema version.
@@ -99,11 +112,15 @@ pub fn finding_json(f: &TraceFinding, input: &str) -> Value {
 
 /// The summary as a JSON object.
 pub fn summary_json(r: &Report) -> Value {
-    let s = &r.summary;
-    let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
     for f in &r.findings {
         *by_kind.entry(f.kind.name()).or_insert(0) += 1;
     }
+    summary_json_of(&r.summary, &by_kind)
+}
+
+/// The summary line, given the findings per kind.
+fn summary_json_of(s: &Summary, by_kind: &BTreeMap<&'static str, u64>) -> Value {
     json!({
         "schema_version": SCHEMA_VERSION,
         "type": "summary",
@@ -183,76 +200,7 @@ pub fn write_human(out: &mut dyn Write, r: &Report, color: bool, verbose: bool) 
     writeln!(out, "{}", st.paint("1", &format!("iosan analyze: {} ({} semantics)", esc(&s.input), s.semantics)))?;
     writeln!(out)?;
     for (i, f) in bugs.iter().enumerate() {
-        let title = format!("[{}] {}{}", i + 1, f.kind.name(), if f.confirmed { "" } else { " (unconfirmed)" });
-        writeln!(out, "{}", st.paint(if f.confirmed { "1;31" } else { "1;33" }, &title))?;
-        if let (Some(pfn), Some(phys)) = (f.pfn, f.phys) {
-            let last = pfn + f.npages.max(1) - 1;
-            let pages = if f.npages > 1 {
-                format!("pfn {pfn:#x}-{last:#x} ({} pages)", f.npages)
-            } else {
-                format!("pfn {pfn:#x}")
-            };
-            writeln!(out, "  page      {pages}, phys {phys:#x}")?;
-        }
-        writeln!(
-            out,
-            "  device    {}   domain {} (via {})",
-            esc(f.device.as_deref().unwrap_or("unknown")),
-            esc(f.domain.as_deref().unwrap_or("anonymous")),
-            f.attribution.name()
-        )?;
-        if let Some(iova) = f.iova {
-            writeln!(out, "  iova      {iova:#x} ({} bytes)", f.size)?;
-        }
-        if let Some(m) = &f.mapped_at {
-            writeln!(out, "  mapped at {}  cpu {}  {}-{}", fmt_ts(m.time_ns), m.cpu, esc(&m.task), m.pid)?;
-            for fr in &m.stack {
-                writeln!(out, "              {}", esc(fr))?;
-            }
-        }
-        let verb = if f.kind == iosan_core::FindingKind::AllocatedWhileMapped { "allocated" } else { "event at" };
-        writeln!(
-            out,
-            "  {verb:<9} {}  cpu {}  {}  (line {})",
-            fmt_ts(f.time_ns),
-            f.cpu.map_or("?".into(), |c| c.to_string()),
-            esc(f.task.as_deref().unwrap_or("?")),
-            f.line
-        )?;
-        if f.mappings.len() > 1 {
-            writeln!(out, "  also mapped by:")?;
-            for m in f.mappings.iter().skip(1) {
-                writeln!(
-                    out,
-                    "    iova {:#x} size {} device {} mapped at {}",
-                    m.iova,
-                    m.len,
-                    esc(m.device.as_deref().unwrap_or("unknown")),
-                    fmt_ts(m.mapped_at.time_ns)
-                )?;
-            }
-        }
-        if f.follow_up_count > 0 {
-            writeln!(out, "  then      {} more free/alloc of these pages while still mapped:", f.follow_up_count)?;
-            for u in &f.follow_ups {
-                writeln!(
-                    out,
-                    "              {} {} pfn {:#x} by {}",
-                    fmt_ts(u.time_ns),
-                    u.kind.name(),
-                    u.pfn,
-                    esc(&u.task)
-                )?;
-            }
-            if f.follow_up_count > f.follow_ups.len() as u64 {
-                writeln!(out, "              ...")?;
-            }
-        }
-        if let Some(n) = &f.note {
-            writeln!(out, "  note      {}", esc(n))?;
-        }
-        writeln!(out, "  why       {}", f.why())?;
-        writeln!(out)?;
+        write_bug(out, &st, i + 1, f)?;
     }
     let uncertain: Vec<&TraceFinding> = r.uncertain().collect();
     if !uncertain.is_empty() {
@@ -282,12 +230,91 @@ pub fn write_human(out: &mut dyn Write, r: &Report, color: bool, verbose: bool) 
     write_summary(out, r, &st, verbose)
 }
 
+/// One bug finding, numbered `n`, as a block.
+fn write_bug(out: &mut dyn Write, st: &Style, n: usize, f: &TraceFinding) -> io::Result<()> {
+    let title = format!("[{}] {}{}", n, f.kind.name(), if f.confirmed { "" } else { " (unconfirmed)" });
+    writeln!(out, "{}", st.paint(if f.confirmed { "1;31" } else { "1;33" }, &title))?;
+    if let (Some(pfn), Some(phys)) = (f.pfn, f.phys) {
+        let last = pfn + f.npages.max(1) - 1;
+        let pages =
+            if f.npages > 1 { format!("pfn {pfn:#x}-{last:#x} ({} pages)", f.npages) } else { format!("pfn {pfn:#x}") };
+        writeln!(out, "  page      {pages}, phys {phys:#x}")?;
+    }
+    writeln!(
+        out,
+        "  device    {}   domain {} (via {})",
+        esc(f.device.as_deref().unwrap_or("unknown")),
+        esc(f.domain.as_deref().unwrap_or("anonymous")),
+        f.attribution.name()
+    )?;
+    if let Some(iova) = f.iova {
+        writeln!(out, "  iova      {iova:#x} ({} bytes)", f.size)?;
+    }
+    if let Some(m) = &f.mapped_at {
+        writeln!(out, "  mapped at {}  cpu {}  {}-{}", fmt_ts(m.time_ns), m.cpu, esc(&m.task), m.pid)?;
+        for fr in &m.stack {
+            writeln!(out, "              {}", esc(fr))?;
+        }
+    }
+    let verb = if f.kind == iosan_core::FindingKind::AllocatedWhileMapped { "allocated" } else { "event at" };
+    writeln!(
+        out,
+        "  {verb:<9} {}  cpu {}  {}  (line {})",
+        fmt_ts(f.time_ns),
+        f.cpu.map_or("?".into(), |c| c.to_string()),
+        esc(f.task.as_deref().unwrap_or("?")),
+        f.line
+    )?;
+    if f.mappings.len() > 1 {
+        writeln!(out, "  also mapped by:")?;
+        for m in f.mappings.iter().skip(1) {
+            writeln!(
+                out,
+                "    iova {:#x} size {} device {} mapped at {}",
+                m.iova,
+                m.len,
+                esc(m.device.as_deref().unwrap_or("unknown")),
+                fmt_ts(m.mapped_at.time_ns)
+            )?;
+        }
+    }
+    if f.follow_up_count > 0 {
+        writeln!(out, "  then      {} more free/alloc of these pages while still mapped:", f.follow_up_count)?;
+        for u in &f.follow_ups {
+            writeln!(
+                out,
+                "              {} {} pfn {:#x} by {}",
+                fmt_ts(u.time_ns),
+                u.kind.name(),
+                u.pfn,
+                esc(&u.task)
+            )?;
+        }
+        if f.follow_up_count > f.follow_ups.len() as u64 {
+            writeln!(out, "              ...")?;
+        }
+    }
+    if let Some(n) = &f.note {
+        writeln!(out, "  note      {}", esc(n))?;
+    }
+    writeln!(out, "  why       {}", f.why())?;
+    writeln!(out)?;
+    Ok(())
+}
+
 fn write_summary(out: &mut dyn Write, r: &Report, st: &Style, verbose: bool) -> io::Result<()> {
-    let s: &Summary = &r.summary;
-    let bugs = r.bugs().count();
-    let pages: u64 = r.bugs().map(|f| f.npages).sum();
+    let tally = Tally {
+        bugs: r.bugs().count() as u64,
+        pages: r.bugs().map(|f| f.npages).sum(),
+        uncertain: r.uncertain().count() as u64,
+        ..Tally::default()
+    };
+    write_summary_of(out, &r.summary, &tally, st, verbose)
+}
+
+fn write_summary_of(out: &mut dyn Write, s: &Summary, t: &Tally, st: &Style, verbose: bool) -> io::Result<()> {
+    let (bugs, pages, uncertain) = (t.bugs, t.pages, t.uncertain);
     writeln!(out, "{}", st.paint("1", "Summary"))?;
-    let uncertain = r.uncertain().count();
     if bugs == 0 && uncertain > 0 {
         writeln!(
             out,
@@ -430,4 +457,211 @@ fn write_summary(out: &mut dyn Write, r: &Report, st: &Style, verbose: bool) -> 
         }
     }
     Ok(())
+}
+
+/// Counts the summary needs, from a report or tallied from a stream.
+#[derive(Default)]
+pub struct Tally {
+    /// Findings that decide the exit status.
+    pub bugs: u64,
+    /// Pages they cover.
+    pub pages: u64,
+    /// Bug kinds whose attribution is a guess.
+    pub uncertain: u64,
+    /// Findings per kind.
+    pub by_kind: BTreeMap<&'static str, u64>,
+    /// Follow-ups of all findings.
+    pub follow_ups: u64,
+}
+
+/// Follow-up lines written per finding; more are only counted.
+const MAX_FOLLOW_UP_LINES: u64 = 16;
+/// Uncertain findings shown as they come without `-v`.
+const UNCERTAIN_SHOWN: u64 = 5;
+
+/// Writes findings as they are decided (a [`FindingSink`]): JSON Lines, or
+/// the human blocks; each finding is flushed at once. Call [`Self::header`]
+/// first and [`Self::summary`] at the end. Write errors stop the output and
+/// are kept for [`Self::summary`] to return.
+pub struct StreamWriter<W: Write> {
+    out: W,
+    json: bool,
+    st: Style,
+    verbose: bool,
+    input: String,
+    tally: Tally,
+    /// Human numbers of bug findings, by finding id.
+    numbers: std::collections::HashMap<u64, usize>,
+    /// The title (and the blank lines before it), written before the first output.
+    header: Option<(String, String)>,
+    err: Option<io::Error>,
+}
+
+impl<W: Write> StreamWriter<W> {
+    /// A writer for the findings of `input`.
+    pub fn new(out: W, json: bool, color: bool, verbose: bool, input: &str) -> Self {
+        Self {
+            out,
+            json,
+            st: Style { color },
+            verbose,
+            input: input.to_string(),
+            tally: Tally::default(),
+            numbers: std::collections::HashMap::new(),
+            header: None,
+            err: None,
+        }
+    }
+
+    /// Writes the title now (a live watch shows it before any finding).
+    pub fn write_header(&mut self) {
+        self.write(|_, _| Ok(()));
+    }
+
+    /// Whether a write failed (the output is gone).
+    pub fn failed(&self) -> bool {
+        self.err.is_some()
+    }
+
+    /// What was tallied so far.
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    /// Runs `f` unless an earlier write failed, then flushes.
+    fn write(&mut self, f: impl FnOnce(&mut W, &Style) -> io::Result<()>) {
+        if self.err.is_some() {
+            return;
+        }
+        if let Some((lead, h)) = self.header.take() {
+            if let Err(e) = writeln!(self.out, "{lead}{}\n", self.st.paint("1", &h)) {
+                self.err = Some(e);
+                return;
+            }
+        }
+        if let Err(e) = f(&mut self.out, &self.st).and_then(|()| self.out.flush()) {
+            self.err = Some(e);
+        }
+    }
+
+    /// The human title line (nothing in JSON), written before the first
+    /// finding or the summary.
+    pub fn header(&mut self, title: &str) {
+        if !self.json {
+            // Leading newlines (a separator) are kept; the rest is escaped.
+            let body = title.trim_start_matches('\n');
+            let lead = &title[..title.len() - body.len()];
+            self.header = Some((lead.to_string(), esc(body)));
+        }
+    }
+
+    /// A line about the run itself (human only), e.g. ring-buffer overruns.
+    pub fn note(&mut self, text: &str) {
+        if !self.json {
+            let t = esc(text);
+            self.write(|o, st| writeln!(o, "{}", st.paint("33", &t)));
+        }
+    }
+
+    /// Writes the summary (the last line in JSON).
+    ///
+    /// # Errors
+    /// The first write error met, then or before.
+    pub fn summary(&mut self, s: &Summary, verbose: bool) -> io::Result<()> {
+        let tally = std::mem::take(&mut self.tally);
+        if self.json {
+            let mut v = summary_json_of(s, &tally.by_kind);
+            if let Some(m) = v.as_object_mut() {
+                m.insert("follow_ups".into(), json!(tally.follow_ups));
+            }
+            let line = v.to_string();
+            self.write(|o, _| writeln!(o, "{line}"));
+        } else {
+            let hidden = tally.uncertain.saturating_sub(UNCERTAIN_SHOWN);
+            let (verbose_all, follow_ups) = (self.verbose, tally.follow_ups);
+            let t = tally;
+            self.write(|o, st| {
+                if hidden > 0 && !verbose_all {
+                    writeln!(o, "  ... {hidden} more findings whose attribution is a guess (-v or --format json lists them all)\n")?;
+                }
+                write_summary_of(o, s, &t, st, verbose)?;
+                if follow_ups > 0 {
+                    writeln!(o, "  follow-ups {follow_ups} later frees/allocations of reported pages while still mapped")?;
+                }
+                Ok(())
+            });
+        }
+        match self.err.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<W: Write> FindingSink for StreamWriter<W> {
+    fn finding(&mut self, id: u64, f: &TraceFinding) {
+        *self.tally.by_kind.entry(f.kind.name()).or_insert(0) += 1;
+        if self.json {
+            let mut v = finding_json(f, &self.input);
+            if let Some(m) = v.as_object_mut() {
+                m.insert("id".into(), json!(id));
+            }
+            let line = v.to_string();
+            self.write(|o, _| writeln!(o, "{line}"));
+            if f.counts_as_bug() {
+                self.tally.bugs += 1;
+                self.tally.pages += f.npages;
+            } else if f.kind.is_bug() {
+                self.tally.uncertain += 1;
+            }
+            return;
+        }
+        if f.counts_as_bug() {
+            self.tally.bugs += 1;
+            self.tally.pages += f.npages;
+            let n = self.numbers.len() + 1;
+            self.numbers.insert(id, n);
+            self.write(|o, st| write_bug(o, st, n, f));
+        } else if f.kind.is_bug() {
+            self.tally.uncertain += 1;
+            if self.verbose || self.tally.uncertain <= UNCERTAIN_SHOWN {
+                let line = format!(
+                    "guess     {} pfn {:#x} ({} pages) iova {} at {} (line {}): domain attribution is a guess, not counted\n",
+                    f.kind.name(),
+                    f.pfn.unwrap_or(0),
+                    f.npages,
+                    f.iova.map_or("?".into(), |i| format!("{i:#x}")),
+                    fmt_ts(f.time_ns),
+                    f.line
+                );
+                self.write(|o, st| writeln!(o, "{}", st.paint("33", &line)));
+            }
+        }
+    }
+
+    fn follow_up(&mut self, id: u64, up: &FollowUp, count: u64) {
+        self.tally.follow_ups += 1;
+        if count > MAX_FOLLOW_UP_LINES {
+            return;
+        }
+        if self.json {
+            let v = json!({
+                "schema_version": SCHEMA_VERSION, "type": "follow_up", "finding": id,
+                "kind": up.kind.name(), "time": ts(up.time_ns), "task": up.task,
+                "pfn": format!("{:#x}", up.pfn), "npages": up.npages, "count": count, "input": self.input,
+            });
+            let line = v.to_string();
+            self.write(|o, _| writeln!(o, "{line}"));
+        } else if let Some(&n) = self.numbers.get(&id) {
+            let line = format!(
+                "[{n}] then   {} {} pfn {:#x} by {} while still mapped{}\n",
+                fmt_ts(up.time_ns),
+                up.kind.name(),
+                up.pfn,
+                esc(&up.task),
+                if count == MAX_FOLLOW_UP_LINES { " (further ones only counted)" } else { "" }
+            );
+            self.write(|o, _| writeln!(o, "{line}"));
+        }
+    }
 }

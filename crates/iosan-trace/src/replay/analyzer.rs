@@ -11,7 +11,7 @@ use super::lazy::Lazy;
 use super::sequence::Sequences;
 use super::tasks::Tasks;
 use crate::record::Record;
-use crate::report::{Findings, LostWindow, Summary, TraceFinding};
+use crate::report::{FindingSink, Findings, LostWindow, Summary, TraceFinding};
 
 /// Maps keyed by values from the capture; each is bounded in size, so
 /// collisions chosen by an attacker cost time, never memory.
@@ -74,6 +74,21 @@ pub struct Analyzer {
     pub(super) identity_seen: bool,
     /// Devices already listed in the summary.
     pub(super) devices_seen: HashMap<std::sync::Arc<str>, ()>,
+    /// Which lost-event windows were handed to the findings (streaming).
+    pub(super) lost_emitted: Vec<bool>,
+    /// When the next lookahead sweep is due (`lookahead`).
+    pub(super) sweep: Sweep,
+}
+
+/// The lookahead sweep's schedule.
+#[derive(Default)]
+pub(super) struct Sweep {
+    /// Trace time of the next sweep, ns.
+    pub(super) next_ns: u64,
+    /// Event count of the next count sweep.
+    pub(super) next_events: u64,
+    /// Newest timestamp at the previous count sweep, ns.
+    pub(super) mark_ns: u64,
 }
 
 impl Analyzer {
@@ -96,8 +111,27 @@ impl Analyzer {
             kind_counts: Vec::new(),
             identity_seen: false,
             devices_seen: HashMap::default(),
+            lost_emitted: Vec::new(),
+            sweep: Sweep::default(),
             opts,
         }
+    }
+
+    /// A new analyzer that hands each finding on as soon as it is decided
+    /// ([`Self::drain_findings`]) instead of keeping it for a report; end
+    /// it with [`Self::finish_streaming`]. How long a decision can wait is
+    /// bounded: see [`super::LOOKAHEAD_NS`].
+    #[must_use]
+    pub fn streaming(opts: Options) -> Self {
+        let mut an = Self::new(opts);
+        an.findings = Findings::streaming();
+        an
+    }
+
+    /// Hands the findings decided since the last call to `sink` (call it
+    /// after every record). Does nothing for an analyzer made by [`Self::new`].
+    pub fn drain_findings(&mut self, sink: &mut dyn FindingSink) {
+        self.findings.drain(sink);
     }
 
     /// CPU page size, log2.

@@ -5,12 +5,27 @@
 use iosan_core::FindingKind;
 
 use super::analyzer::Analyzer;
-use crate::report::{LiveGroup, Report, TraceFinding};
+use crate::report::{FindingSink, LiveGroup, Report, Summary, TraceFinding};
 
 impl Analyzer {
     /// Ends the replay and builds the report.
     #[must_use]
     pub fn finish(mut self) -> Report {
+        self.close();
+        self.findings.into_report(self.summary)
+    }
+
+    /// Ends a streaming replay ([`Analyzer::streaming`]): hands the last
+    /// findings (what waited, lost-event windows still open, mappings live
+    /// at the end) to `sink` and returns the summary.
+    pub fn finish_streaming(mut self, sink: &mut dyn FindingSink) -> Summary {
+        self.close();
+        self.findings.drain(sink);
+        self.summary
+    }
+
+    /// Settles what still waits and totals the summary.
+    fn close(&mut self) {
         for (label, n) in std::mem::take(&mut self.kind_counts) {
             *self.summary.events_by_kind.entry(label).or_insert(0) += n;
         }
@@ -20,7 +35,14 @@ impl Analyzer {
         let end = self.summary.last_ns;
         self.lazy.finish(&self.domains, &mut self.summary, end);
         // Lost-event windows (confidence warnings) and live mappings, kept after the loops.
-        let mut extra: Vec<TraceFinding> = self.lost.iter().map(|w| w.finding()).collect();
+        // A stream already has the windows closed by a later event.
+        let mut extra: Vec<TraceFinding> = self
+            .lost
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.lost_emitted.get(*i).copied().unwrap_or(false))
+            .map(|(_, w)| w.finding())
+            .collect();
         // Live mappings at the end, grouped by domain.
         let page_lg2 = self.page_lg2();
         let mut groups: Vec<LiveGroup> = Vec::new();
@@ -78,6 +100,5 @@ impl Analyzer {
             "unknown"
         };
         s.findings_dropped = self.findings.dropped();
-        self.findings.into_report(self.summary)
     }
 }

@@ -17,8 +17,11 @@
 //! - `teardown`: domains freed or left by their last device with live mappings.
 //! - `tasks`: task names and stacks (a mapping's provenance).
 //! - `end`: the end of the capture and the summary's totals.
+//! - `lookahead`: how long an undecided item may wait ([`LOOKAHEAD_NS`]).
 //!
-//! Findings are collected and the report assembled in [`crate::report`].
+//! Findings are collected and the report assembled in [`crate::report`];
+//! a streaming analyzer ([`Analyzer::streaming`]) hands each to a
+//! [`crate::report::FindingSink`] as soon as it is decided instead.
 //! Timestamps are nanoseconds of the trace clock. Counters are per CPU page
 //! ([`Options::page_size`]).
 
@@ -29,6 +32,7 @@ mod dma_api;
 mod end;
 mod identity;
 mod lazy;
+mod lookahead;
 mod pages;
 mod sequence;
 mod tasks;
@@ -41,11 +45,12 @@ use iosan_core::FindingKind;
 pub use self::analyzer::{Analyzer, Options};
 use self::attribute::Resolver;
 use self::identity::MAX_DOMAINS;
+pub use self::lookahead::{LOOKAHEAD_EVENTS, LOOKAHEAD_NS};
 use self::sequence::is_sequence_event;
 use crate::parse::event::Event;
 use crate::record::{Origin, Record, RecordSink};
 pub use crate::report::fmt_ts;
-use crate::report::{LostWindow, SkipCount};
+use crate::report::{LostWindow, SkipCount, TraceFinding};
 
 /// The kernel's NR_CPUS ceiling: lines claiming a higher CPU are skipped.
 pub const MAX_CPUS: u32 = 8192;
@@ -86,9 +91,14 @@ impl Analyzer {
                 self.summary.time_went_backwards += 1;
             }
         }
-        for w in self.lost.iter_mut().rev().take(8) {
+        let recent = self.lost.len().saturating_sub(8);
+        for i in recent..self.lost.len() {
+            let Some(w) = self.lost.get_mut(i) else { continue };
             if w.before_ns.is_none() && w.cpu.is_none_or(|c| c == ctx.cpu) {
                 w.before_ns = Some(ctx.ts_ns);
+                // The window is now known: a stream hands its warning on.
+                let f = w.finding();
+                self.emit_lost(i, f);
             }
         }
         let key = (ctx.cpu, ctx.context.index());
@@ -251,6 +261,24 @@ impl Analyzer {
             }
             Event::PageFreeBatched(_) => self.summary.free_batched_ignored += 1,
             _ => {}
+        }
+        self.sweep_lookahead();
+    }
+
+    /// Hands lost window `i`'s warning to a stream, once (a report lists
+    /// every window at the end instead).
+    fn emit_lost(&mut self, i: usize, f: TraceFinding) {
+        if !self.findings.is_streaming() {
+            return;
+        }
+        if self.lost_emitted.len() <= i {
+            self.lost_emitted.resize(i + 1, false);
+        }
+        if let Some(done) = self.lost_emitted.get_mut(i) {
+            if !*done {
+                *done = true;
+                self.findings.push(f);
+            }
         }
     }
 

@@ -101,11 +101,12 @@ impl Analyzer {
         for (first, npages, cause) in runs {
             let m = cause.and_then(|i| f.mappings.get(i)).cloned();
             let key = m.as_ref().map(|m| (self.domains.find(m.domain.0 as usize), m.iova.get(), m.meta.when));
-            if let Some(idx) = key.and_then(|key| self.findings.of_episode(key, first, npages)) {
+            if let Some(key) = key {
                 let task = format!("{}-{}", self.tasks.comm(ctx), ctx.pid);
                 let up = FollowUp { kind: f.kind, time_ns: ctx.ts_ns, task, pfn: first, npages };
-                self.findings.follow_up(idx, up, self.opts.max_follow_ups);
-                continue;
+                if self.findings.follow_up(key, first, npages, up, self.opts.max_follow_ups) {
+                    continue;
+                }
             }
             let mut tf = TraceFinding::at(f.kind, ctx, self.tasks.comm(ctx));
             tf.pfn = Some(first);

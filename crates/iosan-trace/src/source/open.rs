@@ -126,11 +126,19 @@ pub fn open_reader(reader: impl Read + Send + 'static, name: &str, max_line_len:
 
 fn from_reader(mut reader: Box<dyn BufRead + Send>, name: &str, max_line_len: usize) -> Result<Capture, OpenError> {
     let io_err = |source| OpenError::Io { name: name.to_string(), source };
-    // One read of a chained stream may return only a few bytes: read the
-    // first 4 KiB whole, then put them back in front.
-    let mut prefix = vec![0u8; 4096];
-    let n = read_full(&mut reader, &mut prefix).map_err(io_err)?;
-    prefix.truncate(n);
+    // One read of a chained stream may return only a few bytes: read until
+    // the magic bytes are in (never waiting for more, so a live pipe is
+    // not held up), then put them back in front.
+    let mut prefix = Vec::new();
+    while prefix.len() < 16 {
+        let buf = reader.fill_buf().map_err(io_err)?;
+        if buf.is_empty() {
+            break;
+        }
+        let n = buf.len().min(64 << 10);
+        prefix.extend_from_slice(buf.get(..n).unwrap_or(&[]));
+        reader.consume(n);
+    }
     let head = prefix.get(..prefix.len().min(16)).unwrap_or(&[]).to_vec();
     let format = sniff(&head);
     let looks_binary = looks_binary(&prefix);

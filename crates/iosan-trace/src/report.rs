@@ -68,7 +68,8 @@ impl Doubt {
     }
 }
 
-/// Where and when something was mapped.
+/// Where and when an event happened (a map, unmap, free or allocation),
+/// with its kernel stack when the capture has one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapSite {
     /// Trace timestamp, ns.
@@ -79,9 +80,17 @@ pub struct MapSite {
     pub pid: u32,
     /// Task name.
     pub task: String,
-    /// Stack, when the capture had the stacktrace option on.
+    /// Kernel stack, innermost first, as ftrace prints its frames
+    /// (`func+0xoff/0xlen [module]`), without the tracepoint's own frames;
+    /// empty when the capture has no stack for the event.
     pub stack: Vec<String>,
+    /// Frames of the tracepoint itself (`trace_event_raw_event_*`,
+    /// `__traceiter_*`, `trace_*`) left out of `stack`.
+    pub stack_hidden: usize,
 }
+
+/// The event site of an event of the analysis.
+pub type EventSite = MapSite;
 
 /// A live mapping covering a reported page.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +107,9 @@ pub struct MappingView {
     pub len: u64,
     /// When it was mapped.
     pub mapped_at: MapSite,
+    /// When it was unmapped, if in the capture (known for the mappings of
+    /// page findings, up to 65,536 of them).
+    pub unmapped_ns: Option<u64>,
 }
 
 /// A later event on the same pages while the same mapping still covered them.
@@ -152,6 +164,12 @@ pub struct TraceFinding {
     pub task: Option<String>,
     /// The map that still covers the pages.
     pub mapped_at: Option<MapSite>,
+    /// The free or allocation that made a page finding.
+    pub freed_by: Option<EventSite>,
+    /// The unmap that matters: the one a double unmap repeated, the DMA-API
+    /// unmap of a mismatch, or the later unmap of the mapping that covered
+    /// a freed page.
+    pub unmapped_by: Option<EventSite>,
     /// Every live mapping covering the pages.
     pub mappings: Vec<MappingView>,
     /// Later frees/allocations of the same pages under the same mapping (capped).
@@ -184,6 +202,8 @@ impl TraceFinding {
             cpu: None,
             task: None,
             mapped_at: None,
+            freed_by: None,
+            unmapped_by: None,
             mappings: Vec::new(),
             follow_ups: Vec::new(),
             follow_up_count: 0,
@@ -451,11 +471,22 @@ const MAX_FINDINGS: usize = 1 << 16;
 /// mapped). Findings on pages of one episode are one finding with follow-ups.
 pub(crate) type EpisodeKey = (usize, u64, u64);
 
+/// Most mappings of findings watched for their unmap.
+const MAX_WATCHED: usize = 1 << 16;
+
+/// A mapping of a finding, as the shadow names it: (IOVA, physical
+/// address, time mapped).
+pub(crate) type WatchKey = (u64, u64, u64);
+
 /// The findings of a replay so far (crate-internal: the replay's outbox).
 #[derive(Default)]
 pub(crate) struct Findings {
     list: Vec<TraceFinding>,
     episodes: std::collections::HashMap<EpisodeKey, Vec<usize>, BuildHasherDefault<iosan_core::hash::FastHasher>>,
+    /// Live mappings named by findings → (finding, mapping index): their
+    /// unmap sets `unmapped_ns` (and the finding's `unmapped_by`).
+    watched: std::collections::HashMap<WatchKey, Vec<(usize, usize)>, BuildHasherDefault<iosan_core::hash::FastHasher>>,
+    watched_count: usize,
     dropped: u64,
 }
 
@@ -475,6 +506,42 @@ impl Findings {
         self.push(f);
         if let (Some(key), true) = (episode, self.list.len() > idx) {
             self.episodes.entry(key).or_default().push(idx);
+        }
+        let Some(f) = self.list.get(idx) else { return };
+        for (j, m) in f.mappings.iter().enumerate() {
+            if self.watched_count >= MAX_WATCHED {
+                break;
+            }
+            self.watched_count += 1;
+            self.watched.entry((m.iova, m.phys, m.mapped_at.time_ns)).or_default().push((idx, j));
+        }
+    }
+
+    /// Whether any mapping is watched for its unmap.
+    pub(crate) fn watching(&self) -> bool {
+        !self.watched.is_empty()
+    }
+
+    /// The mapping `key` was unmapped at `ts_ns` by the event `site` gives:
+    /// the findings that name it learn when, and the finding it caused
+    /// (the mapping its `mapped_at` names) learns by whom.
+    pub(crate) fn unmapped(&mut self, key: WatchKey, ts_ns: u64, site: impl FnOnce() -> EventSite) {
+        let Some(list) = self.watched.remove(&key) else { return };
+        let mut site = Some(site);
+        let mut made: Option<EventSite> = None;
+        for (i, j) in list {
+            let Some(f) = self.list.get_mut(i) else { continue };
+            if let Some(m) = f.mappings.get_mut(j) {
+                m.unmapped_ns.get_or_insert(ts_ns);
+            }
+            let cause = f.iova.is_some_and(|iova| iova.wrapping_sub(key.0) < f.mappings.get(j).map_or(0, |m| m.len))
+                && f.mapped_at.as_ref().is_some_and(|m| m.time_ns == key.2);
+            if cause && f.unmapped_by.is_none() {
+                if let Some(s) = site.take() {
+                    made = Some(s());
+                }
+                f.unmapped_by.clone_from(&made);
+            }
         }
     }
 

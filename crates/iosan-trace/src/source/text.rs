@@ -44,8 +44,9 @@ const UNFLAGGED_WAIT: u8 = 4;
 /// context, so only a nested context's events can come in between) that
 /// has no stack yet; among those, the one the frames' own
 /// `__traceiter_NAME` frame names, when there is one. An event is complete
-/// once it has its stack, or once a later event of its CPU, pid and context
-/// shows that its trigger has finished.
+/// once it has its stack, or once a later event of its CPU in the same or an
+/// outer context shows that its trigger has finished (without a flags
+/// column: once [`UNFLAGGED_WAIT`] later events of its CPU have been read).
 pub struct TextSource<R> {
     reader: LineReader<R>,
     state: State,
@@ -60,12 +61,61 @@ struct Held {
 }
 
 enum HeldKind {
-    /// An event line, waiting for its stack until `done`.
-    Event { key: Key, ts_ns: u64, stack: Option<Vec<Vec<u8>>>, done: bool, after: u8 },
+    /// An event line, waiting for its stack until `done`; `parts` are
+    /// where its columns lie in the held line.
+    Event { key: Key, parts: Parts, stack: Option<Vec<Vec<u8>>>, done: bool, after: u8 },
     /// Any other line: classified again when its turn comes.
     Other,
     /// Input not used, with why.
     Skip(&'static str),
+}
+
+/// An [`EventLine`] as byte ranges of its line, so that delivering a held
+/// event does not classify its line again.
+#[derive(Clone, Copy)]
+struct Parts {
+    comm: (usize, usize),
+    name: (usize, usize),
+    body: (usize, usize),
+    flags: Option<(usize, usize)>,
+    pid: u32,
+    tgid: Option<u32>,
+    cpu: u32,
+    ts_ns: u64,
+}
+
+impl Parts {
+    fn of(line: &[u8], ev: &EventLine<'_>) -> Self {
+        let base = line.as_ptr() as usize;
+        let at = |s: &[u8]| {
+            let start = (s.as_ptr() as usize).wrapping_sub(base).min(line.len());
+            (start, start.saturating_add(s.len()).min(line.len()))
+        };
+        Self {
+            comm: at(ev.comm),
+            name: at(ev.name),
+            body: at(ev.body),
+            flags: ev.flags.map(at),
+            pid: ev.pid,
+            tgid: ev.tgid,
+            cpu: ev.cpu,
+            ts_ns: ev.ts_ns,
+        }
+    }
+
+    fn event_line<'a>(&self, line: &'a [u8]) -> EventLine<'a> {
+        let get = |(a, b): (usize, usize)| line.get(a..b).unwrap_or_default();
+        EventLine {
+            comm: get(self.comm),
+            pid: self.pid,
+            tgid: self.tgid,
+            cpu: self.cpu,
+            flags: self.flags.map(get),
+            ts_ns: self.ts_ns,
+            name: get(self.name),
+            body: get(self.body),
+        }
+    }
 }
 
 /// Who wrote a line: CPU, pid, context, and whether the context is known
@@ -114,6 +164,8 @@ struct State {
     spare: Vec<Vec<u8>>,
     /// The input has ended: nothing waits any more.
     ended: bool,
+    /// Held events not yet complete.
+    waiting: usize,
 }
 
 impl<R: BufRead> TextSource<R> {
@@ -209,8 +261,9 @@ impl State {
         line.extend_from_slice(bytes);
         self.held.push_back(Held { line, number, offset, what });
         if self.held.len() > MAX_HELD {
-            if let Some(Held { what: HeldKind::Event { done, .. }, .. }) = self.held.front_mut() {
+            if let Some(Held { what: HeldKind::Event { done: done @ false, .. }, .. }) = self.held.front_mut() {
                 *done = true;
+                self.waiting = self.waiting.saturating_sub(1);
             }
         }
     }
@@ -240,25 +293,36 @@ impl State {
             Ok(LineKind::Blank | LineKind::CpusHeader(_) | LineKind::CpuEmpty(_)) => {}
             Ok(LineKind::Event(ev)) => {
                 let key = Key::of(&ev);
+                let mut waiting = self.waiting;
                 for h in self.held.iter_mut().rev() {
+                    if waiting == 0 {
+                        break;
+                    }
                     if let HeldKind::Event { key: k, done: done @ false, after, .. } = &mut h.what {
+                        waiting -= 1;
                         if k.cpu != key.cpu {
                             continue;
                         }
                         if k.flagged && key.flagged {
-                            // A later event of the same writer: the trigger has finished.
-                            *done |= k.same_writer(key);
+                            // A later event of the same CPU in the same or an outer
+                            // context: the event's own context has moved on, so its
+                            // trigger has finished.
+                            *done = key.ctx <= k.ctx;
                         } else {
                             *after = after.saturating_add(1);
-                            *done |= *after >= UNFLAGGED_WAIT;
+                            *done = *after >= UNFLAGGED_WAIT;
+                        }
+                        if *done {
+                            self.waiting -= 1;
                         }
                     }
                 }
+                self.waiting += 1;
                 self.hold(
                     bytes,
                     number,
                     offset,
-                    HeldKind::Event { key, ts_ns: ev.ts_ns, stack: None, done: false, after: 0 },
+                    HeldKind::Event { key, parts: Parts::of(bytes, &ev), stack: None, done: false, after: 0 },
                 );
             }
             _ => self.hold(bytes, number, offset, HeldKind::Other),
@@ -276,7 +340,7 @@ impl State {
         let wanted = traceiter_name(&block.frames).map(<[u8]>::to_vec);
         let mut best: Option<usize> = None;
         for (i, h) in self.held.iter().enumerate().rev() {
-            let HeldKind::Event { key, stack: None, .. } = &h.what else { continue };
+            let HeldKind::Event { key, stack: None, parts, .. } = &h.what else { continue };
             match block.key {
                 None => {
                     // A header without columns, or bare frames: the latest event.
@@ -284,7 +348,7 @@ impl State {
                     break;
                 }
                 Some(bk) if bk.same_writer(*key) => {
-                    let named = wanted.as_deref().is_some_and(|w| event_name(&h.line) == Some(w));
+                    let named = wanted.as_deref().is_some_and(|w| h.line.get(parts.name.0..parts.name.1) == Some(w));
                     if named {
                         best = Some(i);
                         break;
@@ -300,7 +364,10 @@ impl State {
         match best.and_then(|i| self.held.get_mut(i)) {
             Some(Held { what: HeldKind::Event { stack, done, .. }, .. }) => {
                 *stack = Some(block.frames);
-                *done = true;
+                if !*done {
+                    *done = true;
+                    self.waiting = self.waiting.saturating_sub(1);
+                }
             }
             _ => self.hold(&[], number, offset, HeldKind::Skip("stack trace with no event waiting for it")),
         }
@@ -310,6 +377,7 @@ impl State {
     fn end(&mut self) {
         self.finish_block();
         self.ended = true;
+        self.waiting = 0;
         for h in &mut self.held {
             if let HeldKind::Event { done, .. } = &mut h.what {
                 *done = true;
@@ -325,7 +393,7 @@ impl State {
             match self.held.front().map(|h| &h.what) {
                 None => return None,
                 Some(HeldKind::Event { done: false, .. }) => return None,
-                Some(HeldKind::Event { ts_ns, .. }) if stop_at_event => return Some(*ts_ns),
+                Some(HeldKind::Event { parts, .. }) if stop_at_event => return Some(parts.ts_ns),
                 Some(_) => self.deliver(sink),
             }
         }
@@ -335,10 +403,14 @@ impl State {
     fn deliver(&mut self, sink: &mut dyn RecordSink) {
         let Some(h) = self.held.pop_front() else { return };
         match h.what {
-            HeldKind::Event { stack, .. } => {
-                if let Ok(LineKind::Event(ev)) = classify_line(&h.line) {
-                    let frames: Vec<&[u8]> = stack.iter().flatten().map(Vec::as_slice).collect();
-                    process_event(sink, &ev, h.number, h.offset, &frames);
+            HeldKind::Event { stack, parts, .. } => {
+                let ev = parts.event_line(&h.line);
+                match &stack {
+                    None => process_event(sink, &ev, h.number, h.offset, &[]),
+                    Some(frames) => {
+                        let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+                        process_event(sink, &ev, h.number, h.offset, &frames);
+                    }
                 }
             }
             HeldKind::Other => out_of_band(sink, classify_line(&h.line), h.number, h.offset),
@@ -347,14 +419,6 @@ impl State {
         if self.spare.len() < 16 {
             self.spare.push(h.line);
         }
-    }
-}
-
-/// The event name of a held event line.
-fn event_name(line: &[u8]) -> Option<&[u8]> {
-    match classify_line(line) {
-        Ok(LineKind::Event(ev)) => Some(ev.name),
-        _ => None,
     }
 }
 

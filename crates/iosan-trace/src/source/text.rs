@@ -164,8 +164,11 @@ struct State {
     spare: Vec<Vec<u8>>,
     /// The input has ended: nothing waits any more.
     ended: bool,
-    /// Held events not yet complete.
-    waiting: usize,
+    /// Sequence number of the front of `held` (lines ever held before it).
+    base: u64,
+    /// Sequence numbers of held events that may still be waiting (some may
+    /// have completed since: they are dropped when next looked at).
+    open: Vec<u64>,
 }
 
 impl<R: BufRead> TextSource<R> {
@@ -261,9 +264,8 @@ impl State {
         line.extend_from_slice(bytes);
         self.held.push_back(Held { line, number, offset, what });
         if self.held.len() > MAX_HELD {
-            if let Some(Held { what: HeldKind::Event { done: done @ false, .. }, .. }) = self.held.front_mut() {
+            if let Some(Held { what: HeldKind::Event { done, .. }, .. }) = self.held.front_mut() {
                 *done = true;
-                self.waiting = self.waiting.saturating_sub(1);
             }
         }
     }
@@ -293,16 +295,17 @@ impl State {
             Ok(LineKind::Blank | LineKind::CpusHeader(_) | LineKind::CpuEmpty(_)) => {}
             Ok(LineKind::Event(ev)) => {
                 let key = Key::of(&ev);
-                let mut waiting = self.waiting;
-                for h in self.held.iter_mut().rev() {
-                    if waiting == 0 {
-                        break;
+                // Only the events still waiting are looked at: a few per CPU.
+                let (base, held) = (self.base, &mut self.held);
+                self.open.retain(|&seq| {
+                    let Some(h) = seq.checked_sub(base).and_then(|i| held.get_mut(usize::try_from(i).ok()?)) else {
+                        return false;
+                    };
+                    let HeldKind::Event { key: k, done, after, .. } = &mut h.what else { return false };
+                    if *done {
+                        return false;
                     }
-                    if let HeldKind::Event { key: k, done: done @ false, after, .. } = &mut h.what {
-                        waiting -= 1;
-                        if k.cpu != key.cpu {
-                            continue;
-                        }
+                    if k.cpu == key.cpu {
                         if k.flagged && key.flagged {
                             // A later event of the same CPU in the same or an outer
                             // context: the event's own context has moved on, so its
@@ -312,12 +315,10 @@ impl State {
                             *after = after.saturating_add(1);
                             *done = *after >= UNFLAGGED_WAIT;
                         }
-                        if *done {
-                            self.waiting -= 1;
-                        }
                     }
-                }
-                self.waiting += 1;
+                    !*done
+                });
+                self.open.push(self.base.saturating_add(self.held.len() as u64));
                 self.hold(
                     bytes,
                     number,
@@ -364,10 +365,7 @@ impl State {
         match best.and_then(|i| self.held.get_mut(i)) {
             Some(Held { what: HeldKind::Event { stack, done, .. }, .. }) => {
                 *stack = Some(block.frames);
-                if !*done {
-                    *done = true;
-                    self.waiting = self.waiting.saturating_sub(1);
-                }
+                *done = true;
             }
             _ => self.hold(&[], number, offset, HeldKind::Skip("stack trace with no event waiting for it")),
         }
@@ -377,7 +375,7 @@ impl State {
     fn end(&mut self) {
         self.finish_block();
         self.ended = true;
-        self.waiting = 0;
+        self.open.clear();
         for h in &mut self.held {
             if let HeldKind::Event { done, .. } = &mut h.what {
                 *done = true;
@@ -402,6 +400,7 @@ impl State {
     /// Delivers the front line.
     fn deliver(&mut self, sink: &mut dyn RecordSink) {
         let Some(h) = self.held.pop_front() else { return };
+        self.base = self.base.saturating_add(1);
         match h.what {
             HeldKind::Event { stack, parts, .. } => {
                 let ev = parts.event_line(&h.line);

@@ -298,6 +298,22 @@ pub struct Exposure {
     pub unflushed_at_end: u64,
 }
 
+/// One lazy-mode exposure window: pages freed after their unmap and
+/// before the IOTLB flush that made the unmap effective.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExposureWindow {
+    /// Device(s) of the domain.
+    pub device: Option<String>,
+    /// Domain label.
+    pub domain: Option<String>,
+    /// When the first page of the range was freed, ns.
+    pub freed_ns: u64,
+    /// When the flush came (or the capture ended), ns.
+    pub flushed_ns: u64,
+    /// Pages of the unmapped range (or of the held free).
+    pub pages: u64,
+}
+
 /// Mappings still live at the end, per domain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveGroup {
@@ -432,6 +448,9 @@ pub struct Summary {
     pub exposure: Exposure,
     /// IOTLB flush events were seen, so exposure could be measured.
     pub exposure_measurable: bool,
+    /// The longest exposure windows, at most 8 per domain (of 1024 domains),
+    /// longest first per domain.
+    pub exposure_windows: Vec<ExposureWindow>,
     /// Pages freed or allocated inside static identity windows.
     pub identity_pages_freed: u64,
     /// Bytes mapped outside tracked memory.

@@ -6,7 +6,7 @@
 //!
 //! Version 2 added the kernel stacks of a finding's events: `freed_by`,
 //! `unmapped_by`, `stack_hidden` in every site object, and `unmapped_at` of
-//! each mapping. Nothing of version 1 changed meaning; a reader of version 1
+//! each mapping; and the summary's `exposure_windows`. Nothing of version 1 changed meaning; a reader of version 1
 //! that ignores unknown fields reads version 2.
 //!
 //! A *site* object is `{time, cpu, task, stack, stack_hidden}`: `time` in
@@ -47,7 +47,9 @@
 //!
 //! `"type": "summary"` (last line per input): `input`, `semantics`, `lines`, `bytes`,
 //! `events`, `events_by_kind`, `unknown_events`, `skipped` (reason → `{count, first_line,
-//! first_offset}`), `mode`, `exposure`, `lost_events`, `lost_windows`, `domains`,
+//! first_offset}`), `mode`, `exposure`, `exposure_windows` (version 2: the longest lazy-mode
+//! windows, at most 8 per domain: `{device, domain, freed, flushed, pages}`, times in seconds),
+//! `lost_events`, `lost_windows`, `domains`,
 //! `devices`, `attribution`, `live_at_end`, `findings` (count per kind), `blind_spots`
 //! (`[{key, text}]`: what a conclusive capture could not see; keys `no-unmaps`,
 //! `lost-events`, `no-identity`).
@@ -143,6 +145,8 @@ pub fn summary_json(r: &Report) -> Value {
         "exposure_measurable": s.exposure_measurable,
         "exposure": {"frees": s.exposure.frees, "pages": s.exposure.pages, "bytes": s.exposure.bytes,
                      "longest_window_s": s.exposure.longest_ns as f64 / 1e9, "unflushed_at_end": s.exposure.unflushed_at_end},
+        "exposure_windows": s.exposure_windows.iter().map(|w| json!({"device": w.device, "domain": w.domain,
+            "freed": ts(w.freed_ns), "flushed": ts(w.flushed_ns), "pages": w.pages})).collect::<Vec<_>>(),
         "lost_events": s.lost_events,
         "overwritten_events": s.overwritten_events,
         "lost_windows": s.lost_windows.iter().map(|w| json!({"cpu": w.cpu, "events": w.events, "line": w.line,

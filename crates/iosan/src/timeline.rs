@@ -10,9 +10,10 @@
 //!   ("lanes") of their device so that overlapping lifetimes stay apart;
 //!   no other mapping is drawn: each `live_at_end` group of the summary is
 //!   one instant at the end with its mapping count and bytes;
-//! - lazy-mode exposure, when measured, is one instant with its totals on
-//!   a "lazy-mode exposure" track at the end of the capture: the replay
-//!   keeps totals and the longest window, not the windows themselves.
+//! - lazy-mode exposure, when measured: the replay's longest windows (at
+//!   most 8 per domain, from the free to the IOTLB flush) are slices on an
+//!   "exposure" lane of their device, and one instant at the end of the
+//!   capture on a "lazy-mode exposure" track gives the totals of all of them.
 //!
 //! Bounds: at most [`MAX_SLICES`] mapping slices; past it one instant at
 //! the end says how many mappings were left out. A slice lasts at least
@@ -72,6 +73,7 @@ pub struct Timeline {
     pub tracks: Vec<Track>,
     by_name: BTreeMap<String, u64>,
     lanes: BTreeMap<u64, Vec<u64>>,
+    named_lanes: BTreeMap<String, Vec<u64>>,
     /// Events by start time.
     pub events: Vec<TimelineEvent>,
 }
@@ -90,6 +92,24 @@ impl Timeline {
     /// The track named `name`.
     pub fn track(&mut self, name: &str) -> u64 {
         self.named(name.to_string(), None)
+    }
+
+    /// A lane of `parent` named `base` (numbered past the first) free at
+    /// `start`; it stays busy until `end`.
+    pub fn lane_named(&mut self, parent: u64, base: &str, start: u64, end: u64) -> u64 {
+        let ends = self.named_lanes.entry(base.to_string()).or_default();
+        let i = match ends.iter().position(|&e| e <= start) {
+            Some(i) => i,
+            None => {
+                ends.push(0);
+                ends.len() - 1
+            }
+        };
+        if let Some(e) = ends.get_mut(i) {
+            *e = end;
+        }
+        let name = if i == 0 { base.to_string() } else { format!("{base} {}", i + 1) };
+        self.named(name, Some(parent))
     }
 
     /// A lane of `parent` free at `start`; it stays busy until `end`.
@@ -218,6 +238,21 @@ pub fn build(report: &Report) -> Timeline {
             bug: false,
             name: format!("{} mappings live at the end", g.mappings),
             annotations: vec![("mappings", Ann::U(g.mappings)), ("bytes", Ann::U(g.bytes))],
+        });
+    }
+    for w in &report.summary.exposure_windows {
+        let parent = tl.track(&device_track_name(w.device.as_deref(), w.domain.as_deref()));
+        let parent_name = tl.tracks.iter().find(|t| t.uuid == parent).map_or(String::new(), |t| t.name.clone());
+        let start = w.freed_ns;
+        let stop = w.flushed_ns.max(start.saturating_add(1));
+        let lane = tl.lane_named(parent, &format!("{parent_name} · lazy exposure"), start, stop);
+        tl.events.push(TimelineEvent {
+            ts: start,
+            end: Some(stop),
+            track: lane,
+            bug: false,
+            name: format!("{} pages freed before their IOTLB flush", w.pages),
+            annotations: vec![("pages", Ann::U(w.pages)), ("window_ns", Ann::U(stop - start))],
         });
     }
     let e = &report.summary.exposure;

@@ -27,6 +27,11 @@ const MAX_STACK: usize = 128;
 /// The most lines held back waiting for stacks; past it the oldest event
 /// goes on without one.
 const MAX_HELD: usize = 256;
+/// The most bytes of lines and frames held back; past it every held event
+/// goes on as it is.
+const MAX_HELD_BYTES: usize = 4 << 20;
+/// Longest frame kept, bytes (the kernel's symbol names are shorter).
+const MAX_FRAME_LEN: usize = 512;
 /// Without a flags column (`trace-cmd report`) an interrupt cannot be told
 /// from the task it interrupted: an event waits for its stack until this
 /// many later events of its CPU have been read.
@@ -164,6 +169,8 @@ struct State {
     spare: Vec<Vec<u8>>,
     /// The input has ended: nothing waits any more.
     ended: bool,
+    /// Bytes of the held lines and their frames.
+    held_bytes: usize,
     /// Sequence number of the front of `held` (lines ever held before it).
     base: u64,
     /// Sequence numbers of held events that may still be waiting (some may
@@ -262,7 +269,11 @@ impl State {
         let mut line = self.spare.pop().unwrap_or_default();
         line.clear();
         line.extend_from_slice(bytes);
+        self.held_bytes = self.held_bytes.saturating_add(line.len());
         self.held.push_back(Held { line, number, offset, what });
+        if self.held_bytes > MAX_HELD_BYTES {
+            self.release_all();
+        }
         if self.held.len() > MAX_HELD {
             if let Some(Held { what: HeldKind::Event { done, .. }, .. }) = self.held.front_mut() {
                 *done = true;
@@ -279,7 +290,7 @@ impl State {
                 self.block = Some(Block { key: None, user: false, frames: Vec::new(), at: (number, offset) });
             }
             if let Some(b) = self.block.as_mut().filter(|b| b.frames.len() < MAX_STACK) {
-                b.frames.push(bytes.to_vec());
+                b.frames.push(bytes.get(..MAX_FRAME_LEN).unwrap_or(bytes).to_vec());
             }
             return;
         }
@@ -364,10 +375,25 @@ impl State {
         }
         match best.and_then(|i| self.held.get_mut(i)) {
             Some(Held { what: HeldKind::Event { stack, done, .. }, .. }) => {
+                let bytes: usize = block.frames.iter().map(Vec::len).sum();
                 *stack = Some(block.frames);
                 *done = true;
+                self.held_bytes = self.held_bytes.saturating_add(bytes);
+                if self.held_bytes > MAX_HELD_BYTES {
+                    self.release_all();
+                }
             }
             _ => self.hold(&[], number, offset, HeldKind::Skip("stack trace with no event waiting for it")),
+        }
+    }
+
+    /// Every held event goes on as it is (too much is held).
+    fn release_all(&mut self) {
+        self.open.clear();
+        for h in &mut self.held {
+            if let HeldKind::Event { done, .. } = &mut h.what {
+                *done = true;
+            }
         }
     }
 
@@ -375,12 +401,7 @@ impl State {
     fn end(&mut self) {
         self.finish_block();
         self.ended = true;
-        self.open.clear();
-        for h in &mut self.held {
-            if let HeldKind::Event { done, .. } = &mut h.what {
-                *done = true;
-            }
-        }
+        self.release_all();
     }
 
     /// Delivers held lines from the front up to the first event still
@@ -401,6 +422,11 @@ impl State {
     fn deliver(&mut self, sink: &mut dyn RecordSink) {
         let Some(h) = self.held.pop_front() else { return };
         self.base = self.base.saturating_add(1);
+        let frames: usize = match &h.what {
+            HeldKind::Event { stack: Some(f), .. } => f.iter().map(Vec::len).sum(),
+            _ => 0,
+        };
+        self.held_bytes = self.held_bytes.saturating_sub(h.line.len().saturating_add(frames));
         match h.what {
             HeldKind::Event { stack, parts, .. } => {
                 let ev = parts.event_line(&h.line);
@@ -734,6 +760,33 @@ cpus=2
         );
     }
 
+    /// Held-back bytes are bounded: long lines in a hardirq that never
+    /// returns (no later event on its CPU) are let go past the byte limit.
+    #[test]
+    fn held_bytes_are_bounded() {
+        let pad = "x".repeat(60_000);
+        let mut text = String::new();
+        for i in 0..200 {
+            text.push_str(&format!(
+                " t-1 [000] d.h1. 1.{i:06}: mm_page_free: page=0 pfn={:#x} order=0 {pad}\n",
+                0x1000 + i
+            ));
+            text.push_str(" t-1 [000] d.h1. 1.000000: <stack trace>\n");
+            for _ in 0..200 {
+                text.push_str(&format!(" => f+0x1/0x2 {}\n", &pad[..600]));
+            }
+        }
+        let mut src = TextSource::new(text.as_bytes(), 1 << 20);
+        let mut log = Stacks::default();
+        let mut most = 0;
+        while src.peek(&mut log).unwrap().is_some() {
+            most = most.max(src.state.held_bytes);
+            src.pop(&mut log);
+        }
+        assert!(most <= MAX_HELD_BYTES + (MAX_STACK * MAX_FRAME_LEN) + 70_000, "{most}");
+        assert_eq!(log.0.iter().filter(|l| l.starts_with("kmem")).count(), 200);
+    }
+
     /// Held-back lines are bounded: a capture of events with no stack
     /// goes through with at most [`MAX_HELD`] lines waiting.
     #[test]
@@ -754,6 +807,7 @@ cpus=2
             src.pop(&mut log);
         }
         assert!(most <= MAX_HELD + 1, "{most}");
+        assert_eq!(src.state.held_bytes, 0, "every held byte is accounted for");
         assert_eq!(log.0.len(), 1000);
         assert_eq!(
             log.0.last().map(String::as_str),

@@ -128,7 +128,12 @@ fn svg(out: &mut String, tl: &Timeline) {
     let (label_w, plot_w, row_h) = (260.0, 900.0, 22.0);
     let x = |t: u64| label_w + (t - t0) as f64 / span * plot_w;
     let h = row_h * tl.tracks.len() as f64 + 30.0;
-    let _ = write!(out, "<svg width=\"{}\" height=\"{h}\" role=\"img\">", label_w + plot_w + 20.0);
+    // A viewBox: the drawing scales down to the page's width.
+    let w = label_w + plot_w + 20.0;
+    let _ = write!(
+        out,
+        "<svg viewBox=\"0 0 {w} {h}\" width=\"100%\" style=\"max-width:{w}px\" role=\"img\" aria-label=\"timeline\">"
+    );
     for (row_i, t) in tl.tracks.iter().enumerate() {
         let y = row_h * row_i as f64 + 4.0;
         let _ = write!(out, "<text x=\"4\" y=\"{}\">{}</text>", y + 13.0, esc(&t.name));

@@ -91,10 +91,10 @@ mod tests {
                 "kmem:mm_page_free 1 0",
                 "kmem:mm_page_free 2 0",
                 "kmem:mm_page_free 3 0",
-                // The first stack line of each part turns on stack mode.
-                "kmem:mm_page_free 4 0",
+                // The first stack of each part reaches its event too.
+                "kmem:mm_page_free 4 2",
                 // Equal timestamps go in part order.
-                "kmem:mm_page_free 5 0",
+                "kmem:mm_page_free 5 1",
                 "kmem:mm_page_free 5 0"
             ]
         );
@@ -113,6 +113,6 @@ mod tests {
         let mut log = Log::default();
         merge_into(&mut [&mut pa, &mut pb], &mut log).unwrap();
         let records: Vec<&str> = log.0.iter().filter(|l| l.starts_with("kmem")).map(String::as_str).collect();
-        assert_eq!(records, ["kmem:mm_page_free 1 0", "kmem:mm_page_free 2 0", "kmem:mm_page_free 3 2"]);
+        assert_eq!(records, ["kmem:mm_page_free 1 1", "kmem:mm_page_free 2 0", "kmem:mm_page_free 3 2"]);
     }
 }

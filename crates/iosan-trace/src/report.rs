@@ -71,7 +71,8 @@ impl Doubt {
     }
 }
 
-/// Where and when something was mapped.
+/// Where and when an event happened (a map, unmap, free or allocation),
+/// with its kernel stack when the capture has one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapSite {
     /// Trace timestamp, ns.
@@ -82,9 +83,17 @@ pub struct MapSite {
     pub pid: u32,
     /// Task name.
     pub task: String,
-    /// Stack, when the capture had the stacktrace option on.
+    /// Kernel stack, innermost first, as ftrace prints its frames
+    /// (`func+0xoff/0xlen [module]`), without the tracepoint's own frames;
+    /// empty when the capture has no stack for the event.
     pub stack: Vec<String>,
+    /// Frames of the tracepoint itself (`trace_event_raw_event_*`,
+    /// `__traceiter_*`, `trace_*`) left out of `stack`.
+    pub stack_hidden: usize,
 }
+
+/// The event site of an event of the analysis.
+pub type EventSite = MapSite;
 
 /// A live mapping covering a reported page.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +110,9 @@ pub struct MappingView {
     pub len: u64,
     /// When it was mapped.
     pub mapped_at: MapSite,
+    /// When it was unmapped, if in the capture (known for the mappings of
+    /// page findings, up to 65,536 of them).
+    pub unmapped_ns: Option<u64>,
 }
 
 /// A later event on the same pages while the same mapping still covered them.
@@ -155,6 +167,12 @@ pub struct TraceFinding {
     pub task: Option<String>,
     /// The map that still covers the pages.
     pub mapped_at: Option<MapSite>,
+    /// The free or allocation that made a page finding.
+    pub freed_by: Option<EventSite>,
+    /// The unmap that matters: the one a double unmap repeated, the DMA-API
+    /// unmap of a mismatch, or the later unmap of the mapping that covered
+    /// a freed page.
+    pub unmapped_by: Option<EventSite>,
     /// Every live mapping covering the pages.
     pub mappings: Vec<MappingView>,
     /// Later frees/allocations of the same pages under the same mapping (capped).
@@ -187,6 +205,8 @@ impl TraceFinding {
             cpu: None,
             task: None,
             mapped_at: None,
+            freed_by: None,
+            unmapped_by: None,
             mappings: Vec::new(),
             follow_ups: Vec::new(),
             follow_up_count: 0,
@@ -285,6 +305,22 @@ pub struct Exposure {
     pub longest_ns: u64,
     /// Ranges freed and never flushed before the capture ended.
     pub unflushed_at_end: u64,
+}
+
+/// One lazy-mode exposure window: pages freed after their unmap and
+/// before the IOTLB flush that made the unmap effective.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExposureWindow {
+    /// Device(s) of the domain.
+    pub device: Option<String>,
+    /// Domain label.
+    pub domain: Option<String>,
+    /// When the first page of the range was freed, ns.
+    pub freed_ns: u64,
+    /// When the flush came (or the capture ended), ns.
+    pub flushed_ns: u64,
+    /// Pages of the unmapped range (or of the held free).
+    pub pages: u64,
 }
 
 /// Mappings still live at the end, per domain.
@@ -421,6 +457,9 @@ pub struct Summary {
     pub exposure: Exposure,
     /// IOTLB flush events were seen, so exposure could be measured.
     pub exposure_measurable: bool,
+    /// The longest exposure windows, at most 8 per domain (of 1024 domains),
+    /// longest first per domain.
+    pub exposure_windows: Vec<ExposureWindow>,
     /// Pages freed or allocated inside static identity windows.
     pub identity_pages_freed: u64,
     /// Bytes mapped outside tracked memory.
@@ -490,6 +529,13 @@ struct EpisodeFinding {
     follow_ups: u64,
 }
 
+/// Most mappings of findings watched for their unmap.
+const MAX_WATCHED: usize = 1 << 16;
+
+/// A mapping of a finding, as the shadow names it: (IOVA, physical
+/// address, time mapped).
+pub(crate) type WatchKey = (u64, u64, u64);
+
 /// The findings of a replay so far (crate-internal: the replay's outbox).
 ///
 /// Kept until the end for a [`Report`], or, when streaming, held only
@@ -507,6 +553,11 @@ pub(crate) struct Findings {
     /// Episodes in insertion order (streaming: the oldest is forgotten first).
     episode_order: std::collections::VecDeque<EpisodeKey>,
     streaming: bool,
+    /// Live mappings named by findings → (finding id, mapping index): their
+    /// unmap sets `unmapped_ns` (and the finding's `unmapped_by`). Report
+    /// mode only: a streamed finding is written when it is decided.
+    watched: std::collections::HashMap<WatchKey, Vec<(u64, usize)>, BuildHasherDefault<iosan_core::hash::FastHasher>>,
+    watched_count: usize,
     dropped: u64,
 }
 
@@ -546,6 +597,59 @@ impl Findings {
                 if let Some(old) = self.episode_order.pop_front() {
                     self.episodes.remove(&old);
                 }
+            }
+        }
+        if let Some(id) = id {
+            self.watch(id);
+        }
+    }
+
+    /// Index in `list` of finding `id`, while it is there.
+    fn index_of(&self, id: u64) -> Option<usize> {
+        id.checked_sub(self.drained + 1).and_then(|i| usize::try_from(i).ok())
+    }
+
+    /// Watches the mappings of finding `id` for their unmap (report mode).
+    fn watch(&mut self, id: u64) {
+        if self.streaming {
+            return;
+        }
+        let Some(i) = self.index_of(id) else { return };
+        let (list, watched) = (&self.list, &mut self.watched);
+        let Some(f) = list.get(i) else { return };
+        for (j, m) in f.mappings.iter().enumerate() {
+            if self.watched_count >= MAX_WATCHED {
+                break;
+            }
+            self.watched_count += 1;
+            watched.entry((m.iova, m.phys, m.mapped_at.time_ns)).or_default().push((id, j));
+        }
+    }
+
+    /// Whether any mapping is watched for its unmap.
+    pub(crate) fn watching(&self) -> bool {
+        !self.watched.is_empty()
+    }
+
+    /// The mapping `key` was unmapped at `ts_ns` by the event `site` gives:
+    /// the findings that name it learn when, and the finding it caused
+    /// (the mapping its `mapped_at` names) learns by whom.
+    pub(crate) fn unmapped(&mut self, key: WatchKey, ts_ns: u64, site: impl FnOnce() -> EventSite) {
+        let Some(list) = self.watched.remove(&key) else { return };
+        let mut site = Some(site);
+        let mut made: Option<EventSite> = None;
+        for (id, j) in list {
+            let Some(f) = self.index_of(id).and_then(|i| self.list.get_mut(i)) else { continue };
+            if let Some(m) = f.mappings.get_mut(j) {
+                m.unmapped_ns.get_or_insert(ts_ns);
+            }
+            let cause = f.iova.is_some_and(|iova| iova.wrapping_sub(key.0) < f.mappings.get(j).map_or(0, |m| m.len))
+                && f.mapped_at.as_ref().is_some_and(|m| m.time_ns == key.2);
+            if cause && f.unmapped_by.is_none() {
+                if let Some(s) = site.take() {
+                    made = Some(s());
+                }
+                f.unmapped_by.clone_from(&made);
             }
         }
     }

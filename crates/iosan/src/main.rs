@@ -3,9 +3,12 @@
 //! Glue only: arguments, output formats, progress, exit codes.
 
 mod bench;
+mod html;
 mod output;
+mod perfetto;
 mod record_cmd;
 mod simulate;
+mod timeline;
 mod verdict;
 mod watch;
 
@@ -91,8 +94,30 @@ struct AnalyzeArgs {
     /// The files are per-CPU parts of one capture: merge them by timestamp into one report.
     #[arg(long)]
     merge: bool,
+    /// Also write a Perfetto trace (TrackEvent protobuf) of the report to FILE, for ui.perfetto.dev.
+    #[arg(long, value_name = "FILE")]
+    perfetto: Option<PathBuf>,
+    /// Also write a self-contained HTML report (no network requests) to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     #[command(flatten)]
     out: OutputArgs,
+}
+
+/// Writes the `--perfetto` and `--html` files of `report`.
+fn write_files(report: &Report, a: &AnalyzeArgs) -> Result<()> {
+    let write = |path: &PathBuf, what: &str, f: &dyn Fn(&mut dyn Write) -> io::Result<()>| -> Result<()> {
+        let file = std::fs::File::create(path).with_context(|| format!("{what} {}", path.display()))?;
+        let mut w = io::BufWriter::new(file);
+        f(&mut w).and_then(|()| w.flush()).with_context(|| format!("{what} {}", path.display()))
+    };
+    if let Some(p) = &a.perfetto {
+        write(p, "--perfetto", &|w| perfetto::write_perfetto(w, report))?;
+    }
+    if let Some(p) = &a.html {
+        write(p, "--html", &|w| html::write_html(w, report))?;
+    }
+    Ok(())
 }
 
 struct Bar {
@@ -169,7 +194,12 @@ pub(crate) fn emit(report: &Report, o: &OutputArgs) -> io::Result<()> {
 
 fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
     let opts = options(&a.out)?;
-    if a.merge && a.files.len() > 1 {
+    if (a.perfetto.is_some() || a.html.is_some()) && a.files.len() > 1 && !a.merge {
+        anyhow::bail!("--perfetto and --html describe one capture: give one file, or --merge its parts");
+    }
+    // A timeline or a page describes the whole capture: such a run writes its
+    // report at the end, where a plain run streams findings as decided.
+    if (a.merge && a.files.len() > 1) || a.perfetto.is_some() || a.html.is_some() {
         let mut inputs = Vec::with_capacity(a.files.len());
         let mut formats = Vec::with_capacity(a.files.len());
         for path in &a.files {
@@ -183,6 +213,7 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
         if let Some(why) = verdict::inconclusive(&report.summary, format) {
             return Err(anyhow::anyhow!("{name}: {why}"));
         }
+        write_files(&report, a)?;
         if let Err(e) = emit(&report, &a.out) {
             if e.kind() != io::ErrorKind::BrokenPipe {
                 return Err(e.into());

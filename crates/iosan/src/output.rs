@@ -1,8 +1,22 @@
 //! Human and JSON Lines output of a trace report.
 //!
-//! # JSON Lines schema (`--format json`), `schema_version` 1
+//! # JSON Lines schema (`--format json`), `schema_version` 2
 //!
-//! One object per line. Every line has `"schema_version": 1` and `"type"`.
+//! One object per line. Every line has `"schema_version": 2` and `"type"`.
+//!
+//! Version 2 added the kernel stacks of a finding's events: `freed_by`,
+//! `unmapped_by`, `stack_hidden` in every site object, and `unmapped_at` of
+//! each mapping; and the summary's `exposure_windows`. Nothing of version 1 changed meaning; a reader of version 1
+//! that ignores unknown fields reads version 2.
+//!
+//! A *site* object is `{time, cpu, task, stack, stack_hidden}`: `time` in
+//! seconds, `task` as `comm-pid`, `stack` the kernel stack of the event,
+//! innermost first, one string per frame as ftrace prints it
+//! (`func+0xoff/0xlen [module]`; `func (addr)` from `trace-cmd report`),
+//! without the tracepoint's own leading frames (`trace_event_raw_event_*`,
+//! `__traceiter_*`, `trace_*`), whose number is `stack_hidden`. `stack` is
+//! empty when the capture has no stack for the event (`iosan record
+//! --stacks` adds them).
 //!
 //! `"type": "finding"`:
 //! - `kind`: one of `freed-while-mapped`, `allocated-while-mapped`,
@@ -20,8 +34,13 @@
 //! - `confirmed`: false when attribution is uncertain or events were lost between map and event;
 //! - `doubt`: why not confirmed: `lost-events`, `attribution`, or null;
 //! - `time` (seconds, as printed in the trace), `line`, `cpu`, `task`;
-//! - `mapped_at` (seconds, or null), `mapped_by` (`{cpu, task, stack}` or null);
-//! - `mappings`: every live mapping covering the pages (`domain`, `device`, `iova`, `phys`, `size`, `mapped_at`);
+//! - `mapped_at` (seconds, or null), `mapped_by` (site of the map that still covers the pages, or null);
+//! - `freed_by`: site of the free or allocation of a page finding, or null;
+//! - `unmapped_by`: site of the unmap that matters, or null: the repeated unmap of a
+//!   `double-unmap`, the DMA-API unmap of a `dma-unmap-mismatch`, the later unmap of the
+//!   mapping that covered a freed or allocated page (null when not unmapped in the capture);
+//! - `mappings`: every live mapping covering the pages (`domain`, `device`, `iova`, `phys`, `size`,
+//!   `mapped_at`, `unmapped_at`: seconds, or null when not unmapped in the capture);
 //! - `follow_ups`: later frees/allocations of the same pages under the same mapping
 //!   (`kind`, `time`, `task`, `pfn`, `npages`; at most 16), `follow_up_count` (exact);
 //! - `count`, `note`, `input`.
@@ -41,7 +60,9 @@
 //!
 //! `"type": "summary"` (last line per input; streaming adds `follow_ups`, the total): `input`, `semantics`, `lines`, `bytes`,
 //! `events`, `events_by_kind`, `unknown_events`, `skipped` (reason → `{count, first_line,
-//! first_offset}`), `mode`, `exposure`, `lost_events`, `lost_windows`, `domains`,
+//! first_offset}`), `mode`, `exposure`, `exposure_windows` (version 2: the longest lazy-mode
+//! windows, at most 8 per domain: `{device, domain, freed, flushed, pages}`, times in seconds),
+//! `lost_events`, `lost_windows`, `domains`,
 //! `devices`, `attribution`, `live_at_end`, `findings` (count per kind), `blind_spots`
 //! (`[{key, text}]`: what a conclusive capture could not see; keys `no-unmaps`,
 //! `lost-events`, `no-identity`).
@@ -54,7 +75,7 @@ use iosan_trace::{fmt_ts, FindingSink, FollowUp, Report, TraceFinding};
 use serde_json::{json, Value};
 
 /// JSON schema version.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 fn hex(v: Option<u64>) -> Value {
     v.map_or(Value::Null, |v| Value::String(format!("{v:#x}")))
@@ -68,7 +89,8 @@ fn ts(ns: u64) -> Value {
 fn site(s: &Option<MapSite>) -> Value {
     match s {
         None => Value::Null,
-        Some(s) => json!({"cpu": s.cpu, "task": format!("{}-{}", s.task, s.pid), "stack": s.stack}),
+        Some(s) => json!({"time": ts(s.time_ns), "cpu": s.cpu, "task": format!("{}-{}", s.task, s.pid),
+            "stack": s.stack, "stack_hidden": s.stack_hidden}),
     }
 }
 
@@ -95,9 +117,12 @@ pub fn finding_json(f: &TraceFinding, input: &str) -> Value {
         "task": f.task,
         "mapped_at": f.mapped_at.as_ref().map_or(Value::Null, |s| ts(s.time_ns)),
         "mapped_by": site(&f.mapped_at),
+        "freed_by": site(&f.freed_by),
+        "unmapped_by": site(&f.unmapped_by),
         "mappings": f.mappings.iter().map(|m| json!({
             "domain": m.domain, "device": m.device, "iova": format!("{:#x}", m.iova),
             "phys": format!("{:#x}", m.phys), "size": m.len, "mapped_at": ts(m.mapped_at.time_ns),
+            "unmapped_at": m.unmapped_ns.map_or(Value::Null, ts),
         })).collect::<Vec<_>>(),
         "follow_ups": f.follow_ups.iter().map(|u| json!({
             "kind": u.kind.name(), "time": ts(u.time_ns), "task": u.task,
@@ -137,6 +162,8 @@ fn summary_json_of(s: &Summary, by_kind: &BTreeMap<&'static str, u64>) -> Value 
         "exposure_measurable": s.exposure_measurable,
         "exposure": {"frees": s.exposure.frees, "pages": s.exposure.pages, "bytes": s.exposure.bytes,
                      "longest_window_s": s.exposure.longest_ns as f64 / 1e9, "unflushed_at_end": s.exposure.unflushed_at_end},
+        "exposure_windows": s.exposure_windows.iter().map(|w| json!({"device": w.device, "domain": w.domain,
+            "freed": ts(w.freed_ns), "flushed": ts(w.flushed_ns), "pages": w.pages})).collect::<Vec<_>>(),
         "lost_events": s.lost_events,
         "overwritten_events": s.overwritten_events,
         "lost_windows": s.lost_windows.iter().map(|w| json!({"cpu": w.cpu, "events": w.events, "line": w.line,
@@ -252,9 +279,7 @@ fn write_bug(out: &mut dyn Write, st: &Style, n: usize, f: &TraceFinding) -> io:
     }
     if let Some(m) = &f.mapped_at {
         writeln!(out, "  mapped at {}  cpu {}  {}-{}", fmt_ts(m.time_ns), m.cpu, esc(&m.task), m.pid)?;
-        for fr in &m.stack {
-            writeln!(out, "              {}", esc(fr))?;
-        }
+        write_stack(out, &m.stack)?;
     }
     let verb = if f.kind == iosan_core::FindingKind::AllocatedWhileMapped { "allocated" } else { "event at" };
     writeln!(
@@ -265,6 +290,13 @@ fn write_bug(out: &mut dyn Write, st: &Style, n: usize, f: &TraceFinding) -> io:
         esc(f.task.as_deref().unwrap_or("?")),
         f.line
     )?;
+    if let Some(b) = &f.freed_by {
+        write_stack(out, &b.stack)?;
+    }
+    if let Some(u) = &f.unmapped_by {
+        writeln!(out, "  unmapped  {}  cpu {}  {}-{}", fmt_ts(u.time_ns), u.cpu, esc(&u.task), u.pid)?;
+        write_stack(out, &u.stack)?;
+    }
     if f.mappings.len() > 1 {
         writeln!(out, "  also mapped by:")?;
         for m in f.mappings.iter().skip(1) {
@@ -299,6 +331,13 @@ fn write_bug(out: &mut dyn Write, st: &Style, n: usize, f: &TraceFinding) -> io:
     }
     writeln!(out, "  why       {}", f.why())?;
     writeln!(out)?;
+    Ok(())
+}
+
+fn write_stack(out: &mut dyn Write, stack: &[String]) -> io::Result<()> {
+    for fr in stack {
+        writeln!(out, "              {}", esc(fr))?;
+    }
     Ok(())
 }
 

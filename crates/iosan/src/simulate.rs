@@ -171,6 +171,7 @@ fn view(f: &Finding, page_lg2: u32) -> TraceFinding {
             phys: m.phys.get(),
             len: m.len,
             mapped_at: MapSite { time_ns: m.meta.when, ..MapSite::default() },
+            unmapped_ns: None,
         })
         .collect();
     t

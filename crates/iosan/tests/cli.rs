@@ -164,7 +164,7 @@ fn bug_capture_reports_exactly_the_ground_truth() {
     assert_eq!(ups.last().unwrap()["count"], 14);
     assert_eq!(b1["mapped_at"].as_f64(), Some(10.889163));
     assert_eq!(b1["domain"], "0xffff888101f5d4a0");
-    assert!(bugs.iter().all(|l| l["confirmed"] == true && l["schema_version"] == 1));
+    assert!(bugs.iter().all(|l| l["confirmed"] == true && l["schema_version"] == 2));
     let b5 = bugs.iter().find(|l| l["pfn"] == "0x123b00").unwrap();
     assert_eq!(b5["domain"], "0xffff888100eb34a0");
     assert_eq!(b5["npages"], 256);

@@ -47,7 +47,14 @@ impl Analyzer {
                     self.summary.stale_mappings_replaced += 1;
                     let stale: Vec<_> = self.domains.slot(slot).shadow.overlapping(range).collect();
                     for m in stale {
-                        let u = Unmap { iova: m.iova.start(), size: m.len(), unmapped: m.len(), ts_ns: 0, line: 0 };
+                        let u = Unmap {
+                            iova: m.iova.start(),
+                            size: m.len(),
+                            unmapped: m.len(),
+                            ts_ns: 0,
+                            line: 0,
+                            meta: MapMeta::default(),
+                        };
                         self.apply_unmap(slot, u, true);
                     }
                 }
@@ -103,6 +110,12 @@ impl Analyzer {
         }
         if stale {
             return;
+        }
+        if self.findings.watching() {
+            let tasks = &self.tasks;
+            for m in &gone {
+                self.findings.unmapped((m.iova.start().get(), m.phys.get(), m.meta.when), ts_ns, || tasks.site(u.meta));
+            }
         }
         let s = self.domains.slot_mut(slot);
         if !gone.is_empty() {
@@ -259,7 +272,7 @@ impl Analyzer {
     /// capture saw the range unmapped before and not mapped since. Otherwise
     /// the mapping predates the capture.
     fn double_unmap(&mut self, slot: usize, u: Unmap) {
-        let Unmap { iova, size, unmapped, ts_ns, .. } = u;
+        let Unmap { iova, size, unmapped, ts_ns, meta, .. } = u;
         let last = iova.get().saturating_add(size.max(1) - 1);
         let earlier = self
             .domains
@@ -274,6 +287,12 @@ impl Analyzer {
         }
         let mut f = self.unmap_finding(FindingKind::DoubleUnmap, slot, u);
         f.set_doubt(self.lost_between(earlier.unwrap_or(0), ts_ns).then_some(Doubt::LostEvents));
+        let site = self.tasks.site(meta);
+        if site.time_ns == ts_ns {
+            f.cpu = Some(site.cpu);
+            f.task = Some(format!("{}-{}", site.task, site.pid));
+        }
+        f.unmapped_by = Some(site);
         f.note = Some(match earlier {
             Some(t) => format!("already unmapped at {}, not mapped since", fmt_ts(t)),
             None => "the IOMMU found nothing mapped (unmapped_size=0)".into(),

@@ -106,6 +106,7 @@ impl Analyzer {
 
     /// `iommu:unmap` (`iova`, `size` asked, `unmapped` removed).
     pub(super) fn on_unmap(&mut self, ctx: &Record, key: SeqKey, iova: u64, size: u64, unmapped: u64) {
+        let meta = self.tasks.meta(ctx, ctx.stack);
         let (probe, sg_dev) = {
             let seq = self.seqs.get(key);
             let p = seq.kp_unmap.take().filter(|&(_, kiova, ..)| kiova == iova);
@@ -128,7 +129,7 @@ impl Analyzer {
         if slot.is_none() && overlaps_pending {
             self.finish_seq(key);
         }
-        let u = Unmap { iova: Iova(iova), size, unmapped, ts_ns: ctx.ts_ns, line: ctx.origin.line };
+        let u = Unmap { iova: Iova(iova), size, unmapped, ts_ns: ctx.ts_ns, line: ctx.origin.line, meta };
         match slot {
             Some(s) => {
                 self.apply_unmap(s, u, false);
@@ -250,7 +251,7 @@ impl Analyzer {
 
     /// An unmap nothing attributed: the domain whose shadow translates it.
     pub(super) fn resolve_unmap_by_content(&mut self, u: Unmap) {
-        let Unmap { iova, size, unmapped, ts_ns, line } = u;
+        let Unmap { iova, size, unmapped, ts_ns, line, .. } = u;
         let Some(range) = IovaRange::from_start_len(iova, unmapped.max(size).max(1)) else { return };
         // A map still waiting for its identity in another sequence may be the one:
         // let those sequences settle first.

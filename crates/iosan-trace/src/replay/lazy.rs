@@ -15,7 +15,15 @@ use std::collections::BTreeMap;
 use iosan_core::{IovaRange, ShadowMapping};
 
 use super::identity::Domains;
-use crate::report::{Exposure, Summary};
+use crate::report::{Exposure, ExposureWindow, Summary};
+
+/// Longest exposure windows kept per domain.
+const MAX_WINDOWS_PER_DOMAIN: usize = 8;
+/// Domains whose windows are kept.
+const MAX_WINDOW_DOMAINS: usize = 1024;
+
+/// An exposure window of a domain slot: (length ns, freed ns, flushed ns, pages).
+type Window = (u64, u64, u64, u64);
 
 /// Unflushed ranges tracked before any IOTLB flush event was seen.
 const MAX_UNFLUSHED_BEFORE_FLUSH: usize = 1 << 16;
@@ -45,9 +53,26 @@ pub(super) struct Lazy {
     max_unflushed: usize,
     /// CPU page size, log2.
     page_lg2: u32,
+    /// The longest windows per domain slot, longest first.
+    windows: BTreeMap<usize, Vec<Window>>,
 }
 
 impl Lazy {
+    /// Keeps the window `[freed_ns, flushed_ns]` of `pages` of domain `slot`
+    /// if it is among the domain's longest.
+    fn window(&mut self, slot: usize, freed_ns: u64, flushed_ns: u64, pages: u64) {
+        if !self.windows.contains_key(&slot) && self.windows.len() >= MAX_WINDOW_DOMAINS {
+            return;
+        }
+        let w = self.windows.entry(slot).or_default();
+        let len = flushed_ns.saturating_sub(freed_ns);
+        let at = w.iter().position(|x| x.0 < len).unwrap_or(w.len());
+        if at < MAX_WINDOWS_PER_DOMAIN {
+            w.insert(at, (len, freed_ns, flushed_ns, pages));
+            w.truncate(MAX_WINDOWS_PER_DOMAIN);
+        }
+    }
+
     /// Tracks at most `max_unflushed` ranges; pages are `1 << page_lg2` bytes.
     pub(super) fn new(max_unflushed: usize, page_lg2: u32) -> Self {
         Self {
@@ -57,6 +82,7 @@ impl Lazy {
             flush_events_seen: false,
             max_unflushed,
             page_lg2,
+            windows: BTreeMap::new(),
         }
     }
 
@@ -116,12 +142,14 @@ impl Lazy {
         }
         for k in done {
             if let Some(u) = self.unflushed.remove(&k) {
-                if !domains.slot(domains.root_ro(u.slot)).flush_queue {
+                let root = domains.root_ro(u.slot);
+                if !domains.slot(root).flush_queue {
                     continue;
                 }
                 if let Some(f) = u.first_free_ns {
                     let e = &mut summary.exposure;
                     e.longest_ns = e.longest_ns.max(ts_ns.saturating_sub(f));
+                    self.window(root, f, ts_ns, u.pfn_last.saturating_sub(k.0).saturating_add(1));
                 }
             }
         }
@@ -135,6 +163,7 @@ impl Lazy {
                 e.pages += pages;
                 e.bytes += pages << page_lg2;
                 e.longest_ns = e.longest_ns.max(ts_ns.saturating_sub(at));
+                self.window(s, at, ts_ns, pages);
             }
         } else if let Some(s) = slot {
             // A range flush (strict): what was held up to now was not lazy exposure.
@@ -247,13 +276,36 @@ impl Lazy {
             summary.exposure = Exposure::default();
             self.unflushed.clear();
         }
-        for u in self.unflushed.values() {
-            if !domains.slot(domains.root_ro(u.slot)).flush_queue {
+        let mut open = Vec::new();
+        for (k, u) in &self.unflushed {
+            let root = domains.root_ro(u.slot);
+            if !domains.slot(root).flush_queue {
                 continue;
             }
             if let Some(f) = u.first_free_ns {
                 summary.exposure.longest_ns = summary.exposure.longest_ns.max(end_ns.saturating_sub(f));
                 summary.exposure.unflushed_at_end += 1;
+                open.push((root, f, u.pfn_last.saturating_sub(k.0).saturating_add(1)));
+            }
+        }
+        for (root, f, pages) in open {
+            self.window(root, f, end_ns, pages);
+        }
+        if !self.flush_events_seen {
+            self.windows.clear();
+        }
+        for (&slot, ws) in &self.windows {
+            let root = domains.root_ro(slot);
+            let device = domains.slot(root).shadow.device().map(|d| d.to_string());
+            let domain = domains.label_ro(root);
+            for &(_, freed_ns, flushed_ns, pages) in ws {
+                summary.exposure_windows.push(ExposureWindow {
+                    device: device.clone(),
+                    domain: domain.clone(),
+                    freed_ns,
+                    flushed_ns,
+                    pages,
+                });
             }
         }
     }

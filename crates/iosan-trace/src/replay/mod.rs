@@ -309,7 +309,8 @@ impl Analyzer {
 
     fn dma_mismatch(&mut self, ctx: &Record, dev: usize, dma: Option<u64>, size: u64, note: String) {
         let comm = self.tasks.comm(ctx);
-        let f = dma_api::mismatch(ctx, comm, &self.domains, dev, dma, size, note);
+        let mut f = dma_api::mismatch(ctx, comm, &self.domains, dev, dma, size, note);
+        f.unmapped_by = Some(self.tasks.event_site(ctx));
         self.findings.push(f);
     }
 }

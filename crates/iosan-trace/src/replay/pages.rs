@@ -114,6 +114,7 @@ impl Analyzer {
             tf.phys = first.checked_shl(page_lg2);
             tf.count = f.count;
             tf.mappings = f.mappings.iter().map(|m| self.mapping_view(m)).collect();
+            tf.freed_by = Some(self.tasks.event_site(ctx));
             match &m {
                 Some(m) => {
                     let s = self.domains.find(m.domain.0 as usize);
@@ -152,6 +153,7 @@ impl Analyzer {
             phys: m.phys.get(),
             len: m.len,
             mapped_at: self.tasks.site(m.meta),
+            unmapped_ns: None,
         }
     }
 }

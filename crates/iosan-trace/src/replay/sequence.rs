@@ -29,7 +29,8 @@ const MAX_PENDING_SEQS: usize = 1024;
 const KEEP_RESOLVED: usize = 256;
 
 /// One `iommu:unmap`: `size` bytes asked at `iova`, `unmapped` bytes
-/// removed (the kernel's return value), at `ts_ns`, read from `line`.
+/// removed (the kernel's return value), at `ts_ns`, read from `line`;
+/// `meta` is its site (task, CPU, stack) packed as a map's is.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Unmap {
     pub(super) iova: Iova,
@@ -37,6 +38,7 @@ pub(super) struct Unmap {
     pub(super) unmapped: u64,
     pub(super) ts_ns: u64,
     pub(super) line: u64,
+    pub(super) meta: MapMeta,
 }
 
 /// A map or unmap of a sequence, with the domain slot once known.

@@ -53,8 +53,16 @@ impl Tasks {
         if stack.is_empty() {
             return 0;
         }
-        let frames: Arc<[String]> =
-            stack.iter().take(64).map(|f| String::from_utf8_lossy(f).trim().to_string()).collect::<Vec<_>>().into();
+        let frames: Arc<[String]> = stack
+            .iter()
+            .take(64)
+            .map(|f| {
+                let t = String::from_utf8_lossy(f);
+                let t = t.trim();
+                t.strip_prefix("=>").unwrap_or(t).trim().to_string()
+            })
+            .collect::<Vec<_>>()
+            .into();
         if let Some(&i) = self.stack_ids.get(&frames) {
             return i;
         }
@@ -79,12 +87,31 @@ impl Tasks {
         let pid = (meta.tag & 0xffff_ffff) as u32;
         let cpu = ((meta.tag >> 32) & 0xfff) as u32;
         let sid = (meta.tag >> 44) as usize;
+        let frames: &[String] = sid.checked_sub(1).and_then(|i| self.stacks.get(i)).map_or(&[], |s| s);
+        let hidden = frames.iter().take_while(|f| is_tracepoint_frame(f)).count();
         MapSite {
             time_ns: meta.when,
             cpu,
             pid,
             task: self.comms.get(&pid).map(|c| c.to_string()).unwrap_or_else(|| "<...>".into()),
-            stack: sid.checked_sub(1).and_then(|i| self.stacks.get(i)).map(|s| s.to_vec()).unwrap_or_default(),
+            stack: frames.get(hidden..).unwrap_or_default().to_vec(),
+            stack_hidden: hidden,
         }
     }
+
+    /// Where and when the event `ctx` happened, with its stack.
+    pub(super) fn event_site(&mut self, ctx: &Record) -> MapSite {
+        let meta = self.meta(ctx, ctx.stack);
+        self.site(meta)
+    }
+}
+
+/// A frame of the tracepoint machinery that recorded the stack, not of the
+/// code that hit it: the event's `trace_event_raw_event_CLASS` (or
+/// `perf_trace_`, `__bpf_trace_`), `__traceiter_NAME`, the inline
+/// `trace_NAME` wrapper, and the trigger's own frames.
+fn is_tracepoint_frame(frame: &str) -> bool {
+    ["trace_", "__traceiter_", "perf_trace_", "__bpf_trace_", "event_trigger", "__trace_stack", "stacktrace_trigger"]
+        .iter()
+        .any(|p| frame.starts_with(p))
 }

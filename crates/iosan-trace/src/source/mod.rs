@@ -13,8 +13,9 @@
 //!   k-way merge of several sources by timestamp
 //!   ([`crate::merge`]): `peek` reads ahead to the next record (handing
 //!   out-of-band items met on the way to the sink) and says when it
-//!   happened; `pop` delivers it. A source holds at most one pending
-//!   record, so a merge's memory is bounded by the number of parts.
+//!   happened; `pop` delivers it. A source holds a bounded number of lines
+//!   back (the text source: 256, waiting for their stacks), so a merge's
+//!   memory is bounded by the number of parts.
 //!
 //! Implementations: [`text::TextSource`] (ftrace text and `trace-cmd
 //! report` text). A binary reader (trace.dat) implements the same trait,

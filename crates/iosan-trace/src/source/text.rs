@@ -5,48 +5,177 @@
 //! header lines give metadata (`# iosan-meta: key=value`, the
 //! `entries-in-buffer/entries-written` count of overwritten events),
 //! `[LOST n EVENTS]` markers become [`RecordSink::lost`], and the stack
-//! lines of ftrace's `stacktrace` option (`=> func+0x1/0x2`) become the
-//! stack of the event before them. Anything else is skipped and counted.
+//! blocks of ftrace's `stacktrace` trigger (a `<stack trace>` header, or a
+//! `kernel_stack:` entry in `trace-cmd report` text, then `=> func+0x1/0x2`
+//! frames) become the stack of their event ([`TextSource`] says which).
+//! Anything else is skipped and counted.
 //!
 //! Origins are 1-based line numbers and byte offsets of the
 //! (decompressed) stream.
 
+use std::collections::VecDeque;
 use std::io::BufRead;
 
 use super::{Position, Progress, Source, SourceError, PROGRESS_STEP};
 use crate::parse::event::parse_event;
-use crate::parse::line::{classify_line, EventLine, LineKind};
+use crate::parse::line::{classify_line, EventLine, LineError, LineKind};
 use crate::parse::reader::{Line, LineReader, ReadError};
 use crate::record::{ExecContext, Origin, Record, RecordSink};
 
 /// The most stack lines kept for one event.
 const MAX_STACK: usize = 128;
+/// The most lines held back waiting for stacks; past it the oldest event
+/// goes on without one.
+const MAX_HELD: usize = 256;
+/// The most bytes of lines and frames held back; past it every held event
+/// goes on as it is.
+const MAX_HELD_BYTES: usize = 4 << 20;
+/// Longest frame kept, bytes (the kernel's symbol names are shorter).
+const MAX_FRAME_LEN: usize = 512;
+/// Without a flags column (`trace-cmd report`) an interrupt cannot be told
+/// from the task it interrupted: an event waits for its stack until this
+/// many later events of its CPU have been read.
+const UNFLAGGED_WAIT: u8 = 4;
 
 /// Reads ftrace or `trace-cmd report` text from a [`BufRead`].
+///
+/// Every event is held back until its stack has come or cannot come any
+/// more, so that the first stack of a capture reaches its event like any
+/// other. A stack is a block: its header (`<stack trace>` with the task,
+/// CPU and flags columns in ftrace text; a `kernel_stack:` entry in
+/// `trace-cmd report` text) and the ` => ` frame lines after it. It goes
+/// to the latest held event of the same CPU, pid and context (the
+/// stacktrace trigger writes it right after its event, in the event's
+/// context, so only a nested context's events can come in between) that
+/// has no stack yet; among those, the one the frames' own
+/// `__traceiter_NAME` frame names, when there is one. An event is complete
+/// once it has its stack, or once a later event of its CPU in the same or an
+/// outer context shows that its trigger has finished (without a flags
+/// column: once [`UNFLAGGED_WAIT`] later events of its CPU have been read).
 pub struct TextSource<R> {
     reader: LineReader<R>,
     state: State,
+}
+
+/// One line held back, in input order.
+struct Held {
+    line: Vec<u8>,
+    number: u64,
+    offset: u64,
+    what: HeldKind,
+}
+
+enum HeldKind {
+    /// An event line, waiting for its stack until `done`; `parts` are
+    /// where its columns lie in the held line.
+    Event { key: Key, parts: Parts, stack: Option<Vec<Vec<u8>>>, done: bool, after: u8 },
+    /// Any other line: classified again when its turn comes.
+    Other,
+    /// Input not used, with why.
+    Skip(&'static str),
+}
+
+/// An [`EventLine`] as byte ranges of its line, so that delivering a held
+/// event does not classify its line again.
+#[derive(Clone, Copy)]
+struct Parts {
+    comm: (usize, usize),
+    name: (usize, usize),
+    body: (usize, usize),
+    flags: Option<(usize, usize)>,
+    pid: u32,
+    tgid: Option<u32>,
+    cpu: u32,
+    ts_ns: u64,
+}
+
+impl Parts {
+    fn of(line: &[u8], ev: &EventLine<'_>) -> Self {
+        let base = line.as_ptr() as usize;
+        let at = |s: &[u8]| {
+            let start = (s.as_ptr() as usize).wrapping_sub(base).min(line.len());
+            (start, start.saturating_add(s.len()).min(line.len()))
+        };
+        Self {
+            comm: at(ev.comm),
+            name: at(ev.name),
+            body: at(ev.body),
+            flags: ev.flags.map(at),
+            pid: ev.pid,
+            tgid: ev.tgid,
+            cpu: ev.cpu,
+            ts_ns: ev.ts_ns,
+        }
+    }
+
+    fn event_line<'a>(&self, line: &'a [u8]) -> EventLine<'a> {
+        let get = |(a, b): (usize, usize)| line.get(a..b).unwrap_or_default();
+        EventLine {
+            comm: get(self.comm),
+            pid: self.pid,
+            tgid: self.tgid,
+            cpu: self.cpu,
+            flags: self.flags.map(get),
+            ts_ns: self.ts_ns,
+            name: get(self.name),
+            body: get(self.body),
+        }
+    }
+}
+
+/// Who wrote a line: CPU, pid, context, and whether the context is known
+/// (the flags column was printed).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key {
+    cpu: u32,
+    pid: u32,
+    ctx: u8,
+    flagged: bool,
+}
+
+impl Key {
+    fn of(ev: &EventLine<'_>) -> Self {
+        Self {
+            cpu: ev.cpu,
+            pid: ev.pid,
+            ctx: ExecContext::from_ftrace_flags(ev.flags).index(),
+            flagged: ev.flags.is_some(),
+        }
+    }
+
+    /// Could a stack written by `self` belong to an event written by `ev`?
+    fn same_writer(self, ev: Self) -> bool {
+        self.cpu == ev.cpu && self.pid == ev.pid && (!self.flagged || !ev.flagged || self.ctx == ev.ctx)
+    }
+}
+
+/// A stack block being read: its header's writer (`None` for frames with
+/// no header: they go to the event just before), its frames.
+struct Block {
+    key: Option<Key>,
+    user: bool,
+    frames: Vec<Vec<u8>>,
+    /// Line number and offset of its first line.
+    at: (u64, u64),
 }
 
 /// Everything but the reader, so that a line borrowed from the reader can
 /// be handed to it.
 #[derive(Default)]
 struct State {
-    /// Stack lines have appeared: from now on an event is held back until
-    /// the line after it, so that its stack reaches it.
-    stack_mode: bool,
-    /// The next record for [`Source::pop`]: its line, where it was, its
-    /// timestamp, its stack.
-    pending: Vec<u8>,
-    pending_at: Option<(u64, u64)>,
-    pending_ts: u64,
-    /// Stack mode was on when the pending event was read: the stack lines
-    /// after it are its own.
-    attach: bool,
-    stack: Vec<Vec<u8>>,
-    /// The line that ended the pending record's stack, not yet looked at.
-    ahead: Vec<u8>,
-    ahead_at: Option<(u64, u64)>,
+    held: VecDeque<Held>,
+    block: Option<Block>,
+    /// Buffers of lines already delivered, for reuse.
+    spare: Vec<Vec<u8>>,
+    /// The input has ended: nothing waits any more.
+    ended: bool,
+    /// Bytes of the held lines and their frames.
+    held_bytes: usize,
+    /// Sequence number of the front of `held` (lines ever held before it).
+    base: u64,
+    /// Sequence numbers of held events that may still be waiting (some may
+    /// have completed since: they are dropped when next looked at).
+    open: Vec<u64>,
 }
 
 impl<R: BufRead> TextSource<R> {
@@ -56,14 +185,15 @@ impl<R: BufRead> TextSource<R> {
         Self { reader: LineReader::with_max_line_len(input, max_line_len), state: State::default() }
     }
 
-    /// The next line; over-long lines are reported to `sink` and passed
+    /// The next line; over-long lines are held as skipped input and passed
     /// over ([`Next::Again`]).
-    fn next_line<'r>(reader: &'r mut LineReader<R>, sink: &mut dyn RecordSink) -> Result<Next<'r>, SourceError> {
+    fn next_line<'r>(reader: &'r mut LineReader<R>, st: &mut State) -> Result<Next<'r>, SourceError> {
         match reader.next_line() {
             None => Ok(Next::End),
             Some(Err(e)) if e.is_fatal() => Err(e.into()),
             Some(Err(ReadError::LineTooLong { line, offset, .. })) => {
-                sink.skipped("line longer than the limit", Origin::line(line, offset));
+                st.finish_block();
+                st.hold(&[], line, offset, HeldKind::Skip("line longer than the limit"));
                 Ok(Next::Again)
             }
             Some(Err(_)) => Ok(Next::Again),
@@ -79,64 +209,246 @@ enum Next<'r> {
     End,
 }
 
-fn is_stack_line(b: &[u8]) -> bool {
-    let t = b.iter().position(|c| *c != b' ' && *c != b'\t').and_then(|i| b.get(i..)).unwrap_or(&[]);
-    t.starts_with(b"=> ") || t == b"=>" || t.starts_with(b"<stack trace>")
+fn trim_start(b: &[u8]) -> &[u8] {
+    b.iter().position(|c| *c != b' ' && *c != b'\t').and_then(|i| b.get(i..)).unwrap_or(&[])
 }
 
-/// A stack line, by the line grammar or, failing that, its shape.
-fn stack_line(kind: &Result<LineKind<'_>, crate::parse::line::LineError>, bytes: &[u8]) -> bool {
-    matches!(kind, Ok(LineKind::Stack(_))) || (kind.is_err() && is_stack_line(bytes))
+/// A frame line (`=> func+0x1/0x2 [mod]`, `=> func (ffffffff81000000)`).
+fn is_frame(b: &[u8]) -> bool {
+    let t = trim_start(b);
+    t.starts_with(b"=> ") || t == b"=>"
+}
+
+/// The name of the frames' `__traceiter_NAME` frame, if any.
+fn traceiter_name(frames: &[Vec<u8>]) -> Option<&[u8]> {
+    frames.iter().take(8).find_map(|f| {
+        let t = trim_start(f);
+        let t = t.strip_prefix(b"=>").map_or(t, trim_start);
+        let name = t.strip_prefix(b"__traceiter_")?;
+        let end = name.iter().position(|c| !(c.is_ascii_alphanumeric() || *c == b'_')).unwrap_or(name.len());
+        name.get(..end)
+    })
+}
+
+/// The header of a stack block: the writer's columns when the line has
+/// them, and whether it is a user-space stack.
+enum Header {
+    Kernel(Option<Key>),
+    User,
+}
+
+/// Is this line a stack block's header?
+fn stack_header(kind: &Result<LineKind<'_>, LineError>, bytes: &[u8]) -> Option<Header> {
+    match kind {
+        Ok(LineKind::Event(ev)) if ev.name == b"kernel_stack" => Some(Header::Kernel(Some(Key::of(ev)))),
+        Ok(LineKind::Event(ev)) if ev.name == b"user_stack" => Some(Header::User),
+        Ok(LineKind::Stack(s)) if s.starts_with(b"<user stack trace>") => Some(Header::User),
+        Ok(LineKind::Stack(s)) if s.starts_with(b"<stack trace>") => {
+            // ftrace prints the writer's columns before the marker: read them
+            // as those of a `kernel_stack` event line.
+            let at = memchr::memmem::find(bytes, b"<stack trace>")?;
+            let columns = bytes.get(..at).filter(|c| !trim_start(c).is_empty());
+            let key = columns.and_then(|c| {
+                let mut line = c.to_vec();
+                line.extend_from_slice(b"kernel_stack: <stack trace>");
+                match classify_line(&line) {
+                    Ok(LineKind::Event(ev)) => Some(Key::of(&ev)),
+                    _ => None,
+                }
+            });
+            Some(Header::Kernel(key))
+        }
+        Err(_) if trim_start(bytes).starts_with(b"<stack trace>") => Some(Header::Kernel(None)),
+        _ => None,
+    }
 }
 
 impl State {
-    /// A line that is not part of a pending record's stack: an event line
-    /// becomes the pending record, anything else goes to `sink`.
-    fn offer(&mut self, bytes: &[u8], number: u64, offset: u64, sink: &mut dyn RecordSink) {
-        let kind = classify_line(bytes);
-        if stack_line(&kind, bytes) {
-            if !self.stack_mode {
-                self.stack_mode = true;
-                sink.skipped("stack line of an event read before stack lines appeared", Origin::line(number, offset));
-            }
-            return;
+    /// Holds a line back.
+    fn hold(&mut self, bytes: &[u8], number: u64, offset: u64, what: HeldKind) {
+        let mut line = self.spare.pop().unwrap_or_default();
+        line.clear();
+        line.extend_from_slice(bytes);
+        self.held_bytes = self.held_bytes.saturating_add(line.len());
+        self.held.push_back(Held { line, number, offset, what });
+        if self.held_bytes > MAX_HELD_BYTES {
+            self.release_all();
         }
-        match kind {
-            Ok(LineKind::Event(ev)) => {
-                self.pending_ts = ev.ts_ns;
-                self.pending.clear();
-                self.pending.extend_from_slice(bytes);
-                self.pending_at = Some((number, offset));
-                self.attach = self.stack_mode;
+        if self.held.len() > MAX_HELD {
+            if let Some(Held { what: HeldKind::Event { done, .. }, .. }) = self.held.front_mut() {
+                *done = true;
             }
-            other => out_of_band(sink, other, number, offset),
         }
     }
 
-    /// A line after a pending record read in stack mode: `true` when it
-    /// was a stack line of it, else it is kept for later.
-    fn after(&mut self, bytes: &[u8], number: u64, offset: u64) -> bool {
+    /// One line of input.
+    fn feed(&mut self, bytes: &[u8], number: u64, offset: u64) {
         let kind = classify_line(bytes);
-        if !stack_line(&kind, bytes) {
-            self.ahead.clear();
-            self.ahead.extend_from_slice(bytes);
-            self.ahead_at = Some((number, offset));
-            return false;
+        if matches!(kind, Ok(LineKind::Stack(s)) if s.starts_with(b"=>")) || (kind.is_err() && is_frame(bytes)) {
+            if self.block.is_none() {
+                // Frames with no header: the stack of the event just before.
+                self.block = Some(Block { key: None, user: false, frames: Vec::new(), at: (number, offset) });
+            }
+            if let Some(b) = self.block.as_mut().filter(|b| b.frames.len() < MAX_STACK) {
+                b.frames.push(bytes.get(..MAX_FRAME_LEN).unwrap_or(bytes).to_vec());
+            }
+            return;
         }
-        if self.stack.len() < MAX_STACK {
-            self.stack.push(bytes.to_vec());
+        self.finish_block();
+        if let Some(h) = stack_header(&kind, bytes) {
+            self.block = Some(match h {
+                Header::Kernel(key) => Block { key, user: false, frames: Vec::new(), at: (number, offset) },
+                Header::User => Block { key: None, user: true, frames: Vec::new(), at: (number, offset) },
+            });
+            return;
         }
-        true
+        match kind {
+            Ok(LineKind::Blank | LineKind::CpusHeader(_) | LineKind::CpuEmpty(_)) => {}
+            Ok(LineKind::Event(ev)) => {
+                let key = Key::of(&ev);
+                // Only the events still waiting are looked at: a few per CPU.
+                let (base, held) = (self.base, &mut self.held);
+                self.open.retain(|&seq| {
+                    let Some(h) = seq.checked_sub(base).and_then(|i| held.get_mut(usize::try_from(i).ok()?)) else {
+                        return false;
+                    };
+                    let HeldKind::Event { key: k, done, after, .. } = &mut h.what else { return false };
+                    if *done {
+                        return false;
+                    }
+                    if k.cpu == key.cpu {
+                        if k.flagged && key.flagged {
+                            // A later event of the same CPU in the same or an outer
+                            // context: the event's own context has moved on, so its
+                            // trigger has finished.
+                            *done = key.ctx <= k.ctx;
+                        } else {
+                            *after = after.saturating_add(1);
+                            *done = *after >= UNFLAGGED_WAIT;
+                        }
+                    }
+                    !*done
+                });
+                self.open.push(self.base.saturating_add(self.held.len() as u64));
+                self.hold(
+                    bytes,
+                    number,
+                    offset,
+                    HeldKind::Event { key, parts: Parts::of(bytes, &ev), stack: None, done: false, after: 0 },
+                );
+            }
+            _ => self.hold(bytes, number, offset, HeldKind::Other),
+        }
+    }
+
+    /// The stack block being read is complete: it goes to its event.
+    fn finish_block(&mut self) {
+        let Some(block) = self.block.take() else { return };
+        let (number, offset) = block.at;
+        if block.user {
+            self.hold(&[], number, offset, HeldKind::Skip("user-space stack trace (not used)"));
+            return;
+        }
+        let wanted = traceiter_name(&block.frames).map(<[u8]>::to_vec);
+        let mut best: Option<usize> = None;
+        for (i, h) in self.held.iter().enumerate().rev() {
+            let HeldKind::Event { key, stack: None, parts, .. } = &h.what else { continue };
+            match block.key {
+                None => {
+                    // A header without columns, or bare frames: the latest event.
+                    best = Some(i);
+                    break;
+                }
+                Some(bk) if bk.same_writer(*key) => {
+                    let named = wanted.as_deref().is_some_and(|w| h.line.get(parts.name.0..parts.name.1) == Some(w));
+                    if named {
+                        best = Some(i);
+                        break;
+                    }
+                    best = best.or(Some(i));
+                    if wanted.is_none() {
+                        break;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        match best.and_then(|i| self.held.get_mut(i)) {
+            Some(Held { what: HeldKind::Event { stack, done, .. }, .. }) => {
+                let bytes: usize = block.frames.iter().map(Vec::len).sum();
+                *stack = Some(block.frames);
+                *done = true;
+                self.held_bytes = self.held_bytes.saturating_add(bytes);
+                if self.held_bytes > MAX_HELD_BYTES {
+                    self.release_all();
+                }
+            }
+            _ => self.hold(&[], number, offset, HeldKind::Skip("stack trace with no event waiting for it")),
+        }
+    }
+
+    /// Every held event goes on as it is (too much is held).
+    fn release_all(&mut self) {
+        self.open.clear();
+        for h in &mut self.held {
+            if let HeldKind::Event { done, .. } = &mut h.what {
+                *done = true;
+            }
+        }
+    }
+
+    /// The input has ended: every held event is complete.
+    fn end(&mut self) {
+        self.finish_block();
+        self.ended = true;
+        self.release_all();
+    }
+
+    /// Delivers held lines from the front up to the first event still
+    /// waiting; with `stop_at_event`, stops before the first event instead.
+    /// The timestamp of the event at the front, if it is complete.
+    fn drain(&mut self, sink: &mut dyn RecordSink, stop_at_event: bool) -> Option<u64> {
+        loop {
+            match self.held.front().map(|h| &h.what) {
+                None => return None,
+                Some(HeldKind::Event { done: false, .. }) => return None,
+                Some(HeldKind::Event { parts, .. }) if stop_at_event => return Some(parts.ts_ns),
+                Some(_) => self.deliver(sink),
+            }
+        }
+    }
+
+    /// Delivers the front line.
+    fn deliver(&mut self, sink: &mut dyn RecordSink) {
+        let Some(h) = self.held.pop_front() else { return };
+        self.base = self.base.saturating_add(1);
+        let frames: usize = match &h.what {
+            HeldKind::Event { stack: Some(f), .. } => f.iter().map(Vec::len).sum(),
+            _ => 0,
+        };
+        self.held_bytes = self.held_bytes.saturating_sub(h.line.len().saturating_add(frames));
+        match h.what {
+            HeldKind::Event { stack, parts, .. } => {
+                let ev = parts.event_line(&h.line);
+                match &stack {
+                    None => process_event(sink, &ev, h.number, h.offset, &[]),
+                    Some(frames) => {
+                        let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+                        process_event(sink, &ev, h.number, h.offset, &frames);
+                    }
+                }
+            }
+            HeldKind::Other => out_of_band(sink, classify_line(&h.line), h.number, h.offset),
+            HeldKind::Skip(why) => sink.skipped(why, Origin::line(h.number, h.offset)),
+        }
+        if self.spare.len() < 16 {
+            self.spare.push(h.line);
+        }
     }
 }
 
 /// A line that is neither an event nor a stack line.
-fn out_of_band(
-    sink: &mut dyn RecordSink,
-    kind: Result<LineKind<'_>, crate::parse::line::LineError>,
-    number: u64,
-    offset: u64,
-) {
+fn out_of_band(sink: &mut dyn RecordSink, kind: Result<LineKind<'_>, LineError>, number: u64, offset: u64) {
     match kind {
         Ok(LineKind::Header(h)) => header(sink, h),
         Ok(LineKind::Lost { cpu, events }) => sink.lost(cpu, events, Origin::line(number, offset)),
@@ -148,44 +460,25 @@ fn out_of_band(
 
 impl<R: BufRead> Source for TextSource<R> {
     fn peek(&mut self, sink: &mut dyn RecordSink) -> Result<Option<u64>, SourceError> {
-        let st = &mut self.state;
-        if st.pending_at.is_none() {
-            if let Some((n, o)) = st.ahead_at.take() {
-                let ahead = std::mem::take(&mut st.ahead);
-                st.offer(&ahead, n, o, sink);
-                st.ahead = ahead;
+        loop {
+            let st = &mut self.state;
+            if let Some(ts) = st.drain(sink, true) {
+                return Ok(Some(ts));
             }
-            while st.pending_at.is_none() {
-                match Self::next_line(&mut self.reader, sink)? {
-                    Next::Line(line) => st.offer(line.bytes, line.number, line.offset, sink),
-                    Next::Again => {}
-                    Next::End => break,
-                }
+            if st.ended {
+                return Ok(None);
             }
-            // Outside stack mode an event is complete at once, as when
-            // reading at full speed.
-            if st.pending_at.is_some() && st.attach {
-                loop {
-                    match Self::next_line(&mut self.reader, sink)? {
-                        Next::Line(line) => {
-                            if !st.after(line.bytes, line.number, line.offset) {
-                                break;
-                            }
-                        }
-                        Next::Again => {}
-                        Next::End => break,
-                    }
-                }
+            match Self::next_line(&mut self.reader, &mut self.state)? {
+                Next::Line(line) => self.state.feed(line.bytes, line.number, line.offset),
+                Next::Again => {}
+                Next::End => self.state.end(),
             }
         }
-        Ok(st.pending_at.map(|_| st.pending_ts))
     }
 
     fn pop(&mut self, sink: &mut dyn RecordSink) {
-        let st = &mut self.state;
-        if let Some((n, o)) = st.pending_at.take() {
-            held_back(sink, &st.pending, n, o, &st.stack);
-            st.stack.clear();
+        if matches!(self.state.held.front(), Some(Held { what: HeldKind::Event { done: true, .. }, .. })) {
+            self.state.deliver(sink);
         }
     }
 
@@ -193,80 +486,25 @@ impl<R: BufRead> Source for TextSource<R> {
         Position { lines: self.reader.lines_read(), bytes: self.reader.bytes_read() }
     }
 
-    /// Events are decoded straight from the read buffer. Once the capture
-    /// shows stack lines, each event is held back one line so that the
-    /// stack printed after it reaches it.
     fn run(&mut self, sink: &mut dyn RecordSink, progress: &mut dyn Progress) -> Result<(), SourceError> {
-        // Finish what stepping left, then go at full speed.
-        while self.state.pending_at.is_some() || self.state.ahead_at.is_some() {
-            if self.peek(sink)?.is_some() {
-                self.pop(sink);
-            }
-        }
-        let reader = &mut self.reader;
-        let stack_mode = &mut self.state.stack_mode;
-        let mut prev: Vec<u8> = Vec::with_capacity(512);
-        let mut prev_loc: Option<(u64, u64)> = None;
-        let mut stack: Vec<Vec<u8>> = Vec::new();
         let mut next_progress = PROGRESS_STEP;
-        loop {
-            let line = match reader.next_line() {
-                None => break,
-                Some(Err(e)) if e.is_fatal() => return Err(e.into()),
-                Some(Err(ReadError::LineTooLong { line, offset, .. })) => {
-                    sink.skipped("line longer than the limit", Origin::line(line, offset));
-                    continue;
-                }
-                Some(Err(_)) => continue,
-                Some(Ok(line)) => line,
-            };
-            if line.offset >= next_progress {
-                progress.advance(line.offset);
-                next_progress = line.offset + PROGRESS_STEP;
-            }
-            let kind = classify_line(line.bytes);
-            if stack_line(&kind, line.bytes) {
-                if !*stack_mode {
-                    *stack_mode = true;
-                    sink.skipped(
-                        "stack line of an event read before stack lines appeared",
-                        Origin::line(line.number, line.offset),
-                    );
-                } else if prev_loc.is_some() && stack.len() < MAX_STACK {
-                    stack.push(line.bytes.to_vec());
-                }
-                continue;
-            }
-            if let Some((l, o)) = prev_loc.take() {
-                held_back(sink, &prev, l, o, &stack);
-                stack.clear();
-            }
-            match kind {
-                Ok(LineKind::Event(ev)) => {
-                    if *stack_mode {
-                        prev.clear();
-                        prev.extend_from_slice(line.bytes);
-                        prev_loc = Some((line.number, line.offset));
-                    } else {
-                        process_event(sink, &ev, line.number, line.offset, &[]);
+        while !self.state.ended {
+            match Self::next_line(&mut self.reader, &mut self.state)? {
+                Next::Line(line) => {
+                    if line.offset >= next_progress {
+                        progress.advance(line.offset);
+                        next_progress = line.offset + PROGRESS_STEP;
                     }
+                    self.state.feed(line.bytes, line.number, line.offset);
                 }
-                other => out_of_band(sink, other, line.number, line.offset),
+                Next::Again => {}
+                Next::End => self.state.end(),
             }
+            self.state.drain(sink, false);
         }
-        if let Some((l, o)) = prev_loc.take() {
-            held_back(sink, &prev, l, o, &stack);
-        }
-        progress.advance(reader.bytes_read());
+        self.state.drain(sink, false);
+        progress.advance(self.reader.bytes_read());
         Ok(())
-    }
-}
-
-/// An event line that was held back (for its stack, or by a merge).
-fn held_back(sink: &mut dyn RecordSink, bytes: &[u8], line: u64, offset: u64, stack: &[Vec<u8>]) {
-    if let Ok(LineKind::Event(ev)) = classify_line(bytes) {
-        let frames: Vec<&[u8]> = stack.iter().map(|s| s.as_slice()).collect();
-        process_event(sink, &ev, line, offset, &frames);
     }
 }
 
@@ -400,7 +638,6 @@ XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX
             "skipped malformed line",
             "unknown sched_switch",
             "skipped bad field: event `mm_page_free` field `pfn`",
-            "skipped stack line of an event read before stack lines appeared at line 10",
             "record kmem:mm_page_free ts=1000300000 cpu=1 pid=1 ctx=SoftIrq stack=2 at line 12",
             "skipped line longer than the limit at line 15",
             "record iommu:unmap ts=1000400000 cpu=1 pid=1 ctx=Task stack=1 at line 16",
@@ -422,5 +659,159 @@ XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX
         src.peek(&mut log).unwrap();
         src.run(&mut log, &mut ()).unwrap();
         assert_eq!(log.0, all.0);
+    }
+
+    /// Each record with the first frame of its stack (as read) and its depth.
+    #[derive(Default)]
+    struct Stacks(Vec<String>);
+
+    impl RecordSink for Stacks {
+        fn record(&mut self, r: &Record<'_>) {
+            let frames: Vec<String> = r.stack.iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect();
+            self.0.push(format!("{} ctx={:?} [{}]", r.event.label(), r.context, frames.join(" | ")));
+        }
+        fn lost(&mut self, _: Option<u32>, _: Option<u64>, _: Origin) {}
+        fn skipped(&mut self, reason: &str, origin: Origin) {
+            self.0.push(format!("skipped {reason} at {origin}"));
+        }
+        fn unknown_event(&mut self, name: &[u8]) {
+            self.0.push(format!("unknown {}", name.escape_ascii()));
+        }
+        fn meta(&mut self, _: &str, _: &str) {}
+        fn overwritten(&mut self, _: u64) {}
+    }
+
+    fn both_ways(text: &str) -> Vec<String> {
+        let mut fast = Stacks::default();
+        TextSource::new(text.as_bytes(), 4096).run(&mut fast, &mut ()).unwrap();
+        let mut stepped = Stacks::default();
+        let mut src = TextSource::new(text.as_bytes(), 4096);
+        while src.peek(&mut stepped).unwrap().is_some() {
+            src.pop(&mut stepped);
+        }
+        assert_eq!(fast.0, stepped.0);
+        fast.0
+    }
+
+    /// ftrace text of a `stacktrace` trigger: the first event of the capture
+    /// gets its stack, and a hard interrupt's event and stack slipped
+    /// between a task's event and the task's stack go to the interrupt.
+    #[test]
+    fn raw_ftrace_stacks_pair_by_cpu_pid_and_context() {
+        let text = "\
+# tracer: nop
+          insmod-196     [001] .....    35.123456: map: IOMMU: iova=0x00000000fff00000 - 0x00000000fff01000 paddr=0x0000000101234000 size=4096
+          insmod-196     [001] d.h1.    35.123458: mm_page_free: page=00000000a1b2c3d4 pfn=0x102345 order=0
+          insmod-196     [001] d.h1.    35.123459: <stack trace>
+ => trace_event_raw_event_mm_page_free+0x9c/0xe0
+ => __traceiter_mm_page_free+0x32/0x50
+ => free_unref_page+0x1e5/0x2a0
+ => e1000_clean_rx_irq+0x1aa/0x3f0 [e1000]
+          <idle>-0       [000] d.s2.    35.123460: mm_page_alloc: page=00000000a1b2c3d5 pfn=0x200000 order=0 migratetype=0 gfp_flags=GFP_ATOMIC
+          insmod-196     [001] .....    35.123461: <stack trace>
+ => trace_event_raw_event_map+0xa4/0xf0
+ => __traceiter_map+0x37/0x60
+ => iommu_map_nosync+0x1a5/0x200
+ => drv_probe+0x55/0x100 [mydrv]
+          insmod-196     [001] .....    35.123470: unmap: IOMMU: iova=0x00000000fff00000 - 0x00000000fff01000 size=4096 unmapped_size=4096
+          <idle>-0       [000] d.h2.    35.123480: <stack trace>
+ => trace_event_raw_event_mm_page_free+0x9c/0xe0
+";
+        let log = both_ways(text);
+        assert_eq!(
+            log,
+            [
+                "iommu:map ctx=Task [=> trace_event_raw_event_map+0xa4/0xf0 | => __traceiter_map+0x37/0x60 | => iommu_map_nosync+0x1a5/0x200 | => drv_probe+0x55/0x100 [mydrv]]",
+                "kmem:mm_page_free ctx=HardIrq [=> trace_event_raw_event_mm_page_free+0x9c/0xe0 | => __traceiter_mm_page_free+0x32/0x50 | => free_unref_page+0x1e5/0x2a0 | => e1000_clean_rx_irq+0x1aa/0x3f0 [e1000]]",
+                "kmem:mm_page_alloc ctx=SoftIrq []",
+                "iommu:unmap ctx=Task []",
+                "skipped stack trace with no event waiting for it at line 16 (byte 977)",
+            ]
+        );
+    }
+
+    /// `trace-cmd report` text: a stack is a `kernel_stack` entry, with no
+    /// flags column. An interrupt's event (no stack of its own) between a
+    /// task's event and its stack does not take the task's stack: the
+    /// `__traceiter_` frame names the event.
+    #[test]
+    fn trace_cmd_report_stacks() {
+        let text = "\
+cpus=2
+          insmod-196   [001]    35.123456: map:                  IOMMU: iova=0x00000000fff00000 - 0x00000000fff01000 paddr=0x0000000101234000 size=4096
+          insmod-196   [001]    35.123458: mm_page_free:         page=0xffffea000408d140 pfn=0x102345 order=0
+          insmod-196   [001]    35.123461: kernel_stack:         <stack trace >
+=> trace_event_raw_event_map (ffffffff81a0c3f4)
+=> __traceiter_map (ffffffff81a0c857)
+=> iommu_map_nosync (ffffffff81a0f1a5)
+          insmod-196   [001]    35.123470: mm_page_free:         page=0xffffea000408d180 pfn=0x102346 order=0
+          insmod-196   [001]    35.123471: kernel_stack:         <stack trace >
+=> trace_event_raw_event_mm_page_free (ffffffff812a3b4c)
+=> free_unref_page (ffffffff812b1e65)
+";
+        let log = both_ways(text);
+        assert_eq!(
+            log,
+            [
+                "iommu:map ctx=Task [=> trace_event_raw_event_map (ffffffff81a0c3f4) | => __traceiter_map (ffffffff81a0c857) | => iommu_map_nosync (ffffffff81a0f1a5)]",
+                "kmem:mm_page_free ctx=Task []",
+                "kmem:mm_page_free ctx=Task [=> trace_event_raw_event_mm_page_free (ffffffff812a3b4c) | => free_unref_page (ffffffff812b1e65)]",
+            ]
+        );
+    }
+
+    /// Held-back bytes are bounded: long lines in a hardirq that never
+    /// returns (no later event on its CPU) are let go past the byte limit.
+    #[test]
+    fn held_bytes_are_bounded() {
+        let pad = "x".repeat(60_000);
+        let mut text = String::new();
+        for i in 0..200 {
+            text.push_str(&format!(
+                " t-1 [000] d.h1. 1.{i:06}: mm_page_free: page=0 pfn={:#x} order=0 {pad}\n",
+                0x1000 + i
+            ));
+            text.push_str(" t-1 [000] d.h1. 1.000000: <stack trace>\n");
+            for _ in 0..200 {
+                text.push_str(&format!(" => f+0x1/0x2 {}\n", &pad[..600]));
+            }
+        }
+        let mut src = TextSource::new(text.as_bytes(), 1 << 20);
+        let mut log = Stacks::default();
+        let mut most = 0;
+        while src.peek(&mut log).unwrap().is_some() {
+            most = most.max(src.state.held_bytes);
+            src.pop(&mut log);
+        }
+        assert!(most <= MAX_HELD_BYTES + (MAX_STACK * MAX_FRAME_LEN) + 70_000, "{most}");
+        assert_eq!(log.0.iter().filter(|l| l.starts_with("kmem")).count(), 200);
+    }
+
+    /// Held-back lines are bounded: a capture of events with no stack
+    /// goes through with at most [`MAX_HELD`] lines waiting.
+    #[test]
+    fn held_lines_are_bounded() {
+        let mut text = String::new();
+        for i in 0..1000 {
+            text.push_str(&format!(
+                " t-1 [000] 1.{i:06}: mm_page_free: page=0xffffea000408d140 pfn={:#x} order=0\n",
+                0x1000 + i
+            ));
+        }
+        text.push_str(" t-1 [000] 2.000000: kernel_stack: <stack trace >\n=> free_unref_page (ffffffff812b1e65)\n");
+        let mut src = TextSource::new(text.as_bytes(), 4096);
+        let mut log = Stacks::default();
+        let mut most = 0;
+        while src.peek(&mut log).unwrap().is_some() {
+            most = most.max(src.state.held.len());
+            src.pop(&mut log);
+        }
+        assert!(most <= MAX_HELD + 1, "{most}");
+        assert_eq!(src.state.held_bytes, 0, "every held byte is accounted for");
+        assert_eq!(log.0.len(), 1000);
+        assert_eq!(
+            log.0.last().map(String::as_str),
+            Some("kmem:mm_page_free ctx=Task [=> free_unref_page (ffffffff812b1e65)]")
+        );
     }
 }

@@ -74,8 +74,8 @@ pub mod report;
 pub mod source;
 
 pub use analyze::{
-    analyze, analyze_merged, analyze_source, analyze_source_streaming, analyze_sources, analyze_streaming, AnalyzeError,
-    AnalyzeOptions,
+    analyze, analyze_merged, analyze_source, analyze_source_streaming, analyze_sources, analyze_streaming,
+    AnalyzeError, AnalyzeOptions,
 };
 pub use record::{ExecContext, Origin, Record, RecordSink};
 pub use replay::{fmt_ts, Options};

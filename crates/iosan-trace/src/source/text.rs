@@ -303,7 +303,10 @@ impl State {
             return;
         }
         match kind {
-            Ok(LineKind::Blank | LineKind::CpusHeader(_) | LineKind::CpuEmpty(_)) => {}
+            // No stack continues past a blank line: a live reader feeds one
+            // when its pipe goes idle, so that no event waits for more input.
+            Ok(LineKind::Blank) => self.release_all(),
+            Ok(LineKind::CpusHeader(_) | LineKind::CpuEmpty(_)) => {}
             Ok(LineKind::Event(ev)) => {
                 let key = Key::of(&ev);
                 // Only the events still waiting are looked at: a few per CPU.

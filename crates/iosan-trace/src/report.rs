@@ -420,6 +420,13 @@ pub struct Summary {
     pub counter_bytes: u64,
     /// Live mappings at the end, per domain.
     pub live_at_end: Vec<LiveGroup>,
+    /// CPU page size the capture was analysed with, bytes.
+    pub page_size: u64,
+    /// Where it came from: "--page-size", "capture metadata", "kernel
+    /// release", "architecture", or "assumed" (nothing in the capture said).
+    pub page_size_source: &'static str,
+    /// The page size given contradicts the capture, or came too late.
+    pub page_size_warnings: Vec<String>,
 }
 
 /// Findings and summary of one capture.

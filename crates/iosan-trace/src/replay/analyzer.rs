@@ -22,8 +22,12 @@ type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<iosan_co
 pub struct Options {
     /// Exact (default) or the kernel's algorithm.
     pub semantics: Semantics,
-    /// CPU page size of the traced kernel.
+    /// CPU page size of the traced kernel: what is assumed until the
+    /// capture says otherwise (see [`Options::page_size_given`]).
     pub page_size: PageSize,
+    /// `page_size` was given by the user (`--page-size`): the capture's
+    /// metadata does not override it, a contradiction is only warned about.
+    pub page_size_given: bool,
     /// IOMMU page sizes assumed for domains (the trace does not say):
     /// 4 KiB granule with 2 MiB and 1 GiB superpages, as VT-d, AMD and SMMU with 4K pages.
     pub pgsize_bitmap: u64,
@@ -38,6 +42,7 @@ impl Default for Options {
         Self {
             semantics: Semantics::Exact,
             page_size: PageSize::SIZE_4K,
+            page_size_given: false,
             pgsize_bitmap: (1 << 12) | (1 << 21) | (1 << 30),
             max_follow_ups: 16,
             max_unflushed: 1 << 20,
@@ -81,7 +86,12 @@ impl Analyzer {
     #[must_use]
     pub fn new(opts: Options) -> Self {
         let san = Sanitizer::new(Config { semantics: opts.semantics, page_size: opts.page_size, ..Config::default() });
-        let summary = Summary { semantics: opts.semantics.name(), ..Summary::default() };
+        let summary = Summary {
+            semantics: opts.semantics.name(),
+            page_size: opts.page_size.bytes(),
+            page_size_source: if opts.page_size_given { "--page-size" } else { "assumed" },
+            ..Summary::default()
+        };
         Self {
             san,
             domains: Domains::new(opts.pgsize_bitmap),
@@ -103,6 +113,42 @@ impl Analyzer {
     /// CPU page size, log2.
     pub(super) fn page_lg2(&self) -> u32 {
         self.opts.page_size.lg2()
+    }
+
+    /// The capture says its CPU page size is `ps` (`source` says how it
+    /// knows). Decided before the first event: the counters are rebuilt
+    /// for it. A size given by the user, or one that arrives after events
+    /// were replayed, stays, with a warning when the two differ.
+    pub(super) fn capture_page_size(&mut self, ps: PageSize, source: &'static str) {
+        if ps == self.opts.page_size {
+            if !self.opts.page_size_given {
+                self.summary.page_size_source = source;
+            }
+            return;
+        }
+        if self.opts.page_size_given {
+            self.summary.page_size_warnings.push(format!(
+                "--page-size {} contradicts the capture ({source}: {}); analysed with {}",
+                self.opts.page_size.bytes(),
+                ps.bytes(),
+                self.opts.page_size.bytes()
+            ));
+            return;
+        }
+        if self.summary.events_read > 0 {
+            self.summary.page_size_warnings.push(format!(
+                "the capture gives the page size ({source}: {}) only after its first events; analysed with {}",
+                ps.bytes(),
+                self.opts.page_size.bytes()
+            ));
+            return;
+        }
+        self.opts.page_size = ps;
+        let config = Config { semantics: self.opts.semantics, page_size: ps, ..Config::default() };
+        self.san = Sanitizer::new(config);
+        self.lazy = Lazy::new(self.opts.max_unflushed, ps.lg2());
+        self.summary.page_size = ps.bytes();
+        self.summary.page_size_source = source;
     }
 
     /// Whether events were lost on some CPU between `from_ns` and `to_ns`.

@@ -36,7 +36,7 @@ mod teardown;
 
 use std::sync::Arc;
 
-use iosan_core::FindingKind;
+use iosan_core::{FindingKind, PageSize};
 
 pub use self::analyzer::{Analyzer, Options};
 use self::attribute::Resolver;
@@ -128,9 +128,18 @@ impl Analyzer {
                 self.summary.kprobe_events += 1;
                 self.domain_free(ctx, p.domain);
             }
-            Event::ProbeFqFlushTimeout(_) | Event::ProbeFqFlushIotlb(_) => {
+            Event::ProbeFqFlushTimeout(_) => {
                 self.summary.kprobe_events += 1;
                 self.summary.lazy_evidence += 1;
+            }
+            Event::ProbeFqFlushIotlb(p) => {
+                self.summary.kprobe_events += 1;
+                self.summary.lazy_evidence += 1;
+                self.lazy.fq_flushed(&mut self.domains, &mut self.summary, ctx.ts_ns, p.cookie);
+            }
+            Event::ProbeIovaFree(p) => {
+                self.summary.kprobe_events += 1;
+                self.lazy.iova_freed(&mut self.domains, &mut self.summary, ctx.ts_ns, p.pfn, p.pages);
             }
             Event::CacheTagAssign(t) => {
                 self.summary.vtd_events += 1;
@@ -332,6 +341,9 @@ impl RecordSink for Analyzer {
     }
 
     fn meta(&mut self, key: &str, value: &str) {
+        if let Some((ps, source)) = page_size_from_meta(key, value, self.summary.page_size_source) {
+            self.capture_page_size(ps, source);
+        }
         if self.summary.meta.len() < 64 {
             self.summary.meta.push((key.to_string(), value.chars().take(512).collect()));
         }
@@ -340,6 +352,41 @@ impl RecordSink for Analyzer {
     fn overwritten(&mut self, events: u64) {
         self.summary.overwritten_events = self.summary.overwritten_events.saturating_add(events);
     }
+}
+
+/// The CPU page size a metadata entry states or implies, with its source:
+/// `page_size=` (written by `iosan record` and the e2e arm64 recorder)
+/// beats the kernel release's flavour suffix (Debian's `-arm64-16k`,
+/// `-arm64-64k`), which beats the architecture (x86 has only 4 KiB pages).
+/// `current` is the source already used, so a weaker hint never overrides.
+fn page_size_from_meta(key: &str, value: &str, current: &'static str) -> Option<(PageSize, &'static str)> {
+    const META: &str = "capture metadata";
+    const RELEASE: &str = "kernel release";
+    const ARCH: &str = "architecture";
+    let rank = |s: &str| match s {
+        "--page-size" => 4,
+        META => 3,
+        RELEASE => 2,
+        ARCH => 1,
+        _ => 0,
+    };
+    let (ps, source) = match key {
+        "page_size" => (value.trim().parse::<u64>().ok().and_then(PageSize::from_bytes)?, META),
+        "kernel" => {
+            // The release is the first word after "Linux version".
+            let release = value.split_whitespace().nth(2).unwrap_or(value);
+            if release.ends_with("-16k") || release.contains("-16k+") {
+                (PageSize::SIZE_16K, RELEASE)
+            } else if release.ends_with("-64k") || release.contains("-64k+") {
+                (PageSize::SIZE_64K, RELEASE)
+            } else {
+                return None;
+            }
+        }
+        "arch" if matches!(value.trim(), "x86_64" | "i686" | "i386" | "x86") => (PageSize::SIZE_4K, ARCH),
+        _ => return None,
+    };
+    (rank(source) > rank(current)).then_some((ps, source))
 }
 
 /// Events that can tell which domain a map or unmap belongs to.

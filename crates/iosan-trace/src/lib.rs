@@ -67,5 +67,5 @@ pub mod source;
 pub use analyze::{analyze, analyze_merged, analyze_source, AnalyzeError, AnalyzeOptions};
 pub use record::{ExecContext, Origin, Record, RecordSink};
 pub use replay::{fmt_ts, Options};
-pub use report::{Attribution, Report, Summary, TraceFinding};
+pub use report::{Attribution, Layer, Report, Summary, TraceFinding};
 pub use source::{Progress, Source, SourceError};

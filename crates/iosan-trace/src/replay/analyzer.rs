@@ -79,6 +79,9 @@ pub struct Analyzer {
     pub(super) identity_seen: bool,
     /// Devices already listed in the summary.
     pub(super) devices_seen: HashMap<std::sync::Arc<str>, ()>,
+    /// An `iommu:map` event was seen: DMA addresses that differ from the
+    /// physical address are the IOMMU layer's to count.
+    pub(super) iommu_map_seen: bool,
 }
 
 impl Analyzer {
@@ -106,6 +109,7 @@ impl Analyzer {
             kind_counts: Vec::new(),
             identity_seen: false,
             devices_seen: HashMap::default(),
+            iommu_map_seen: false,
             opts,
         }
     }
@@ -172,6 +176,7 @@ impl Analyzer {
         if let Some(d) = f.domain.filter(|d| (d.0 as usize) < self.domains.len()) {
             tf.domain = self.domains.label_ro(d.0 as usize);
             tf.attribution = self.domains.slot(d.0 as usize).via;
+            tf.layer = self.domains.slot(d.0 as usize).layer;
         }
         if let Some(why) = f.invalid {
             tf.note = Some(why.describe().to_string());

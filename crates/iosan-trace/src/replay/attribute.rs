@@ -273,7 +273,8 @@ impl Analyzer {
         // starts at `iova`, then the most recent.
         let mut candidates: Vec<(usize, (u8, u64))> = Vec::new();
         for i in 0..self.domains.len() {
-            if !self.domains.is_root(i) {
+            // The DMA-API layer is keyed by DMA address, not IOVA: never an unmap's domain.
+            if !self.domains.is_root(i) || self.domains.is_dma_layer(i) {
                 continue;
             }
             let sh = &self.domains.slot(i).shadow;

@@ -40,6 +40,7 @@ use iosan_core::{FindingKind, PageSize};
 
 pub use self::analyzer::{Analyzer, Options};
 use self::attribute::Resolver;
+use self::dma_api::LayerKey;
 use self::identity::MAX_DOMAINS;
 use self::sequence::is_sequence_event;
 use crate::parse::event::Event;
@@ -153,12 +154,23 @@ impl Analyzer {
             }
             Event::AttachDeviceToDomain { device } => self.device_attached(key, device),
             Event::RemoveDeviceFromGroup { device, .. } => self.device_removed(ctx, device),
-            Event::IommuMap(m) => self.on_map(ctx, key, m.iova, m.paddr, m.size, stack),
+            Event::IommuMap(m) => {
+                self.iommu_map_seen = true;
+                self.on_map(ctx, key, m.iova, m.paddr, m.size, stack);
+            }
             Event::IommuUnmap(u) => self.on_unmap(ctx, key, u.iova, u.size, u.unmapped_size),
             Event::CacheTagFlushRangeNp(f) => {
                 self.summary.vtd_events += 1;
                 let d = self.domains.did(f.did);
                 self.resolve(key, Resolver::Did(d, f.start, f.last), true, false);
+            }
+            Event::CacheTagFlushRange(f) if f.start == 0 && f.last == u64::MAX => {
+                // 6.18+: `cache_tag_flush_all` is a range flush over everything.
+                self.summary.vtd_events += 1;
+                self.lazy.flush_event_seen();
+                self.summary.lazy_evidence += 1;
+                let d = self.domains.did(f.did);
+                self.lazy.flushed(&mut self.domains, &mut self.summary, ctx.ts_ns, Some(d), None);
             }
             Event::CacheTagFlushRange(f) => {
                 self.summary.vtd_events += 1;
@@ -179,15 +191,24 @@ impl Analyzer {
                 let dev = self.domains.dev(m.device);
                 let lo = m.dma_addr & !0xfff;
                 let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
+                let covered = self.iommu_covers(key, &[(lo, hi)]);
                 self.resolve(key, Resolver::Dev(dev, vec![(lo, hi)]), true, false);
                 self.dma.mapped(&mut self.domains, dev, m.dma_addr, m.size, m.dir, ctx.ts_ns);
+                // A resource is MMIO, not memory the page allocator hands out.
+                if matches!(ev, Event::DmaMapPage(_)) {
+                    self.dma_evidence(ctx, m.device, m.dma_addr, m.phys_addr, covered);
+                    let seg = [(m.dma_addr, m.phys_addr, m.size)];
+                    self.dma_layer_map(ctx, m.device, &seg, covered, LayerKey::Dma, stack);
+                }
             }
             Event::DmaAlloc(m) | Event::DmaAllocPages(m) => {
                 self.summary.dma_events += 1;
                 let dev = self.domains.dev(m.device);
                 let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
+                let covered = self.iommu_covers(key, &[(m.dma_addr & !0xfff, hi)]);
                 self.resolve(key, Resolver::Dev(dev, vec![(m.dma_addr & !0xfff, hi)]), true, false);
                 self.dma.mapped(&mut self.domains, dev, m.dma_addr, m.size, m.dir, ctx.ts_ns);
+                self.dma_layer_alloc(ctx, m.device, m.dma_addr, m.size, covered, stack);
             }
             Event::DmaMapSg(m) => {
                 self.summary.dma_events += 1;
@@ -200,7 +221,13 @@ impl Analyzer {
                     .collect();
                 // A truncated list may not name every segment: match any map of the sequence.
                 let ranges = if m.truncated || ranges.is_empty() { vec![(0, u64::MAX)] } else { ranges };
+                let covered = self.iommu_covers(key, &ranges);
                 self.resolve(key, Resolver::Dev(dev, ranges), true, false);
+                // Unpaired segments stand for their pages only where no IOMMU layer is traced.
+                if !m.truncated && (sg_paired(m) || !self.iommu_map_seen) {
+                    let segs = sg_segments(m);
+                    self.dma_layer_map(ctx, m.device, &segs, covered, LayerKey::Phys, stack);
+                }
                 if let (false, Some(&first)) = (m.truncated, m.phys_addrs.first()) {
                     let dev = self.domains.find(dev);
                     self.dma.sg_mapped(dev, first, m.phys_addrs.len(), m.dir, ctx.ts_ns);
@@ -216,6 +243,7 @@ impl Analyzer {
                 self.summary.dma_events += 1;
                 let dev = self.domains.dev(m.device);
                 self.seqs.get(key).unmap_sg_dev = Some(dev);
+                self.dma_layer_unmap(m.device, &m.phys_addrs, LayerKey::Phys);
                 if let (false, Some(&first)) = (m.truncated, m.phys_addrs.first()) {
                     let root = self.domains.find(dev);
                     if let Some(note) = self.dma.sg_unmapped(root, first, m.phys_addrs.len(), m.dir) {
@@ -238,6 +266,9 @@ impl Analyzer {
                 if let Some((root, note)) = self.dma.unmapped(&mut self.domains, dev, m.dma_addr, m.size, m.dir) {
                     self.dma_mismatch(ctx, root, Some(m.dma_addr), m.size, note);
                 }
+                if matches!(ev, Event::DmaUnmapPage(_)) {
+                    self.dma_layer_unmap(m.device, &[m.dma_addr], LayerKey::Dma);
+                }
             }
             Event::DmaFree(m) | Event::DmaFreePages(m) => {
                 self.summary.dma_events += 1;
@@ -249,6 +280,7 @@ impl Analyzer {
                 if let Some((root, note)) = self.dma.unmapped(&mut self.domains, dev, m.dma_addr, m.size, m.dir) {
                     self.dma_mismatch(ctx, root, Some(m.dma_addr), m.size, note);
                 }
+                self.dma_layer_unmap(m.device, &[m.dma_addr], LayerKey::Dma);
             }
             Event::PageFree(b) => self.check(ctx, FindingKind::FreedWhileMapped, b.pfn, b.order),
             Event::PageAlloc(a) => {
@@ -352,6 +384,23 @@ impl RecordSink for Analyzer {
     fn overwritten(&mut self, events: u64) {
         self.summary.overwritten_events = self.summary.overwritten_events.saturating_add(events);
     }
+}
+
+/// A `dma_map_sg`'s entries as (DMA address, physical address, bytes).
+/// With as many DMA as CPU segments they pair up (dma-direct, or an IOMMU
+/// that merged nothing); otherwise the CPU segments' lengths are unknown and
+/// each stands for its page, at its physical address.
+fn sg_segments(m: &crate::parse::event::DmaMapSg<'_>) -> Vec<(u64, u64, u64)> {
+    if sg_paired(m) {
+        m.dma_addrs.iter().zip(&m.phys_addrs).zip(&m.sizes).map(|((&d, &p), &l)| (d, p, l)).collect()
+    } else {
+        m.phys_addrs.iter().map(|&p| (p, p, 1)).collect()
+    }
+}
+
+/// Whether a `dma_map_sg`'s DMA and CPU segments pair up one to one.
+fn sg_paired(m: &crate::parse::event::DmaMapSg<'_>) -> bool {
+    m.dma_addrs.len() == m.phys_addrs.len() && m.sizes.len() == m.phys_addrs.len()
 }
 
 /// The CPU page size a metadata entry states or implies, with its source:

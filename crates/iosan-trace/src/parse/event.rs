@@ -524,8 +524,6 @@ pub struct ProbeFqFlushIotlb<'a> {
 pub struct ProbeIovaFree<'a> {
     /// How it was recognised.
     pub probe: ProbeInfo<'a>,
-    /// `struct iova_domain *`, when fetched.
-    pub iovad: Option<u64>,
     /// First IOVA frame, in IOVA granules.
     pub pfn: u64,
     /// Length, in IOVA granules.

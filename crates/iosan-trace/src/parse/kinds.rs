@@ -172,7 +172,7 @@ pub const PROBE_FIELDS: &[F] = &[
     F::opt("cookie", T::Auto),
     F::opt("ret", T::Signed).also(&["retval"]),
     F::opt("unmapped", T::Auto),
-    F::opt("iovad", T::Auto),
+    // `free_iova_fast`'s; its `iovad=` is not kept (PROBE_FIELDS is at MAX_FIELDS).
     F::opt("pfn", T::Auto),
     F::opt("pages", T::Auto),
 ];
@@ -565,7 +565,7 @@ fn kind_by_fields(ret: bool, g: &Got<'_>) -> Option<ProbeKind> {
         (true, false, false, _, true) => Some(ProbeKind::Attach),
         (true, false, false, false, false) => Some(ProbeKind::DomainFree),
         (false, false, false, false, false) if g.has("cookie") => Some(ProbeKind::FqFlushIotlb),
-        (false, false, false, false, false) if g.has("iovad") && g.has("pfn") => Some(ProbeKind::IovaFree),
+        (false, false, false, false, false) if g.has("pfn") && g.has("pages") => Some(ProbeKind::IovaFree),
         _ => None,
     }
 }
@@ -643,12 +643,7 @@ pub(crate) fn probe_event<'a>(
         }
         ProbeKind::IovaFree => {
             g.event = "kprobe free_iova_fast";
-            Event::ProbeIovaFree(ProbeIovaFree {
-                probe,
-                iovad: g.opt_u64("iovad")?,
-                pfn: g.u64("pfn")?,
-                pages: g.u64("pages")?,
-            })
+            Event::ProbeIovaFree(ProbeIovaFree { probe, pfn: g.u64("pfn")?, pages: g.u64("pages")? })
         }
         ProbeKind::MapReturn => {
             g.event = "kretprobe __iommu_map";

@@ -435,7 +435,8 @@ fn page_size_from_meta(key: &str, value: &str, current: &'static str) -> Option<
         "arch" if matches!(value.trim(), "x86_64" | "i686" | "i386" | "x86") => (PageSize::SIZE_4K, ARCH),
         _ => return None,
     };
-    (rank(source) > rank(current)).then_some((ps, source))
+    // A size given by the user still hears what the capture says (to warn).
+    (rank(source) > rank(current) || current == "--page-size").then_some((ps, source))
 }
 
 /// Events that can tell which domain a map or unmap belongs to.

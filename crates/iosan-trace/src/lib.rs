@@ -57,6 +57,7 @@ pub mod analyze;
 pub mod field;
 pub mod input;
 pub mod merge;
+pub mod pagesize;
 pub mod parse;
 pub mod perf_data;
 pub mod record;

@@ -449,7 +449,8 @@ pub struct Summary {
     /// CPU page size the capture was analysed with, bytes.
     pub page_size: u64,
     /// Where it came from: "--page-size", "capture metadata", "kernel
-    /// release", "architecture", or "assumed" (nothing in the capture said).
+    /// release", "events" (freed frames inside mapped ranges),
+    /// "architecture", or "assumed" (nothing in the capture said).
     pub page_size_source: &'static str,
     /// The page size given contradicts the capture, or came too late.
     pub page_size_warnings: Vec<String>,

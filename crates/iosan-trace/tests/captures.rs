@@ -128,3 +128,28 @@ fn arm64_lazy_exposure_from_the_flush_queue_kprobes() {
     assert!(r.summary.exposure_measurable, "fq_flush_iotlb hits are SMMUv3's flush source");
     assert!(r.summary.exposure.pages > 0);
 }
+
+#[test]
+fn arm64_16k_page_size_from_the_events_when_the_header_is_silent() {
+    let silent = |l: &str| !l.starts_with("# iosan-meta: page_size") && !l.starts_with("# iosan-meta: kernel");
+    let text = capture("arm64-16k-strict", silent);
+    let e = iosan_trace::pagesize::scan(&text);
+    assert_eq!(e.decided(), Some(iosan_core::PageSize::SIZE_16K), "{e:?}");
+    let r = run(text.clone());
+    assert_eq!((r.summary.page_size, r.summary.page_size_source), (16384, "events"));
+    check("arm64-16k-strict", &r);
+    // A wrong --page-size is kept, and contradicted in the summary.
+    let mut opts = AnalyzeOptions::default();
+    opts.replay.page_size_given = true;
+    let r = analyze(std::io::Cursor::new(text), "fixture", &opts, &mut ()).expect("in memory");
+    assert_eq!(r.summary.page_size, 4096);
+    assert!(r.summary.page_size_warnings.iter().any(|w| w.contains("events")), "{:?}", r.summary.page_size_warnings);
+}
+
+#[test]
+fn four_k_captures_show_four_k_in_their_events() {
+    for leg in ["no-iommu", "arm64-strict"] {
+        let e = iosan_trace::pagesize::scan(&capture(leg, |l| !l.starts_with('#')));
+        assert_eq!(e.decided(), Some(iosan_core::PageSize::SIZE_4K), "{leg}: {e:?}");
+    }
+}

@@ -38,7 +38,8 @@
 //! (`[{key, text}]`: what a conclusive capture could not see; keys `no-unmaps`,
 //! `lost-events`, `no-identity`, `dma-api-only`), `page_size` (`{bytes, source,
 //! warnings}`: the CPU page size analysed with; `source` is `--page-size`,
-//! `capture metadata`, `kernel release`, `architecture` or `assumed`), `dma_api`
+//! `capture metadata`, `kernel release`, `events` (freed frames inside mapped
+//! physical ranges, from the first 4 MiB), `architecture` or `assumed`), `dma_api`
 //! (`{direct, layer_maps, direct_maps, translated_maps, allocs_unchecked,
 //! dropped}`: the DMA-API layer; `direct` is true when dma-direct was inferred: no
 //! `iommu:map`, DMA address = physical address on every `dma_map_page`), `sources`

@@ -28,6 +28,10 @@ pub struct Options {
     /// `page_size` was given by the user (`--page-size`): the capture's
     /// metadata does not override it, a contradiction is only warned about.
     pub page_size_given: bool,
+    /// The page size the capture's events show ([`crate::pagesize`]),
+    /// when a look ahead decided one: used unless given or stated by the
+    /// capture's header; warned about when it contradicts `page_size`.
+    pub events_page_size: Option<PageSize>,
     /// IOMMU page sizes assumed for domains (the trace does not say):
     /// 4 KiB granule with 2 MiB and 1 GiB superpages, as VT-d, AMD and SMMU with 4K pages.
     pub pgsize_bitmap: u64,
@@ -43,6 +47,7 @@ impl Default for Options {
             semantics: Semantics::Exact,
             page_size: PageSize::SIZE_4K,
             page_size_given: false,
+            events_page_size: None,
             pgsize_bitmap: (1 << 12) | (1 << 21) | (1 << 30),
             max_follow_ups: 16,
             max_unflushed: 1 << 20,
@@ -87,12 +92,30 @@ pub struct Analyzer {
 impl Analyzer {
     /// A new analyzer.
     #[must_use]
-    pub fn new(opts: Options) -> Self {
+    pub fn new(mut opts: Options) -> Self {
+        let mut warning = None;
+        match opts.events_page_size {
+            Some(ps) if ps != opts.page_size && opts.page_size_given => {
+                warning = Some(format!(
+                    "--page-size {} contradicts the capture (events: its freed pages lie in mapped ranges with {}-byte pages); analysed with {}",
+                    opts.page_size.bytes(),
+                    ps.bytes(),
+                    opts.page_size.bytes()
+                ));
+            }
+            Some(ps) if !opts.page_size_given => opts.page_size = ps,
+            _ => {}
+        }
         let san = Sanitizer::new(Config { semantics: opts.semantics, page_size: opts.page_size, ..Config::default() });
         let summary = Summary {
             semantics: opts.semantics.name(),
             page_size: opts.page_size.bytes(),
-            page_size_source: if opts.page_size_given { "--page-size" } else { "assumed" },
+            page_size_source: match (opts.page_size_given, opts.events_page_size) {
+                (true, _) => "--page-size",
+                (false, Some(_)) => "events",
+                (false, None) => "assumed",
+            },
+            page_size_warnings: warning.into_iter().collect(),
             ..Summary::default()
         };
         Self {

@@ -406,16 +406,18 @@ fn sg_paired(m: &crate::parse::event::DmaMapSg<'_>) -> bool {
 /// The CPU page size a metadata entry states or implies, with its source:
 /// `page_size=` (written by `iosan record` and the e2e arm64 recorder)
 /// beats the kernel release's flavour suffix (Debian's `-arm64-16k`,
-/// `-arm64-64k`), which beats the architecture (x86 has only 4 KiB pages).
+/// `-arm64-64k`), which beats what the events showed ([`crate::pagesize`]),
+/// which beats the architecture (x86 has only 4 KiB pages).
 /// `current` is the source already used, so a weaker hint never overrides.
 fn page_size_from_meta(key: &str, value: &str, current: &'static str) -> Option<(PageSize, &'static str)> {
     const META: &str = "capture metadata";
     const RELEASE: &str = "kernel release";
     const ARCH: &str = "architecture";
     let rank = |s: &str| match s {
-        "--page-size" => 4,
-        META => 3,
-        RELEASE => 2,
+        "--page-size" => 5,
+        META => 4,
+        RELEASE => 3,
+        "events" => 2,
         ARCH => 1,
         _ => 0,
     };

@@ -39,7 +39,8 @@
 //! `lost-events`, `no-identity`, `dma-api-only`), `page_size` (`{bytes, source,
 //! warnings}`: the CPU page size analysed with; `source` is `--page-size`,
 //! `capture metadata`, `kernel release`, `events` (freed frames inside mapped
-//! physical ranges, from the first 4 MiB), `architecture` or `assumed`), `dma_api`
+//! physical ranges, from the first 4 MiB), `architecture`, `assumed`, or
+//! `simulation` for `iosan simulate`), `dma_api`
 //! (`{direct, layer_maps, direct_maps, translated_maps, allocs_unchecked,
 //! dropped}`: the DMA-API layer; `direct` is true when dma-direct was inferred: no
 //! `iommu:map`, DMA address = physical address on every `dma_map_page`), `sources`

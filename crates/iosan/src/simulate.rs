@@ -128,6 +128,8 @@ pub fn to_report(r: &SimReport, spec: &SimSpec) -> Report {
         ),
         mode: if spec.strict { "strict" } else { "lazy" },
         from_model: true,
+        page_size: spec.page_size.bytes(),
+        page_size_source: "simulation",
         exposure_measurable: true,
         exposure: iosan_trace::report::Exposure {
             frees: r.exposure.queued_unmaps.min(r.exposure.pages),

@@ -58,7 +58,9 @@ pub(super) struct DmaApi {
     /// `dma_alloc*` of devices not yet shown dma-direct or translated, in a
     /// capture without `iommu:map` so far: (device, DMA address, bytes, map
     /// tag). Decided by the device's first `dma_map_page` (bounded lookahead).
-    pending_allocs: Vec<(Arc<str>, u64, u64, MapMeta)>,
+    pending_allocs: HashMap<Arc<str>, Vec<(u64, u64, MapMeta)>>,
+    /// Buffers in `pending_allocs`.
+    pending_len: usize,
 }
 
 /// Most `dma_alloc*` buffers waiting for their device's first `dma_map_page`.
@@ -89,7 +91,7 @@ impl DmaApi {
 
     /// Buffers still waiting to be decided (at the end: unchecked).
     pub(super) fn pending_allocs(&self) -> u64 {
-        self.pending_allocs.len() as u64
+        self.pending_len as u64
     }
 
     /// Device `dev` is dma-direct as far as the capture shows: its mappings
@@ -174,15 +176,20 @@ impl Analyzer {
     /// A DMA-API unmap of device `dev` at `addrs` (DMA or physical
     /// addresses, as `key` says): the layer's mappings there end.
     pub(super) fn dma_layer_unmap(&mut self, dev: &[u8], addrs: &[u64], key: LayerKey) {
-        if self.dma.layer_len == 0 && self.dma.pending_allocs.is_empty() {
+        if self.dma.layer_len == 0 && self.dma.pending_len == 0 {
             return;
         }
         let name: Arc<str> = String::from_utf8_lossy(dev).into();
-        if let (LayerKey::Dma, false) = (key, self.dma.pending_allocs.is_empty()) {
+        if let (LayerKey::Dma, Some(list)) = (key, self.dma.pending_allocs.get_mut(&name)) {
             // A buffer freed before anything decided it was never checked.
-            let before = self.dma.pending_allocs.len();
-            self.dma.pending_allocs.retain(|p| !(p.0 == name && addrs.contains(&p.1)));
-            self.summary.dma_allocs_unchecked += (before - self.dma.pending_allocs.len()) as u64;
+            let before = list.len();
+            list.retain(|p| !addrs.contains(&p.0));
+            let gone = before - list.len();
+            if list.is_empty() {
+                self.dma.pending_allocs.remove(&name);
+            }
+            self.dma.pending_len = self.dma.pending_len.saturating_sub(gone);
+            self.summary.dma_allocs_unchecked += gone as u64;
         }
         for &a in addrs {
             let table = match key {
@@ -217,11 +224,9 @@ impl Analyzer {
             self.summary.dma_translated_maps += 1;
         }
         self.dma.note_evidence(&name, direct);
-        if self.dma.pending_allocs.iter().any(|p| p.0 == name) {
-            let (mine, rest): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut self.dma.pending_allocs).into_iter().partition(|p| p.0 == name);
-            self.dma.pending_allocs = rest;
-            for (_, dma, size, meta) in mine {
+        if let Some(mine) = self.dma.pending_allocs.remove(&name) {
+            self.dma.pending_len = self.dma.pending_len.saturating_sub(mine.len());
+            for (dma, size, meta) in mine {
                 if direct {
                     self.layer_insert(ctx, &name, &[(dma, dma, size)], LayerKey::Dma, meta);
                 } else {
@@ -252,10 +257,11 @@ impl Analyzer {
         let unknown = !self.dma.evidence.contains_key(&name);
         if self.dma.is_direct(&name) || (global_direct && unknown) {
             self.dma_layer_map(ctx, dev, &[(dma, dma, size)], false, LayerKey::Dma, stack);
-        } else if unknown && !self.iommu_map_seen && self.dma.pending_allocs.len() < MAX_PENDING_ALLOCS {
+        } else if unknown && !self.iommu_map_seen && self.dma.pending_len < MAX_PENDING_ALLOCS {
             // Nothing shows yet whether this device's DMA addresses are physical.
             let meta = self.tasks.meta(ctx, stack);
-            self.dma.pending_allocs.push((name, dma, size, meta));
+            self.dma.pending_allocs.entry(name).or_default().push((dma, size, meta));
+            self.dma.pending_len += 1;
         } else {
             self.summary.dma_allocs_unchecked += 1;
         }

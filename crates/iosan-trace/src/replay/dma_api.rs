@@ -130,11 +130,11 @@ impl Analyzer {
         if covered {
             return;
         }
-        let name: Arc<str> = String::from_utf8_lossy(dev).into();
         let direct = segs.iter().all(|&(d, p, _)| d == p);
         if !direct && self.iommu_map_seen {
             return;
         }
+        let name: Arc<str> = String::from_utf8_lossy(dev).into();
         let meta = self.tasks.meta(ctx, stack);
         self.layer_insert(ctx, &name, segs, key, meta);
     }
@@ -216,14 +216,27 @@ impl Analyzer {
     /// A `dma_map_page`/`_phys` of device `dev`: evidence for or against dma-direct.
     /// A device's first mapping decides its `dma_alloc*` buffers still waiting.
     pub(super) fn dma_evidence(&mut self, ctx: &Record, dev: &[u8], dma: u64, phys: u64, covered: bool) {
-        let name: Arc<str> = String::from_utf8_lossy(dev).into();
         let direct = dma == phys && !covered;
         if direct {
             self.summary.dma_direct_maps += 1;
         } else {
             self.summary.dma_translated_maps += 1;
         }
-        self.dma.note_evidence(&name, direct);
+        // The hot path (a device seen before) allocates nothing.
+        if let Some(e) = std::str::from_utf8(dev).ok().and_then(|n| self.dma.evidence.get_mut(n)) {
+            if direct {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+            if self.dma.pending_len == 0 {
+                return;
+            }
+        }
+        let name: Arc<str> = String::from_utf8_lossy(dev).into();
+        if !self.dma.evidence.contains_key(&name) {
+            self.dma.note_evidence(&name, direct);
+        }
         if let Some(mine) = self.dma.pending_allocs.remove(&name) {
             self.dma.pending_len = self.dma.pending_len.saturating_sub(mine.len());
             for (dma, size, meta) in mine {

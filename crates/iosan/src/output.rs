@@ -443,7 +443,7 @@ fn write_summary(out: &mut dyn Write, r: &Report, st: &Style, verbose: bool) -> 
     if s.mode == "lazy" && !s.exposure_measurable {
         writeln!(
             out,
-            "  exposure  not measurable: no IOTLB flush events in this capture (enable intel_iommu:* on VT-d)"
+            "  exposure  not measurable: no IOTLB flush events in this capture (enable intel_iommu:* on VT-d, the fq_flush_iotlb or iova_free kprobe elsewhere)"
         )?;
     } else if s.mode == "lazy" || e.frees > 0 {
         writeln!(

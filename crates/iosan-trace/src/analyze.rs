@@ -10,9 +10,10 @@
 //! the end. The text source adds one line when the capture has stack lines
 //! (an event waits for the stack printed after it).
 
-use std::io::BufRead;
+use std::io::{BufRead, Cursor, Read};
 
 use crate::merge::merge_into;
+use crate::pagesize::{self, LOOKAHEAD_BYTES};
 use crate::parse::reader::DEFAULT_MAX_LINE_LEN;
 use crate::record::{Origin, Record, RecordSink};
 use crate::replay::{Analyzer, Options};
@@ -53,13 +54,63 @@ pub struct AnalyzeError {
 /// # Errors
 /// Only when reading fails ([`AnalyzeError`]); malformed lines are skipped
 /// and counted in the summary with the first line number and byte offset.
+///
+/// The first [`LOOKAHEAD_BYTES`] are read ahead to see the CPU page size in
+/// the events ([`crate::pagesize`]), then replayed like the rest.
 pub fn analyze(
-    input: impl BufRead,
+    mut input: impl BufRead,
     name: &str,
     opts: &AnalyzeOptions,
     progress: &mut dyn Progress,
 ) -> Result<Report, AnalyzeError> {
-    analyze_source(&mut TextSource::new(input, opts.max_line_len), name, opts, progress)
+    // The look-ahead, chunk by chunk: small inputs cost little, large ones
+    // at most about twice LOOKAHEAD_BYTES of heap.
+    let mut head = Vec::new();
+    let mut failed = None;
+    while head.len() < LOOKAHEAD_BYTES {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        };
+        if buf.is_empty() {
+            break;
+        }
+        let n = buf.len().min(LOOKAHEAD_BYTES - head.len());
+        head.extend_from_slice(buf.get(..n).unwrap_or_default());
+        input.consume(n);
+    }
+    let mut opts = opts.clone();
+    if failed.is_none() {
+        opts.replay.events_page_size = pagesize::scan(&head).decided();
+    }
+    // A read error in the look-ahead surfaces where the replay reaches it.
+    let input = Cursor::new(head).chain(FailOnce(failed)).chain(input);
+    analyze_source(&mut TextSource::new(input, opts.max_line_len), name, &opts, progress)
+}
+
+/// Yields its error once, then nothing: a failed read of the look-ahead,
+/// replayed at its place in the input.
+struct FailOnce(Option<std::io::Error>);
+
+impl Read for FailOnce {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        self.0.take().map_or(Ok(0), Err)
+    }
+}
+
+impl BufRead for FailOnce {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        match self.0.take() {
+            Some(e) => Err(e),
+            None => Ok(&[]),
+        }
+    }
+
+    fn consume(&mut self, _: usize) {}
 }
 
 /// Replays the records of any [`Source`].

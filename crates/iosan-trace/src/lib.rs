@@ -67,6 +67,7 @@ pub mod analyze;
 pub mod field;
 pub mod input;
 pub mod merge;
+pub mod pagesize;
 pub mod parse;
 pub mod record;
 pub mod replay;
@@ -79,6 +80,6 @@ pub use analyze::{
 };
 pub use record::{ExecContext, Origin, Record, RecordSink};
 pub use replay::{fmt_ts, Options};
-pub use report::{Attribution, FindingSink, FollowUp, Report, Summary, TraceFinding};
+pub use report::{Attribution, FindingSink, FollowUp, Layer, Report, Summary, TraceFinding};
 pub use source::open::{open_capture, open_reader, Capture, CaptureFormat};
 pub use source::{Progress, Source, SourceError};

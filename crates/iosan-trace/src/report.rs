@@ -50,6 +50,29 @@ impl Attribution {
     }
 }
 
+/// Which layer saw the mapping a finding is about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Layer {
+    /// An IOMMU domain's page table (`iommu:map`/`iommu:unmap`).
+    #[default]
+    Iommu,
+    /// A DMA-API mapping no `iommu:map` covered (`dma_map_page`/`_phys`,
+    /// `dma_map_sg`, `dma_alloc*`): dma-direct, passthrough, or a capture
+    /// without `iommu:*` events.
+    DmaApi,
+}
+
+impl Layer {
+    /// Stable name used in reports.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Iommu => "iommu",
+            Self::DmaApi => "dma-api",
+        }
+    }
+}
+
 /// Why a finding is not confirmed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Doubt {
@@ -149,6 +172,8 @@ pub struct TraceFinding {
     pub domain: Option<String>,
     /// How the domain was identified.
     pub attribution: Attribution,
+    /// Which layer saw the mapping: an IOMMU domain or the DMA API alone.
+    pub layer: Layer,
     /// IOVA that maps the first page (or of the call, for map/unmap findings).
     pub iova: Option<u64>,
     /// Bytes concerned.
@@ -196,6 +221,7 @@ impl TraceFinding {
             device: None,
             domain: None,
             attribution: Attribution::Anonymous,
+            layer: Layer::Iommu,
             iova: None,
             size: 0,
             confirmed: true,
@@ -468,6 +494,28 @@ pub struct Summary {
     pub counter_bytes: u64,
     /// Live mappings at the end, per domain.
     pub live_at_end: Vec<LiveGroup>,
+    /// CPU page size the capture was analysed with, bytes.
+    pub page_size: u64,
+    /// Where it came from: "--page-size", "capture metadata", "kernel
+    /// release", "events" (freed frames inside mapped ranges),
+    /// "architecture", or "assumed" (nothing in the capture said).
+    pub page_size_source: &'static str,
+    /// The page size given contradicts the capture, or came too late.
+    pub page_size_warnings: Vec<String>,
+    /// DMA-API mappings counted in the DMA-API layer (no `iommu:map` covered them).
+    pub dma_layer_maps: u64,
+    /// `dma_map_page`/`_phys` events whose DMA address was the physical address.
+    pub dma_direct_maps: u64,
+    /// `dma_map_page`/`_phys` events whose DMA address differed from the physical one.
+    pub dma_translated_maps: u64,
+    /// `dma_alloc*` buffers that no layer could check: no physical address
+    /// in the event and no `iommu:map` in its call.
+    pub dma_allocs_unchecked: u64,
+    /// DMA-API mappings past the layer's caps, not checked.
+    pub dma_layer_dropped: u64,
+    /// dma-direct inferred: no `iommu:map` event, and every `dma_map_page`
+    /// had its DMA address equal to its physical address.
+    pub dma_direct: bool,
 }
 
 /// Findings and summary of one capture.

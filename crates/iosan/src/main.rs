@@ -73,8 +73,10 @@ pub(crate) struct OutputArgs {
     #[arg(long, value_enum, default_value = "exact")]
     pub(crate) semantics: SemanticsArg,
     /// CPU page size of the traced kernel, bytes (4096, 16384, 65536).
-    #[arg(long, default_value_t = 4096)]
-    pub(crate) page_size: u64,
+    /// Default: what the capture says (its `page_size` metadata, the kernel
+    /// release), else 4096, said in the summary.
+    #[arg(long)]
+    pub(crate) page_size: Option<u64>,
     /// Colour: auto (only on a terminal), always, never.
     #[arg(long, default_value = "auto")]
     color: String,
@@ -161,10 +163,12 @@ impl Drop for Bar {
 }
 
 fn options(o: &OutputArgs) -> Result<AnalyzeOptions> {
-    let page_size = PageSize::from_bytes(o.page_size)
-        .with_context(|| format!("--page-size {}: expected 4096, 16384 or 65536", o.page_size))?;
     let mut opts = AnalyzeOptions { max_line_len: o.max_line, ..AnalyzeOptions::default() };
-    opts.replay.page_size = page_size;
+    if let Some(bytes) = o.page_size {
+        opts.replay.page_size = PageSize::from_bytes(bytes)
+            .with_context(|| format!("--page-size {bytes}: expected 4096, 16384 or 65536"))?;
+        opts.replay.page_size_given = true;
+    }
     opts.replay.semantics = match o.semantics {
         SemanticsArg::Exact => Semantics::Exact,
         SemanticsArg::Upstream => Semantics::Upstream,

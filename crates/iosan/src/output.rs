@@ -30,6 +30,11 @@
 //! - `device` (string or null: comma-separated when a domain serves several), `domain`
 //!   (kprobe domain pointer `0x…`, `did:N`, `dev:NAME`, or null for the anonymous space),
 //!   `attribution` (`kprobe`, `vtd-did`, `dma-device`, `anonymous`);
+//! - `layer`: which layer saw the mapping: `iommu` (an IOMMU domain's
+//!   `iommu:map`) or `dma-api` (a `dma_map_page`/`_phys`, `dma_map_sg` or
+//!   `dma_alloc*` no `iommu:map` covered: dma-direct, passthrough, or no
+//!   `iommu:*` events; its `domain` is `dma-api:DEVICE`, its `iova` the DMA address).
+//!   A page both layers saw is reported once, as `iommu`;
 //! - `iova` (hex string of the IOVA mapping the first page, or null), `size` (bytes);
 //! - `confirmed`: false when attribution is uncertain or events were lost between map and event;
 //! - `doubt`: why not confirmed: `lost-events`, `attribution`, or null;
@@ -65,7 +70,16 @@
 //! `lost_events`, `lost_windows`, `domains`,
 //! `devices`, `attribution`, `live_at_end`, `findings` (count per kind), `blind_spots`
 //! (`[{key, text}]`: what a conclusive capture could not see; keys `no-unmaps`,
-//! `lost-events`, `no-identity`).
+//! `lost-events`, `no-identity`, `dma-api-only`), `page_size` (`{bytes, source,
+//! warnings}`: the CPU page size analysed with; `source` is `--page-size`,
+//! `capture metadata`, `kernel release`, `events` (freed frames inside mapped
+//! physical ranges, from the first 4 MiB), `architecture`, `assumed`, or
+//! `simulation` for `iosan simulate`), `dma_api`
+//! (`{direct, layer_maps, direct_maps, translated_maps, allocs_unchecked,
+//! dropped}`: the DMA-API layer; `direct` is true when dma-direct was inferred: no
+//! `iommu:map`, DMA address = physical address on every `dma_map_page`), `sources`
+//! (`{identity, flush}`: lists of the identity sources and IOTLB flush sources the
+//! capture offered, `["none"]` when it had none).
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -107,6 +121,7 @@ pub fn finding_json(f: &TraceFinding, input: &str) -> Value {
         "device": f.device,
         "domain": f.domain,
         "attribution": f.attribution.name(),
+        "layer": f.layer.name(),
         "iova": hex(f.iova),
         "size": f.size,
         "confirmed": f.confirmed,
@@ -146,6 +161,7 @@ pub fn summary_json(r: &Report) -> Value {
 
 /// The summary line, given the findings per kind.
 fn summary_json_of(s: &Summary, by_kind: &BTreeMap<&'static str, u64>) -> Value {
+    let sources = crate::verdict::sources(s);
     json!({
         "schema_version": SCHEMA_VERSION,
         "type": "summary",
@@ -186,6 +202,11 @@ fn summary_json_of(s: &Summary, by_kind: &BTreeMap<&'static str, u64>) -> Value 
             "attribution": g.attribution.name(), "mappings": g.mappings, "bytes": g.bytes})).collect::<Vec<_>>(),
         "findings": by_kind,
         "blind_spots": crate::verdict::blind_spots(s).iter().map(|b| json!({"key": b.key, "text": b.text})).collect::<Vec<_>>(),
+        "page_size": {"bytes": s.page_size, "source": s.page_size_source, "warnings": s.page_size_warnings},
+        "dma_api": {"direct": s.dma_direct, "layer_maps": s.dma_layer_maps, "direct_maps": s.dma_direct_maps,
+                    "translated_maps": s.dma_translated_maps, "allocs_unchecked": s.dma_allocs_unchecked,
+                    "dropped": s.dma_layer_dropped},
+        "sources": {"identity": sources.0, "flush": sources.1},
         "meta": s.meta.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
     })
 }
@@ -420,6 +441,28 @@ fn write_summary_of(out: &mut dyn Write, s: &Summary, t: &Tally, st: &Style, ver
         s.maps_by.kprobe, s.maps_by.did, s.maps_by.device, s.maps_by.anonymous,
         s.unmaps_by.kprobe, s.unmaps_by.did, s.unmaps_by.device, s.unmaps_by.content, s.unmaps_by.ambiguous
     )?;
+    let (identity, flush) = crate::verdict::sources(s);
+    writeln!(out, "  sources   identity: {}; IOTLB flush: {}", identity.join(", "), flush.join(", "))?;
+    let ps_note = match s.page_size_source {
+        "assumed" => " (assumed: the capture does not say; use --page-size for 16 or 64 KiB kernels)".to_string(),
+        src => format!(" (from {src})"),
+    };
+    writeln!(out, "  page size {} bytes{ps_note}", s.page_size)?;
+    for w in &s.page_size_warnings {
+        writeln!(out, "  {}", st.paint("33", &format!("page size {}", esc(w))))?;
+    }
+    if s.dma_layer_maps > 0 || s.dma_allocs_unchecked > 0 {
+        let how = if s.dma_direct {
+            "dma-direct (no iommu:map, DMA address = physical address on every dma_map_page): "
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "  dma-api   {how}{} mappings checked in the DMA-API layer (no iommu:map covered them), {} dma_alloc* unchecked",
+            s.dma_layer_maps, s.dma_allocs_unchecked
+        )?;
+    }
     if s.kprobe_events == 0 {
         writeln!(
             out,
@@ -430,7 +473,7 @@ fn write_summary_of(out: &mut dyn Write, s: &Summary, t: &Tally, st: &Style, ver
         writeln!(out, "  note      no dma:* events (kernel before 6.12, or not enabled): device names come only from kprobes or VT-d attach pairing")?;
     }
     // Lost events and a missing identity source have their own lines above and below.
-    for b in crate::verdict::blind_spots(s).iter().filter(|b| b.key == "no-unmaps") {
+    for b in crate::verdict::blind_spots(s).iter().filter(|b| matches!(b.key, "no-unmaps" | "dma-api-only")) {
         writeln!(out, "  {}", st.paint("33", &format!("blind     {}", b.text)))?;
     }
     if s.unmaps_without_translation > 0 {
@@ -466,7 +509,7 @@ fn write_summary_of(out: &mut dyn Write, s: &Summary, t: &Tally, st: &Style, ver
     if s.mode == "lazy" && !s.exposure_measurable {
         writeln!(
             out,
-            "  exposure  not measurable: no IOTLB flush events in this capture (enable intel_iommu:* on VT-d)"
+            "  exposure  not measurable: no IOTLB flush events in this capture (enable intel_iommu:* on VT-d, the fq_flush_iotlb or iova_free kprobe elsewhere)"
         )?;
     } else if s.mode == "lazy" || e.frees > 0 {
         writeln!(

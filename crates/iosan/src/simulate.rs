@@ -84,7 +84,8 @@ pub fn run(a: &SimulateArgs) -> Result<u8> {
             .with_context(|| format!("--iommu {}: expected vtd, arm-4k, arm-16k or arm-64k", a.iommu))?,
         kprobes: !a.no_kprobes,
         tracedat: a.trace_format == TraceFormat::TraceDat,
-        page_size: PageSize::from_bytes(a.out.page_size).context("--page-size: expected 4096, 16384 or 65536")?,
+        page_size: PageSize::from_bytes(a.out.page_size.unwrap_or(4096))
+            .context("--page-size: expected 4096, 16384 or 65536")?,
     };
     let report = match &a.trace_out {
         None => simulate(&spec, None)?,
@@ -127,6 +128,8 @@ pub fn to_report(r: &SimReport, spec: &SimSpec) -> Report {
         ),
         mode: if spec.strict { "strict" } else { "lazy" },
         from_model: true,
+        page_size: spec.page_size.bytes(),
+        page_size_source: "simulation",
         exposure_measurable: true,
         exposure: iosan_trace::report::Exposure {
             frees: r.exposure.queued_unmaps.min(r.exposure.pages),

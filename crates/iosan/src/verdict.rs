@@ -90,7 +90,7 @@ pub fn inconclusive(s: &Summary, format: CaptureFormat) -> Option<String> {
 /// Something a conclusive capture could not see.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlindSpot {
-    /// Stable name: `no-unmaps`, `lost-events`, `no-identity`.
+    /// Stable name: `no-unmaps`, `lost-events`, `no-identity`, `dma-api-only`.
     pub key: &'static str,
     /// What it means, in one line.
     pub text: String,
@@ -126,7 +126,58 @@ pub fn blind_spots(s: &Summary) -> Vec<BlindSpot> {
                 .to_string(),
         });
     }
+    if count(s, &["iommu:map"]) == 0 && s.dma_translated_maps > 0 {
+        out.push(BlindSpot {
+            key: "dma-api-only",
+            text: format!(
+                "no iommu:* events on a machine whose DMA addresses are not physical (an IOMMU translates): pages of \
+                 dma_map_page/dma_map_sg are checked through the DMA-API layer, but dma_alloc* carries no physical \
+                 address ({} coherent buffers unchecked) and raw iommu_map users (unmanaged domains, VFIO, GPU \
+                 drivers) are invisible (enable iommu:map and iommu:unmap)",
+                s.dma_allocs_unchecked
+            ),
+        });
+    }
     out
+}
+
+/// The identity and IOTLB flush sources a capture offered, by the event
+/// kinds it holds: what told domains apart, and what ended lazy-mode
+/// exposure windows. Each list is `["none"]` when empty.
+#[must_use]
+pub fn sources(s: &Summary) -> (Vec<&'static str>, Vec<&'static str>) {
+    let has = |names: &[&str]| count(s, names) > 0;
+    let mut identity = Vec::new();
+    if has(&["kprobe:__iommu_map", "kprobe:__iommu_unmap", "kprobe:attach"]) {
+        identity.push("domain kprobes");
+    }
+    if s.dma_events > 0 {
+        identity.push("dma:* devices");
+    }
+    if has(&[
+        "intel_iommu:cache_tag_assign",
+        "intel_iommu:cache_tag_flush_range",
+        "intel_iommu:cache_tag_flush_range_np",
+    ]) {
+        identity.push("intel_iommu domain ids");
+    }
+    let mut flush = Vec::new();
+    if has(&["intel_iommu:cache_tag_flush_range", "intel_iommu:cache_tag_flush_all"]) {
+        flush.push("intel_iommu:cache_tag_flush_*");
+    }
+    if has(&["kprobe:fq_flush_iotlb"]) {
+        flush.push("kprobe fq_flush_iotlb");
+    }
+    if has(&["kprobe:free_iova_fast"]) {
+        flush.push("kprobe free_iova_fast");
+    }
+    if identity.is_empty() {
+        identity.push("none");
+    }
+    if flush.is_empty() {
+        flush.push("none");
+    }
+    (identity, flush)
 }
 
 #[cfg(test)]
@@ -179,5 +230,27 @@ mod tests {
         bare.lost_events = 4;
         let spots = blind_spots(&bare);
         assert_eq!(spots.len(), 2, "{spots:?}");
+        // dma:* only, and the DMA addresses are translated: an IOMMU nobody traced.
+        let mut dma_iommu = summary(&[("dma:dma_map_page", 3), ("dma:dma_unmap_page", 3), ("kmem:mm_page_free", 1)]);
+        dma_iommu.dma_translated_maps = 3;
+        dma_iommu.dma_allocs_unchecked = 2;
+        let spots = blind_spots(&dma_iommu);
+        assert_eq!(spots.iter().map(|b| b.key).collect::<Vec<_>>(), ["dma-api-only"]);
+        assert!(spots[0].text.contains("2 coherent buffers unchecked"), "{spots:?}");
+        // dma-direct (DMA = physical address): nothing is hidden.
+        let mut direct = dma_iommu.clone();
+        direct.dma_translated_maps = 0;
+        direct.dma_direct_maps = 3;
+        assert!(blind_spots(&direct).is_empty());
+    }
+
+    #[test]
+    fn sources_name_what_the_capture_offered() {
+        let mut s = summary(&[("kprobe:__iommu_map", 1), ("kprobe:fq_flush_iotlb", 2)]);
+        assert_eq!(sources(&s), (vec!["domain kprobes"], vec!["kprobe fq_flush_iotlb"]));
+        s.dma_events = 1;
+        s.events_by_kind.insert("kprobe:free_iova_fast", 1);
+        assert_eq!(sources(&s).1, ["kprobe fq_flush_iotlb", "kprobe free_iova_fast"]);
+        assert_eq!(sources(&summary(&[])), (vec!["none"], vec!["none"]));
     }
 }

@@ -519,6 +519,20 @@ pub struct ProbeFqFlushIotlb<'a> {
     pub cookie: Option<u64>,
 }
 
+/// Entry probe on `free_iova_fast(iovad, pfn, size)` (the recorder's
+/// `iova_free`): an IOVA range goes back to the allocator. Under a flush
+/// queue that happens only after the IOTLB flush that covers it, so it ends
+/// the range's lazy exposure window (where `fq_flush_iotlb` is inlined).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeIovaFree<'a> {
+    /// How it was recognised.
+    pub probe: ProbeInfo<'a>,
+    /// First IOVA frame, in IOVA granules.
+    pub pfn: u64,
+    /// Length, in IOVA granules.
+    pub pages: u64,
+}
+
 /// Return probe on `__iommu_map`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeMapReturn<'a> {
@@ -653,6 +667,8 @@ pub enum Event<'a> {
     ProbeFqFlushTimeout(ProbeInfo<'a>),
     /// Entry probe on `fq_flush_iotlb`.
     ProbeFqFlushIotlb(ProbeFqFlushIotlb<'a>),
+    /// Entry probe on `free_iova_fast`.
+    ProbeIovaFree(ProbeIovaFree<'a>),
     /// Return probe on `__iommu_map`.
     ProbeMapReturn(ProbeMapReturn<'a>),
     /// Return probe on `__iommu_unmap`.
@@ -720,6 +736,7 @@ impl Event<'_> {
             Event::ProbeDomainFree(_) => "kprobe:iommu_domain_free",
             Event::ProbeFqFlushTimeout(_) => "kprobe:fq_flush_timeout",
             Event::ProbeFqFlushIotlb(_) => "kprobe:fq_flush_iotlb",
+            Event::ProbeIovaFree(_) => "kprobe:free_iova_fast",
             Event::ProbeMapReturn(_) => "kretprobe:__iommu_map",
             Event::ProbeUnmapReturn(_) => "kretprobe:__iommu_unmap",
             Event::Console { .. } => "printk:console",

@@ -175,6 +175,9 @@ pub const PROBE_FIELDS: &[F] = &[
     F::opt("cookie", T::Auto),
     F::opt("ret", T::Signed).also(&["retval"]),
     F::opt("unmapped", T::Auto),
+    // `free_iova_fast`'s; its `iovad=` is not kept (PROBE_FIELDS is at MAX_FIELDS).
+    F::opt("pfn", T::Auto),
+    F::opt("pages", T::Auto),
 ];
 
 // ---------------------------------------------------------------- kinds
@@ -496,18 +499,21 @@ enum ProbeKind {
     DomainFree,
     FqFlushTimeout,
     FqFlushIotlb,
+    IovaFree,
     MapReturn,
     UnmapReturn,
 }
 
 fn kind_for_entry(func: &[u8], g: &Got<'_>) -> Option<ProbeKind> {
     match func {
-        b"__iommu_map" => Some(ProbeKind::Map),
+        // `__iommu_map` is `iommu_map_nosync` by 6.18 (same arguments).
+        b"__iommu_map" | b"iommu_map_nosync" => Some(ProbeKind::Map),
         b"__iommu_unmap" => Some(ProbeKind::Unmap),
         b"__iommu_attach_device" => Some(ProbeKind::Attach),
         b"iommu_domain_free" => Some(ProbeKind::DomainFree),
         b"fq_flush_timeout" => Some(ProbeKind::FqFlushTimeout),
         b"fq_flush_iotlb" => Some(ProbeKind::FqFlushIotlb),
+        b"free_iova_fast" => Some(ProbeKind::IovaFree),
         _ if g.has("domain") && g.has("dev") => {
             if memchr::memmem::find(func, b"detach").is_some() {
                 Some(ProbeKind::Detach)
@@ -539,6 +545,7 @@ fn kind_by_fields(ret: bool, g: &Got<'_>) -> Option<ProbeKind> {
         (true, false, false, _, true) => Some(ProbeKind::Attach),
         (true, false, false, false, false) => Some(ProbeKind::DomainFree),
         (false, false, false, false, false) if g.has("cookie") => Some(ProbeKind::FqFlushIotlb),
+        (false, false, false, false, false) if g.has("pfn") && g.has("pages") => Some(ProbeKind::IovaFree),
         _ => None,
     }
 }
@@ -558,7 +565,7 @@ pub(crate) fn probe_event<'a>(
         ProbeSite::Symbol { func, .. } => {
             let k = if is_ret {
                 match func {
-                    b"__iommu_map" => Some(ProbeKind::MapReturn),
+                    b"__iommu_map" | b"iommu_map_nosync" => Some(ProbeKind::MapReturn),
                     b"__iommu_unmap" => Some(ProbeKind::UnmapReturn),
                     _ => None,
                 }
@@ -613,6 +620,10 @@ pub(crate) fn probe_event<'a>(
         ProbeKind::FqFlushIotlb => {
             g.event = "kprobe fq_flush_iotlb";
             Event::ProbeFqFlushIotlb(ProbeFqFlushIotlb { probe, cookie: g.opt_u64("cookie")? })
+        }
+        ProbeKind::IovaFree => {
+            g.event = "kprobe free_iova_fast";
+            Event::ProbeIovaFree(ProbeIovaFree { probe, pfn: g.u64("pfn")?, pages: g.u64("pages")? })
         }
         ProbeKind::MapReturn => {
             g.event = "kretprobe __iommu_map";

@@ -427,7 +427,7 @@ fn fast_probe<'a>(site: ProbeSite<'a>, caller: Option<ProbeSite<'a>>, rest: &[u8
     let probe = ProbeInfo { site, caller, by_fields: false };
     let mut c = Cur::new(rest);
     let ev = match (site.function()?, caller.is_some()) {
-        (b"__iommu_map", false) => {
+        (b"__iommu_map" | b"iommu_map_nosync", false) => {
             let domain = auto_after(&mut c, b" domain=")?;
             let dtype = auto_after(&mut c, b" dtype=")?;
             let iova = auto_after(&mut c, b" iova=")?;
@@ -443,7 +443,7 @@ fn fast_probe<'a>(site: ProbeSite<'a>, caller: Option<ProbeSite<'a>>, rest: &[u8
             let size = auto_after(&mut c, b" size=")?;
             Event::ProbeUnmap(ProbeUnmap { probe, domain, dtype: Some(dtype), iova, size })
         }
-        (b"__iommu_map", true) => {
+        (b"__iommu_map" | b"iommu_map_nosync", true) => {
             let ret = i64::try_from(dec_after(&mut c, b" ret=")?).ok()?;
             Event::ProbeMapReturn(ProbeMapReturn { probe, ret })
         }

@@ -22,8 +22,16 @@ type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<iosan_co
 pub struct Options {
     /// Exact (default) or the kernel's algorithm.
     pub semantics: Semantics,
-    /// CPU page size of the traced kernel.
+    /// CPU page size of the traced kernel: what is assumed until the
+    /// capture says otherwise (see [`Options::page_size_given`]).
     pub page_size: PageSize,
+    /// `page_size` was given by the user (`--page-size`): the capture's
+    /// metadata does not override it, a contradiction is only warned about.
+    pub page_size_given: bool,
+    /// The page size the capture's events show ([`crate::pagesize`]),
+    /// when a look ahead decided one: used unless given or stated by the
+    /// capture's header; warned about when it contradicts `page_size`.
+    pub events_page_size: Option<PageSize>,
     /// IOMMU page sizes assumed for domains (the trace does not say):
     /// 4 KiB granule with 2 MiB and 1 GiB superpages, as VT-d, AMD and SMMU with 4K pages.
     pub pgsize_bitmap: u64,
@@ -38,6 +46,8 @@ impl Default for Options {
         Self {
             semantics: Semantics::Exact,
             page_size: PageSize::SIZE_4K,
+            page_size_given: false,
+            events_page_size: None,
             pgsize_bitmap: (1 << 12) | (1 << 21) | (1 << 30),
             max_follow_ups: 16,
             max_unflushed: 1 << 20,
@@ -78,6 +88,9 @@ pub struct Analyzer {
     pub(super) lost_emitted: Vec<bool>,
     /// When the next lookahead sweep is due (`lookahead`).
     pub(super) sweep: Sweep,
+    /// An `iommu:map` event was seen: DMA addresses that differ from the
+    /// physical address are the IOMMU layer's to count.
+    pub(super) iommu_map_seen: bool,
 }
 
 /// The lookahead sweep's schedule.
@@ -94,9 +107,32 @@ pub(super) struct Sweep {
 impl Analyzer {
     /// A new analyzer.
     #[must_use]
-    pub fn new(opts: Options) -> Self {
+    pub fn new(mut opts: Options) -> Self {
+        let mut warning = None;
+        match opts.events_page_size {
+            Some(ps) if ps != opts.page_size && opts.page_size_given => {
+                warning = Some(format!(
+                    "--page-size {} contradicts the capture (events: its freed pages lie in mapped ranges with {}-byte pages); analysed with {}",
+                    opts.page_size.bytes(),
+                    ps.bytes(),
+                    opts.page_size.bytes()
+                ));
+            }
+            Some(ps) if !opts.page_size_given => opts.page_size = ps,
+            _ => {}
+        }
         let san = Sanitizer::new(Config { semantics: opts.semantics, page_size: opts.page_size, ..Config::default() });
-        let summary = Summary { semantics: opts.semantics.name(), ..Summary::default() };
+        let summary = Summary {
+            semantics: opts.semantics.name(),
+            page_size: opts.page_size.bytes(),
+            page_size_source: match (opts.page_size_given, opts.events_page_size) {
+                (true, _) => "--page-size",
+                (false, Some(_)) => "events",
+                (false, None) => "assumed",
+            },
+            page_size_warnings: warning.into_iter().collect(),
+            ..Summary::default()
+        };
         Self {
             san,
             domains: Domains::new(opts.pgsize_bitmap),
@@ -113,6 +149,7 @@ impl Analyzer {
             devices_seen: HashMap::default(),
             lost_emitted: Vec::new(),
             sweep: Sweep::default(),
+            iommu_map_seen: false,
             opts,
         }
     }
@@ -139,6 +176,42 @@ impl Analyzer {
         self.opts.page_size.lg2()
     }
 
+    /// The capture says its CPU page size is `ps` (`source` says how it
+    /// knows). Decided before the first event: the counters are rebuilt
+    /// for it. A size given by the user, or one that arrives after events
+    /// were replayed, stays, with a warning when the two differ.
+    pub(super) fn capture_page_size(&mut self, ps: PageSize, source: &'static str) {
+        if ps == self.opts.page_size {
+            if !self.opts.page_size_given {
+                self.summary.page_size_source = source;
+            }
+            return;
+        }
+        if self.opts.page_size_given {
+            self.summary.page_size_warnings.push(format!(
+                "--page-size {} contradicts the capture ({source}: {}); analysed with {}",
+                self.opts.page_size.bytes(),
+                ps.bytes(),
+                self.opts.page_size.bytes()
+            ));
+            return;
+        }
+        if self.summary.events_read > 0 {
+            self.summary.page_size_warnings.push(format!(
+                "the capture gives the page size ({source}: {}) only after its first events; analysed with {}",
+                ps.bytes(),
+                self.opts.page_size.bytes()
+            ));
+            return;
+        }
+        self.opts.page_size = ps;
+        let config = Config { semantics: self.opts.semantics, page_size: ps, ..Config::default() };
+        self.san = Sanitizer::new(config);
+        self.lazy = Lazy::new(self.opts.max_unflushed, ps.lg2());
+        self.summary.page_size = ps.bytes();
+        self.summary.page_size_source = source;
+    }
+
     /// Whether events were lost on some CPU between `from_ns` and `to_ns`.
     pub(super) fn lost_between(&self, from_ns: u64, to_ns: u64) -> bool {
         self.lost.iter().any(|w| w.after_ns <= to_ns && w.before_ns.unwrap_or(u64::MAX) >= from_ns)
@@ -160,6 +233,7 @@ impl Analyzer {
         if let Some(d) = f.domain.filter(|d| (d.0 as usize) < self.domains.len()) {
             tf.domain = self.domains.label_ro(d.0 as usize);
             tf.attribution = self.domains.slot(d.0 as usize).via;
+            tf.layer = self.domains.slot(d.0 as usize).layer;
         }
         if let Some(why) = f.invalid {
             tf.note = Some(why.describe().to_string());

@@ -157,16 +157,20 @@ impl Analyzer {
         let target = match &r {
             Resolver::Did(s, ..) | Resolver::Dev(s, _) => *s,
         };
-        let in_range = |a: u64| match &r {
-            Resolver::Did(_, lo, hi) => a >= *lo && a <= *hi,
-            Resolver::Dev(_, ranges) => ranges.iter().any(|&(lo, hi)| a >= lo && a <= hi),
+        // By overlap, not by start: with an IOVA granule larger than the
+        // buffer (16 KiB pages), a 4 KiB `dma_map_page` reports a DMA address
+        // inside the granule `iommu:map` mapped, and a VT-d flush may start
+        // inside a larger mapping.
+        let in_range = |a: u64, b: u64| match &r {
+            Resolver::Did(_, lo, hi) => a <= *hi && b >= *lo,
+            Resolver::Dev(_, ranges) => ranges.iter().any(|&(lo, hi)| a <= hi && b >= lo),
         };
         let via_dev = matches!(r, Resolver::Dev(..));
         let items = std::mem::take(&mut self.seqs.get(key).items);
         let mut kept = Vec::with_capacity(items.len());
         for it in items {
             match it {
-                Item::Map { iova, phys, meta, slot } if maps && in_range(iova.start().get()) => {
+                Item::Map { iova, phys, meta, slot } if maps && in_range(iova.start().get(), iova.last().get()) => {
                     match slot {
                         Some(s) if self.domains.is_anonymous(s) => {
                             // Put in the anonymous space before any identity was seen: adopt it.
@@ -202,22 +206,27 @@ impl Analyzer {
                         }
                     }
                 }
-                Item::Unmap { u, slot } if unmaps && in_range(u.iova.get()) => match slot {
-                    Some(s) => {
-                        let merged = self.domains.union(s, target);
-                        kept.push(Item::Unmap { u, slot: Some(merged) });
-                    }
-                    None => {
-                        if via_dev {
-                            self.summary.unmaps_by.device += 1;
-                        } else {
-                            self.summary.unmaps_by.did += 1;
+                Item::Unmap { u, slot }
+                    if unmaps
+                        && in_range(u.iova.get(), u.iova.get().saturating_add(u.size.max(u.unmapped).max(1) - 1)) =>
+                {
+                    match slot {
+                        Some(s) => {
+                            let merged = self.domains.union(s, target);
+                            kept.push(Item::Unmap { u, slot: Some(merged) });
                         }
-                        self.summary.unmaps_pending = self.summary.unmaps_pending.saturating_sub(1);
-                        self.apply_unmap(target, u, false);
-                        kept.push(Item::Unmap { u, slot: Some(target) });
+                        None => {
+                            if via_dev {
+                                self.summary.unmaps_by.device += 1;
+                            } else {
+                                self.summary.unmaps_by.did += 1;
+                            }
+                            self.summary.unmaps_pending = self.summary.unmaps_pending.saturating_sub(1);
+                            self.apply_unmap(target, u, false);
+                            kept.push(Item::Unmap { u, slot: Some(target) });
+                        }
                     }
-                },
+                }
                 other => kept.push(other),
             }
         }
@@ -265,7 +274,8 @@ impl Analyzer {
         // starts at `iova`, then the most recent.
         let mut candidates: Vec<(usize, (u8, u64))> = Vec::new();
         for i in 0..self.domains.len() {
-            if !self.domains.is_root(i) {
+            // The DMA-API layer is keyed by DMA address, not IOVA: never an unmap's domain.
+            if !self.domains.is_root(i) || self.domains.is_dma_layer(i) {
                 continue;
             }
             let sh = &self.domains.slot(i).shadow;

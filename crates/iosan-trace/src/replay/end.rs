@@ -72,6 +72,7 @@ impl Analyzer {
                 f.device = device.clone();
                 f.domain = domain.clone();
                 f.attribution = slot.via;
+                f.layer = slot.layer;
                 f.time_ns = end;
                 f.mapped_at = Some(self.tasks.site(m.meta));
                 extra.push(f);
@@ -100,5 +101,7 @@ impl Analyzer {
             "unknown"
         };
         s.findings_dropped = self.findings.dropped();
+        s.dma_allocs_unchecked += self.dma.pending_allocs();
+        s.dma_direct = !self.iommu_map_seen && s.dma_direct_maps > 0 && s.dma_translated_maps == 0;
     }
 }

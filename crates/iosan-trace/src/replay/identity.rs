@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use iosan_core::{DomainId, IovaRange, Mapping, MappingSource, PhysAddr, ShadowDomain};
 
-use crate::report::Attribution;
+use crate::report::{Attribution, Layer};
 
 /// Keys come from the capture; the map is bounded, so chosen collisions
 /// cost time, never memory.
@@ -29,6 +29,8 @@ const MAX_ANON_LAYERS: usize = 64;
 pub(super) const MAX_DOMAINS: usize = 1 << 16;
 /// Most devices listed per domain.
 const MAX_DEVICES_PER_DOMAIN: usize = 64;
+/// Most DMA-API layer spaces per device (buffers sharing a page overlap).
+const MAX_DMA_LAYERS: usize = 16;
 
 /// A range removed by an unmap that asked for less (the IOMMU removed the
 /// whole block around its IOVA).
@@ -66,6 +68,9 @@ pub(super) struct Slot {
     /// Frees inside unflushed ranges, held until a whole-domain flush shows
     /// this is a flush-queue domain: (pages, time of the free).
     pub(super) held: Vec<(u64, u64)>,
+    /// Which layer saw these mappings: an IOMMU domain, or a device's
+    /// DMA-API mappings counted on their own (no `iommu:map` covered them).
+    pub(super) layer: Layer,
 }
 
 impl Slot {
@@ -82,6 +87,7 @@ impl Slot {
             block_removed: BTreeMap::new(),
             flush_queue: false,
             held: Vec::new(),
+            layer: Layer::Iommu,
         }
     }
 }
@@ -103,6 +109,10 @@ pub(super) struct Domains {
     /// The shared space of identities past the cap.
     overflow: Option<usize>,
     domains_over_cap: u64,
+    /// DMA-API layer spaces per device, stacked like the anonymous ones:
+    /// buffers that share a page overlap, so an overlapping one goes to
+    /// the next space. Never merged with an IOMMU domain.
+    dma_layers: HashMap<Arc<str>, Vec<usize>>,
 }
 
 impl Domains {
@@ -281,6 +291,36 @@ impl Domains {
         a
     }
 
+    /// The DMA-API layer space of device `name` where `range` is free (a
+    /// new one if none is), or `None` past the caps.
+    pub(super) fn dma_layer(&mut self, name: &Arc<str>, range: IovaRange) -> Option<usize> {
+        if let Some(layers) = self.dma_layers.get(name) {
+            if let Some(&l) = layers.iter().find(|&&l| self.slot(l).shadow.first_mapped_in(range).is_none()) {
+                return Some(l);
+            }
+            if layers.len() >= MAX_DMA_LAYERS {
+                return None;
+            }
+        }
+        if self.slots.len() >= MAX_DOMAINS
+            || (self.dma_layers.len() >= MAX_DOMAINS && !self.dma_layers.contains_key(name))
+        {
+            return None;
+        }
+        let l = self.new_slot(Attribution::Device, false);
+        let s = self.slot_mut(l);
+        s.layer = Layer::DmaApi;
+        s.devices.push(name.clone());
+        s.shadow.set_device(Some(name.clone()));
+        self.dma_layers.entry(name.clone()).or_default().push(l);
+        Some(l)
+    }
+
+    /// True when slot `i` is a DMA-API layer space (not an IOMMU domain).
+    pub(super) fn is_dma_layer(&self, i: usize) -> bool {
+        self.slot(i).layer == Layer::DmaApi
+    }
+
     /// Merges two aliases of one domain. Refused (and counted) when their
     /// mappings overlap, which means they are not the same domain.
     pub(super) fn union(&mut self, a: usize, b: usize) -> usize {
@@ -347,6 +387,9 @@ impl Domains {
     /// The label of slot `i` itself: pointer, `did:N`, `dev:NAME`, or none (anonymous).
     pub(super) fn label(&self, i: usize) -> Option<String> {
         let s = self.slot(i);
+        if s.layer == Layer::DmaApi {
+            return s.devices.first().map(|d| format!("dma-api:{d}"));
+        }
         if let Some(p) = s.ptrs.first() {
             Some(format!("{p:#x}"))
         } else if let Some(d) = s.dids.first() {
@@ -363,9 +406,11 @@ impl Domains {
         self.label(self.root_ro(i))
     }
 
-    /// Domains identified (roots that are not anonymous).
+    /// Domains identified (roots that are not anonymous or DMA-API layers).
     pub(super) fn identified(&self) -> u64 {
-        (0..self.slots.len()).filter(|&i| self.is_root(i) && !self.slot(i).anonymous).count() as u64
+        (0..self.slots.len())
+            .filter(|&i| self.is_root(i) && !self.slot(i).anonymous && self.slot(i).layer == Layer::Iommu)
+            .count() as u64
     }
 
     /// Whether any map went to an anonymous space.

@@ -55,7 +55,13 @@ pub(super) struct Lazy {
     page_lg2: u32,
     /// The longest windows per domain slot, longest first.
     windows: BTreeMap<usize, Vec<Window>>,
+    /// `fq_flush_iotlb` cookies (`struct iommu_dma_cookie *`) tied to the
+    /// domain slot they flush.
+    cookies: Vec<(u64, usize)>,
 }
+
+/// Most flush-queue cookies remembered (one per DMA domain).
+const MAX_COOKIES: usize = 1 << 12;
 
 impl Lazy {
     /// Keeps the window `[freed_ns, flushed_ns]` of `pages` of domain `slot`
@@ -83,7 +89,61 @@ impl Lazy {
             max_unflushed,
             page_lg2,
             windows: BTreeMap::new(),
+            cookies: Vec::new(),
         }
+    }
+
+    /// `fq_flush_iotlb(cookie)` at `ts_ns`: the flush queue flushed its
+    /// domain's whole IOTLB (SMMUv3 and AMD have no flush tracepoints, so
+    /// this kprobe is their flush source). The cookie is not the domain
+    /// pointer: it is tied, once, to the domain with the oldest unflushed
+    /// unmap, since a queue is flushed a fixed delay after its first entry.
+    pub(super) fn fq_flushed(&mut self, domains: &mut Domains, summary: &mut Summary, ts_ns: u64, cookie: Option<u64>) {
+        self.flush_events_seen = true;
+        let known = cookie.and_then(|c| self.cookies.iter().find(|k| k.0 == c)).map(|k| domains.root_ro(k.1));
+        let slot = match known {
+            Some(s) => Some(s),
+            None => {
+                let taken: Vec<usize> = self.cookies.iter().map(|k| domains.root_ro(k.1)).collect();
+                let oldest = self
+                    .unflushed
+                    .values()
+                    .filter(|u| !taken.contains(&domains.root_ro(u.slot)))
+                    .min_by_key(|u| u.unmap_ns)
+                    .map(|u| domains.root_ro(u.slot));
+                if let (Some(c), Some(s)) = (cookie, oldest) {
+                    if self.cookies.len() < MAX_COOKIES {
+                        self.cookies.push((c, s));
+                    }
+                }
+                oldest
+            }
+        };
+        if let Some(s) = slot {
+            self.flushed(domains, summary, ts_ns, Some(s), None);
+        }
+    }
+
+    /// `free_iova_fast(iovad, pfn, pages)` at `ts_ns`: IOVAs `[pfn, pfn +
+    /// pages)` (in granules; the DMA layer's granule is the CPU page here)
+    /// went back to the allocator, which the flush queue does only after the
+    /// IOTLB flush that covered them: their exposure window is over. The
+    /// `iova_domain` is not tied to a domain, so ranges of every domain
+    /// inside it end (an early end shortens a window, never invents one).
+    pub(super) fn iova_freed(
+        &mut self,
+        domains: &mut Domains,
+        summary: &mut Summary,
+        ts_ns: u64,
+        pfn: u64,
+        pages: u64,
+    ) {
+        self.flush_events_seen = true;
+        let shift = self.page_lg2;
+        let Some(lo) = pfn.checked_shl(shift).filter(|&lo| lo >> shift == pfn) else { return };
+        let len = pages.max(1).checked_shl(shift).filter(|&l| l >> shift == pages.max(1)).unwrap_or(u64::MAX);
+        let hi = lo.saturating_add(len - 1);
+        self.flushed(domains, summary, ts_ns, None, Some((lo, hi)));
     }
 
     /// An IOTLB flush event (VT-d range or whole-domain flush) was seen.

@@ -40,10 +40,11 @@ mod teardown;
 
 use std::sync::Arc;
 
-use iosan_core::FindingKind;
+use iosan_core::{FindingKind, PageSize};
 
 pub use self::analyzer::{Analyzer, Options};
 use self::attribute::Resolver;
+use self::dma_api::LayerKey;
 use self::identity::MAX_DOMAINS;
 pub use self::lookahead::{LOOKAHEAD_EVENTS, LOOKAHEAD_NS};
 use self::sequence::is_sequence_event;
@@ -138,9 +139,18 @@ impl Analyzer {
                 self.summary.kprobe_events += 1;
                 self.domain_free(ctx, p.domain);
             }
-            Event::ProbeFqFlushTimeout(_) | Event::ProbeFqFlushIotlb(_) => {
+            Event::ProbeFqFlushTimeout(_) => {
                 self.summary.kprobe_events += 1;
                 self.summary.lazy_evidence += 1;
+            }
+            Event::ProbeFqFlushIotlb(p) => {
+                self.summary.kprobe_events += 1;
+                self.summary.lazy_evidence += 1;
+                self.lazy.fq_flushed(&mut self.domains, &mut self.summary, ctx.ts_ns, p.cookie);
+            }
+            Event::ProbeIovaFree(p) => {
+                self.summary.kprobe_events += 1;
+                self.lazy.iova_freed(&mut self.domains, &mut self.summary, ctx.ts_ns, p.pfn, p.pages);
             }
             Event::CacheTagAssign(t) => {
                 self.summary.vtd_events += 1;
@@ -154,12 +164,23 @@ impl Analyzer {
             }
             Event::AttachDeviceToDomain { device } => self.device_attached(key, device),
             Event::RemoveDeviceFromGroup { device, .. } => self.device_removed(ctx, device),
-            Event::IommuMap(m) => self.on_map(ctx, key, m.iova, m.paddr, m.size, stack),
+            Event::IommuMap(m) => {
+                self.iommu_map_seen = true;
+                self.on_map(ctx, key, m.iova, m.paddr, m.size, stack);
+            }
             Event::IommuUnmap(u) => self.on_unmap(ctx, key, u.iova, u.size, u.unmapped_size),
             Event::CacheTagFlushRangeNp(f) => {
                 self.summary.vtd_events += 1;
                 let d = self.domains.did(f.did);
                 self.resolve(key, Resolver::Did(d, f.start, f.last), true, false);
+            }
+            Event::CacheTagFlushRange(f) if f.start == 0 && f.last == u64::MAX => {
+                // 6.18+: `cache_tag_flush_all` is a range flush over everything.
+                self.summary.vtd_events += 1;
+                self.lazy.flush_event_seen();
+                self.summary.lazy_evidence += 1;
+                let d = self.domains.did(f.did);
+                self.lazy.flushed(&mut self.domains, &mut self.summary, ctx.ts_ns, Some(d), None);
             }
             Event::CacheTagFlushRange(f) => {
                 self.summary.vtd_events += 1;
@@ -180,15 +201,24 @@ impl Analyzer {
                 let dev = self.domains.dev(m.device);
                 let lo = m.dma_addr & !0xfff;
                 let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
+                let covered = self.iommu_covers(key, &[(lo, hi)]);
                 self.resolve(key, Resolver::Dev(dev, vec![(lo, hi)]), true, false);
                 self.dma.mapped(&mut self.domains, dev, m.dma_addr, m.size, m.dir, ctx.ts_ns);
+                // A resource is MMIO, not memory the page allocator hands out.
+                if matches!(ev, Event::DmaMapPage(_)) {
+                    self.dma_evidence(ctx, m.device, m.dma_addr, m.phys_addr, covered);
+                    let seg = [(m.dma_addr, m.phys_addr, m.size)];
+                    self.dma_layer_map(ctx, m.device, &seg, covered, LayerKey::Dma, stack);
+                }
             }
             Event::DmaAlloc(m) | Event::DmaAllocPages(m) => {
                 self.summary.dma_events += 1;
                 let dev = self.domains.dev(m.device);
                 let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
+                let covered = self.iommu_covers(key, &[(m.dma_addr & !0xfff, hi)]);
                 self.resolve(key, Resolver::Dev(dev, vec![(m.dma_addr & !0xfff, hi)]), true, false);
                 self.dma.mapped(&mut self.domains, dev, m.dma_addr, m.size, m.dir, ctx.ts_ns);
+                self.dma_layer_alloc(ctx, m.device, m.dma_addr, m.size, covered, stack);
             }
             Event::DmaMapSg(m) => {
                 self.summary.dma_events += 1;
@@ -201,7 +231,13 @@ impl Analyzer {
                     .collect();
                 // A truncated list may not name every segment: match any map of the sequence.
                 let ranges = if m.truncated || ranges.is_empty() { vec![(0, u64::MAX)] } else { ranges };
+                let covered = self.iommu_covers(key, &ranges);
                 self.resolve(key, Resolver::Dev(dev, ranges), true, false);
+                // Unpaired segments stand for their pages only where no IOMMU layer is traced.
+                if !m.truncated && (sg_paired(m) || !self.iommu_map_seen) {
+                    let segs = sg_segments(m);
+                    self.dma_layer_map(ctx, m.device, &segs, covered, LayerKey::Phys, stack);
+                }
                 if let (false, Some(&first)) = (m.truncated, m.phys_addrs.first()) {
                     let dev = self.domains.find(dev);
                     self.dma.sg_mapped(dev, first, m.phys_addrs.len(), m.dir, ctx.ts_ns);
@@ -217,6 +253,7 @@ impl Analyzer {
                 self.summary.dma_events += 1;
                 let dev = self.domains.dev(m.device);
                 self.seqs.get(key).unmap_sg_dev = Some(dev);
+                self.dma_layer_unmap(m.device, &m.phys_addrs, LayerKey::Phys);
                 if let (false, Some(&first)) = (m.truncated, m.phys_addrs.first()) {
                     let root = self.domains.find(dev);
                     if let Some(note) = self.dma.sg_unmapped(root, first, m.phys_addrs.len(), m.dir) {
@@ -239,6 +276,9 @@ impl Analyzer {
                 if let Some((root, note)) = self.dma.unmapped(&mut self.domains, dev, m.dma_addr, m.size, m.dir) {
                     self.dma_mismatch(ctx, root, Some(m.dma_addr), m.size, note);
                 }
+                if matches!(ev, Event::DmaUnmapPage(_)) {
+                    self.dma_layer_unmap(m.device, &[m.dma_addr], LayerKey::Dma);
+                }
             }
             Event::DmaFree(m) | Event::DmaFreePages(m) => {
                 self.summary.dma_events += 1;
@@ -250,6 +290,7 @@ impl Analyzer {
                 if let Some((root, note)) = self.dma.unmapped(&mut self.domains, dev, m.dma_addr, m.size, m.dir) {
                     self.dma_mismatch(ctx, root, Some(m.dma_addr), m.size, note);
                 }
+                self.dma_layer_unmap(m.device, &[m.dma_addr], LayerKey::Dma);
             }
             Event::PageFree(b) => self.check(ctx, FindingKind::FreedWhileMapped, b.pfn, b.order),
             Event::PageAlloc(a) => {
@@ -361,6 +402,9 @@ impl RecordSink for Analyzer {
     }
 
     fn meta(&mut self, key: &str, value: &str) {
+        if let Some((ps, source)) = page_size_from_meta(key, value, self.summary.page_size_source) {
+            self.capture_page_size(ps, source);
+        }
         if self.summary.meta.len() < 64 {
             self.summary.meta.push((key.to_string(), value.chars().take(512).collect()));
         }
@@ -369,6 +413,61 @@ impl RecordSink for Analyzer {
     fn overwritten(&mut self, events: u64) {
         self.summary.overwritten_events = self.summary.overwritten_events.saturating_add(events);
     }
+}
+
+/// A `dma_map_sg`'s entries as (DMA address, physical address, bytes).
+/// With as many DMA as CPU segments they pair up (dma-direct, or an IOMMU
+/// that merged nothing); otherwise the CPU segments' lengths are unknown and
+/// each stands for its page, at its physical address.
+fn sg_segments(m: &crate::parse::event::DmaMapSg<'_>) -> Vec<(u64, u64, u64)> {
+    if sg_paired(m) {
+        m.dma_addrs.iter().zip(&m.phys_addrs).zip(&m.sizes).map(|((&d, &p), &l)| (d, p, l)).collect()
+    } else {
+        m.phys_addrs.iter().map(|&p| (p, p, 1)).collect()
+    }
+}
+
+/// Whether a `dma_map_sg`'s DMA and CPU segments pair up one to one.
+fn sg_paired(m: &crate::parse::event::DmaMapSg<'_>) -> bool {
+    m.dma_addrs.len() == m.phys_addrs.len() && m.sizes.len() == m.phys_addrs.len()
+}
+
+/// The CPU page size a metadata entry states or implies, with its source:
+/// `page_size=` (written by `iosan record` and the e2e arm64 recorder)
+/// beats the kernel release's flavour suffix (Debian's `-arm64-16k`,
+/// `-arm64-64k`), which beats what the events showed ([`crate::pagesize`]),
+/// which beats the architecture (x86 has only 4 KiB pages).
+/// `current` is the source already used, so a weaker hint never overrides.
+fn page_size_from_meta(key: &str, value: &str, current: &'static str) -> Option<(PageSize, &'static str)> {
+    const META: &str = "capture metadata";
+    const RELEASE: &str = "kernel release";
+    const ARCH: &str = "architecture";
+    let rank = |s: &str| match s {
+        "--page-size" => 5,
+        META => 4,
+        RELEASE => 3,
+        "events" => 2,
+        ARCH => 1,
+        _ => 0,
+    };
+    let (ps, source) = match key {
+        "page_size" => (value.trim().parse::<u64>().ok().and_then(PageSize::from_bytes)?, META),
+        "kernel" => {
+            // The release is the first word after "Linux version".
+            let release = value.split_whitespace().nth(2).unwrap_or(value);
+            if release.ends_with("-16k") || release.contains("-16k+") {
+                (PageSize::SIZE_16K, RELEASE)
+            } else if release.ends_with("-64k") || release.contains("-64k+") {
+                (PageSize::SIZE_64K, RELEASE)
+            } else {
+                return None;
+            }
+        }
+        "arch" if matches!(value.trim(), "x86_64" | "i686" | "i386" | "x86") => (PageSize::SIZE_4K, ARCH),
+        _ => return None,
+    };
+    // A size given by the user still hears what the capture says (to warn).
+    (rank(source) > rank(current) || current == "--page-size").then_some((ps, source))
 }
 
 /// Events that can tell which domain a map or unmap belongs to.

@@ -121,6 +121,7 @@ impl Analyzer {
                     tf.device = m.device.as_ref().map(|d| d.to_string());
                     tf.domain = self.domains.label(s);
                     tf.attribution = self.domains.slot(s).via;
+                    tf.layer = self.domains.slot(s).layer;
                     tf.iova = Some(m.iova.get().wrapping_add((first << page_lg2).wrapping_sub(m.phys.get())));
                     tf.size = npages << page_lg2;
                     tf.mapped_at = Some(self.tasks.site(m.meta));

@@ -218,6 +218,8 @@ pub(super) fn is_sequence_event(ev: &Event) -> bool {
             | Event::ProbeMapReturn(_)
             | Event::ProbeUnmapReturn(_)
             | Event::ProbeAttach(_)
+            // `free_iova_fast` ends an unmap call: it must not break its sequence.
+            | Event::ProbeIovaFree(_)
             | Event::CacheTagAssign(_)
             | Event::CacheTagFlushRange(_)
             | Event::CacheTagFlushRangeNp(_)

@@ -1,0 +1,155 @@
+//! The real e2e captures of `fixtures/captures` against their ground truth
+//! (`<leg>.truth`, the test module's `LEAK` lines), for what the analysis
+//! must take from the capture alone: the DMA-API layer without an IOMMU,
+//! the CPU page size, 16 KiB IOVA granules without domain kprobes, and the
+//! flush-queue kprobes as the exposure source on SMMUv3.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, Read};
+use std::path::PathBuf;
+
+use iosan_trace::input::open_input;
+use iosan_trace::{analyze, AnalyzeOptions, Layer, Report};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/captures").join(name)
+}
+
+/// The capture's text, with the lines `keep` refuses left out.
+fn capture(leg: &str, keep: impl Fn(&str) -> bool) -> Vec<u8> {
+    let mut text = String::new();
+    open_input(&fixture(&format!("{leg}.capture.txt.xz"))).expect("fixture").read_to_string(&mut text).expect("text");
+    let mut out = Vec::with_capacity(text.len());
+    for line in text.lines().filter(|l| keep(l)) {
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The `LEAK` pages of the leg's ground truth.
+fn truth(leg: &str) -> BTreeSet<u64> {
+    let f = std::fs::File::open(fixture(&format!("{leg}.truth"))).expect("truth");
+    let mut pages = BTreeSet::new();
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line.expect("truth line");
+        if !line.contains(" LEAK ") {
+            continue;
+        }
+        let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).map(str::to_string);
+        let pfn = field("pfn=0x").and_then(|v| u64::from_str_radix(&v, 16).ok()).expect("pfn");
+        let n: u64 = field("npages=").and_then(|v| v.parse().ok()).expect("npages");
+        pages.extend(pfn..pfn + n);
+    }
+    pages
+}
+
+fn run(text: Vec<u8>) -> Report {
+    analyze(std::io::Cursor::new(text), "fixture", &AnalyzeOptions::default(), &mut ()).expect("in memory")
+}
+
+/// Every truth page reported; no bug finding on any other page.
+fn check(leg: &str, r: &Report) {
+    let want = truth(leg);
+    let mut found = BTreeSet::new();
+    let mut false_pages = Vec::new();
+    for f in r.findings.iter().filter(|f| f.kind.is_bug()) {
+        match f.pfn {
+            Some(p) => {
+                for q in p..p + f.npages.max(1) {
+                    if want.contains(&q) {
+                        found.insert(q);
+                    } else {
+                        false_pages.push((f.kind, q));
+                    }
+                }
+            }
+            None => false_pages.push((f.kind, 0)),
+        }
+    }
+    let missing: Vec<_> = want.difference(&found).collect();
+    assert!(missing.is_empty(), "{leg}: {} of {} truth pages missing: {missing:x?}", missing.len(), want.len());
+    assert!(
+        false_pages.is_empty(),
+        "{leg}: {} false: {:x?}",
+        false_pages.len(),
+        &false_pages[..false_pages.len().min(8)]
+    );
+}
+
+#[test]
+fn no_iommu_reaches_its_truth_through_the_dma_api_layer() {
+    let r = run(capture("no-iommu", |_| true));
+    check("no-iommu", &r);
+    assert!(r.summary.dma_direct, "dma-direct inferred");
+    assert!(r.bugs().all(|f| f.layer == Layer::DmaApi));
+    assert_eq!(truth("no-iommu").len(), 10);
+}
+
+#[test]
+fn arm64_16k_takes_its_page_size_from_the_capture() {
+    let r = run(capture("arm64-16k-strict", |_| true));
+    assert_eq!((r.summary.page_size, r.summary.page_size_source), (16384, "capture metadata"));
+    check("arm64-16k-strict", &r);
+}
+
+/// The recorder's kprobe events (`iosan` group): `iommu_map:`, `fq_flush_iotlb:` ...
+fn is_kprobe_line(l: &str) -> bool {
+    const PROBES: &[&str] = &[
+        "iommu_map",
+        "iommu_map_ret",
+        "iommu_unmap",
+        "iommu_unmap_ret",
+        "iommu_attach",
+        "iommu_domain_free",
+        "fq_flush_iotlb",
+        "fq_flush_timeout",
+        "iova_free",
+    ];
+    l.split_whitespace().nth(4).and_then(|e| e.strip_suffix(':')).is_some_and(|e| PROBES.contains(&e))
+}
+
+#[test]
+fn arm64_16k_without_kprobes_matches_dma_addresses_by_containment() {
+    // 4 KiB buffers inside 16 KiB IOVA granules: dma_map_page's DMA address
+    // is inside the granule iommu:map mapped, not at its start.
+    let text = capture("arm64-16k-strict", |l| !is_kprobe_line(l));
+    let r = run(text);
+    assert_eq!(r.summary.kprobe_events, 0, "the kprobe lines are gone");
+    check("arm64-16k-strict", &r);
+    assert!(r.findings.iter().all(|f| f.kind != iosan_core::FindingKind::DoubleUnmap));
+}
+
+#[test]
+fn arm64_lazy_exposure_from_the_flush_queue_kprobes() {
+    let r = run(capture("arm64-lazy", |_| true));
+    check("arm64-lazy", &r);
+    assert_eq!(r.summary.mode, "lazy");
+    assert!(r.summary.exposure_measurable, "fq_flush_iotlb hits are SMMUv3's flush source");
+    assert!(r.summary.exposure.pages > 0);
+}
+
+#[test]
+fn arm64_16k_page_size_from_the_events_when_the_header_is_silent() {
+    let silent = |l: &str| !l.starts_with("# iosan-meta: page_size") && !l.starts_with("# iosan-meta: kernel");
+    let text = capture("arm64-16k-strict", silent);
+    let e = iosan_trace::pagesize::scan(&text);
+    assert_eq!(e.decided(), Some(iosan_core::PageSize::SIZE_16K), "{e:?}");
+    let r = run(text.clone());
+    assert_eq!((r.summary.page_size, r.summary.page_size_source), (16384, "events"));
+    check("arm64-16k-strict", &r);
+    // A wrong --page-size is kept, and contradicted in the summary.
+    let mut opts = AnalyzeOptions::default();
+    opts.replay.page_size_given = true;
+    let r = analyze(std::io::Cursor::new(text), "fixture", &opts, &mut ()).expect("in memory");
+    assert_eq!(r.summary.page_size, 4096);
+    assert!(r.summary.page_size_warnings.iter().any(|w| w.contains("events")), "{:?}", r.summary.page_size_warnings);
+}
+
+#[test]
+fn four_k_captures_show_four_k_in_their_events() {
+    for leg in ["no-iommu", "arm64-strict"] {
+        let e = iosan_trace::pagesize::scan(&capture(leg, |l| !l.starts_with('#')));
+        assert_eq!(e.decided(), Some(iosan_core::PageSize::SIZE_4K), "{leg}: {e:?}");
+    }
+}

@@ -61,7 +61,7 @@ impl<R: Read + Seek> TraceDatSource<R> {
     /// # Errors
     /// [`SourceError::Container`] when the headers cannot be read.
     pub fn open(reader: R) -> Result<Self, SourceError> {
-        let dat = TraceDat::open(reader).map_err(|e| container(e))?;
+        let dat = TraceDat::open(reader).map_err(container)?;
         Ok(Self { dat, pending: false, started: false, bytes: 0, skipped_reported: false })
     }
 
@@ -118,7 +118,7 @@ impl<R: Read + Seek> Source for TraceDatSource<R> {
             self.pending = false;
         }
         loop {
-            let item = self.dat.next_item().map_err(|e| container(e))?;
+            let item = self.dat.next_item().map_err(container)?;
             match item {
                 None => {
                     self.report_skipped(sink);
@@ -187,7 +187,7 @@ impl<R: Read> PerfDataSource<R> {
     /// # Errors
     /// [`SourceError::Container`] when the header cannot be read.
     pub fn open_pipe(reader: R) -> Result<Self, SourceError> {
-        Self::new(PerfData::open_pipe(reader, PerfLimits::default()).map_err(|e| container(e))?)
+        Self::new(PerfData::open_pipe(reader, PerfLimits::default()).map_err(container)?)
     }
 
     fn start(&mut self, sink: &mut dyn RecordSink) {
@@ -206,7 +206,7 @@ impl<R: Read + Seek> PerfDataSource<R> {
     /// [`SourceError::Container`] when the header, the attrs or the
     /// tracing data cannot be read.
     pub fn open_file(reader: R) -> Result<Self, SourceError> {
-        Self::new(PerfData::open_file(reader, PerfLimits::default()).map_err(|e| container(e))?)
+        Self::new(PerfData::open_file(reader, PerfLimits::default()).map_err(container)?)
     }
 }
 
@@ -217,7 +217,7 @@ impl<R: Read> Source for PerfDataSource<R> {
             if let Some(PerfItem::Sample(s)) = &self.pending {
                 return Ok(Some(s.time));
             }
-            match self.perf.next_item().map_err(|e| container(e))? {
+            match self.perf.next_item().map_err(container)? {
                 None => {
                     let st = self.perf.stats();
                     for _ in 0..st.records_malformed.min(1 << 24) {
@@ -269,7 +269,9 @@ impl<R: Read> Source for PerfDataSource<R> {
             return;
         };
         let fields = format.fields_of(&s.raw, be);
-        let probe = fields.uint("__probe_ip").and_then(|ip| data.kallsyms.lookup(ip)).map(|sym| sym.name);
+        // An entry probe's site is `__probe_ip`, a return probe's `__probe_func`.
+        let site = fields.uint("__probe_ip").or_else(|| fields.uint("__probe_func"));
+        let probe = site.and_then(|ip| data.kallsyms.lookup(ip)).map(|sym| sym.name);
         let fields = fields.with_probe_func(probe);
         let flags = fields.uint("common_flags").unwrap_or(0) as u8;
         let tid = s.tid.or(s.pid).unwrap_or(0);

@@ -1,5 +1,6 @@
 //! The e2e `vtd-perf` capture: a perf.data that Debian's `perf record`
-//! wrote in the QEMU guest (VT-d, strict) while the iosan_uaf module ran,
+//! (6.12.95, `-z`) wrote in the QEMU guest (VT-d, strict) while the
+//! iosan_uaf module ran, and its pipe-mode twin recorded at the same time,
 //! analyzed natively and held against the module's ground truth
 //! (`fixtures/captures/vtd-perf.truth`), as `e2e/check.py` would.
 
@@ -155,6 +156,13 @@ fn check(capture: &str) {
 #[test]
 fn guest_perf_data_gives_the_module_ground_truth() {
     check("vtd-perf.perf.data");
+}
+
+/// The same recording by a second perf in pipe mode (`perf record -o -`,
+/// uncompressed records; the fixture is xz-compressed): streamed, not seeked.
+#[test]
+fn guest_pipe_mode_perf_data_gives_it_too() {
+    check("vtd-perf.pipe.perf.data.xz");
 }
 
 #[test]

@@ -108,6 +108,10 @@ fn check(capture: &str) {
     let truth = parse_truth(&std::fs::read_to_string(fixture("vtd-perf.truth")).unwrap());
     let (findings, summary) = analyze(&fixture(capture));
     assert_eq!(summary["lost_events"].as_u64(), Some(0), "{summary}");
+    // Every sample is a known event: the return probes too, which perf
+    // records with no kallsyms to name their function.
+    assert_eq!(summary["unknown_events"].as_u64(), Some(0), "{}", summary["unknown_by_name"]);
+    assert!(summary["events_by_kind"]["kretprobe:__iommu_map"].as_u64() > Some(1000), "{summary}");
 
     let mut leak_pages: BTreeMap<u64, Vec<&Truth>> = BTreeMap::new();
     for t in truth.iter().filter(|t| t.leak) {

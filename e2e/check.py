@@ -106,6 +106,8 @@ def read_findings(path):
                 bad += 1
                 continue
             if obj.get("type") == "finding":
+                if obj.get("pfn") is None:
+                    continue  # not about a page (lost-events windows)
                 try:
                     pfn = int(str(obj.get("pfn")), 16)
                 except ValueError:

@@ -19,7 +19,7 @@ leg_config() {
     # vtd-strict recorded by Debian's perf (perf.data; iosan's domain
     # kprobes defined in tracefs for it): no iosan-meta header to check
     vtd-perf)   IOMMU_ARGS=(-device intel-iommu,intremap=on,caching-mode=on)
-                CMDLINE="intel_iommu=on iommu.strict=1 e2e.rec=perf"; EXPECT_MODE=strict; RECORDER=perf
+                CMDLINE="intel_iommu=on iommu.strict=1 e2e.rec=perf${E2E_PERF_KPROBES:+ e2e.perfkp=$E2E_PERF_KPROBES}"; EXPECT_MODE=strict; RECORDER=perf
                 CHECK_ARGS=(--no-meta);;
     # QEMU's "edu" device has no driver: the module attaches its own domain
     # to it, and VT-d then offers 2 MiB pages. Only the superpage phase

@@ -169,6 +169,15 @@ fn guest_pipe_mode_perf_data_gives_it_too() {
     check("vtd-perf.pipe.perf.data.xz");
 }
 
+/// The same fix seen from trace.dat: trace-cmd's kallsyms names entry
+/// probes by `__probe_ip`, and a return probe keeps its `__probe_func`.
+#[test]
+fn trace_dat_return_probes_are_known_too() {
+    let (_, summary) = analyze(&fixture("arm64-strict.trace.dat"));
+    assert_eq!(summary["unknown_events"].as_u64(), Some(0), "{}", summary["unknown_by_name"]);
+    assert!(summary["events_by_kind"]["kretprobe:__iommu_unmap"].as_u64() > Some(1000), "{summary}");
+}
+
 #[test]
 fn truth_lines_parse() {
     let t =

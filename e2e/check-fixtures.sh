@@ -1,6 +1,7 @@
 #!/bin/bash
 # Check the analyzer against the saved e2e captures, without QEMU:
-# `iosan analyze` on fixtures/captures/<leg>.capture.txt.xz, then check.py
+# `iosan analyze` on fixtures/captures/<leg>.capture.txt.xz (<leg>.perf.data
+# for a perf leg), then check.py
 # against <leg>.truth, as run.sh would have checked the live leg.
 #
 # usage: e2e/check-fixtures.sh [LEG...]   (default: every leg with a fixture)
@@ -24,6 +25,7 @@ fail=0
 for leg in "${LEGS[@]}"; do
   leg_config "$leg"
   cap=$FX/$leg.capture.txt.xz
+  [ "$RECORDER" = perf ] && cap=$FX/$leg.perf.data
   [ -f "$cap" ] && [ -f "$FX/$leg.truth" ] || { echo "check-fixtures: no fixture for $leg"; fail=1; continue; }
   "$IOSAN" analyze "${ANALYZE_ARGS[@]}" --format json "$cap" > "$TMP/$leg.jsonl" 2> "$TMP/$leg.err"
   if [ $? -ge 2 ]; then echo "check-fixtures: $leg: iosan analyze failed: $(head -3 "$TMP/$leg.err")"; fail=1; continue; fi

@@ -1,14 +1,14 @@
 # The legs of the end-to-end matrix (sourced by run.sh and check-fixtures.sh).
 # shellcheck shell=bash
-ALL_LEGS="vtd-strict vtd-lazy vtd-superpage virtio-iommu no-iommu amd-iommu arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy"
+ALL_LEGS="vtd-strict vtd-lazy vtd-perf vtd-superpage virtio-iommu no-iommu amd-iommu arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy"
 # Legs whose check passes today; the others record fine but the analysis
 # is not exact yet (README.md lists their numbers).
-CI_LEGS="vtd-strict vtd-lazy vtd-superpage amd-iommu virtio-iommu no-iommu arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy"
+CI_LEGS="vtd-strict vtd-lazy vtd-perf vtd-superpage amd-iommu virtio-iommu no-iommu arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy"
 
 # leg -> ARCH FLAV IOMMU_ARGS(array) CMDLINE EXPECT_MODE PHASES CHECK_ARGS(array)
-#        ANALYZE_ARGS(array)
+#        ANALYZE_ARGS(array) RECORDER (iosan | perf: capture in out/perf.data)
 leg_config() {
-  ARCH=x86; FLAV=""; PHASES=good,bug; CHECK_ARGS=(); IOMMU_ARGS=(); ANALYZE_ARGS=()
+  ARCH=x86; FLAV=""; PHASES=good,bug; CHECK_ARGS=(); IOMMU_ARGS=(); ANALYZE_ARGS=(); RECORDER=iosan
   case "$1" in
     # caching-mode=on makes the VT-d driver force strict mode, so lazy
     # needs caching-mode=off
@@ -16,6 +16,11 @@ leg_config() {
                 CMDLINE="intel_iommu=on iommu.strict=1"; EXPECT_MODE=strict;;
     vtd-lazy)   IOMMU_ARGS=(-device intel-iommu,intremap=on,caching-mode=off)
                 CMDLINE="intel_iommu=on iommu.strict=0"; EXPECT_MODE=lazy;;
+    # vtd-strict recorded by Debian's perf (perf.data; iosan's domain
+    # kprobes defined in tracefs for it): no iosan-meta header to check
+    vtd-perf)   IOMMU_ARGS=(-device intel-iommu,intremap=on,caching-mode=on)
+                CMDLINE="intel_iommu=on iommu.strict=1 e2e.rec=perf${E2E_PERF_KPROBES:+ e2e.perfkp=$E2E_PERF_KPROBES}"; EXPECT_MODE=strict; RECORDER=perf
+                CHECK_ARGS=(--no-meta);;
     # QEMU's "edu" device has no driver: the module attaches its own domain
     # to it, and VT-d then offers 2 MiB pages. Only the superpage phase
     # runs, so that no other case reuses its pages: nothing may be reported.

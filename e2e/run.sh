@@ -2,7 +2,7 @@
 # iosan end-to-end test on a real kernel (see README.md): a matrix of legs.
 #
 # usage: e2e/run.sh [LEG...]          (default: both)
-#   legs:    vtd-strict vtd-lazy vtd-superpage virtio-iommu no-iommu amd-iommu
+#   legs:    vtd-strict vtd-lazy vtd-perf vtd-superpage virtio-iommu no-iommu amd-iommu
 #            arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy
 #   groups:  both = vtd-strict vtd-lazy (also: strict, lazy = one of them)
 #            ci   = the legs whose check passes with today's analyzer
@@ -38,7 +38,11 @@ declare -A SETUP_RC
 setup() { # x86 | arm64 | arm64-16k
   [ -n "${SETUP_RC[$1]:-}" ] && return "${SETUP_RC[$1]}"
   local t=$SECONDS rc
-  if [ "$1" = x86 ]; then "$E2E/setup.sh"; else "$E2E/setup-arm64.sh" "$1"; fi
+  case "$1" in
+    x86) "$E2E/setup.sh";;
+    x86-perf) setup x86 && "$E2E/setup-perf.sh";;
+    *) "$E2E/setup-arm64.sh" "$1";;
+  esac
   rc=$?
   echo "e2e: setup $1 took $((SECONDS - t)) s (exit $rc)"
   SETUP_RC[$1]=$rc
@@ -63,7 +67,7 @@ boot() { # leg -> results in $W/run-$leg
     q=(qemu-system-x86_64
       -machine q35 -accel "tcg,thread=${E2E_TCG_THREAD:-single},tb-size=512" -cpu max -smp 2 -m 3072
       "${IOMMU_ARGS[@]}"
-      -kernel "$W/vmlinux" -initrd "$W/initramfs.cpio.gz" -append "$cmdline")
+      -kernel "$W/vmlinux" -initrd "$W/$INITRD" -append "$cmdline")
   else
     # pauth-impdef=on: QEMU's cheap pointer-authentication algorithm (the
     # architected one is very slow under TCG)
@@ -83,7 +87,7 @@ boot() { # leg -> results in $W/run-$leg
   tar -xf "$dir/out.img" -C "$dir/out" 2>/dev/null || echo "e2e: $leg: no results on the output disk"
   rm -f "$dir"/*.img
   grep -E '^E2E: (record exit|print exit|loaded|insmod)' "$dir/console.log" | sed "s/^/e2e: $leg: guest: /"
-  [ -s "$dir/out/capture.txt" ]
+  [ -s "$dir/out/$CAPTURE" ]
 }
 
 declare -A RESULT WALL
@@ -92,6 +96,8 @@ for leg in $LEGS; do
   lt=$SECONDS
   leg_config "$leg"
   kind=$ARCH; [ "$ARCH" = arm64 ] && kind=$FLAV
+  INITRD=initramfs.cpio.gz; CAPTURE=capture.txt
+  [ "$RECORDER" = perf ] && { kind=x86-perf; INITRD=initramfs-perf.cpio.gz; CAPTURE=perf.data; }
   setup "$kind"; rc=$?
   if [ $rc = 77 ]; then
     echo "e2e: $leg: SKIP (setup $kind could not get what it needs, see above)"; RESULT[$leg]=skip; WALL[$leg]=0; continue
@@ -122,7 +128,7 @@ for leg in $LEGS; do
     RESULT[$leg]=fail; fail=1; WALL[$leg]=$((SECONDS - lt)); continue
   fi
   t=$SECONDS
-  "$W/iosan" analyze "${ANALYZE_ARGS[@]}" --format json "$d/out/capture.txt" > "$d/findings.jsonl" 2> "$d/analyze.err"
+  "$W/iosan" analyze "${ANALYZE_ARGS[@]}" --format json "$d/out/$CAPTURE" > "$d/findings.jsonl" 2> "$d/analyze.err"
   arc=$?
   echo "e2e: $leg: iosan analyze exit $arc in $((SECONDS - t)) s"
   if [ $arc -ge 2 ]; then
@@ -131,7 +137,7 @@ for leg in $LEGS; do
   fi
   extra=(--phases "$PHASES")
   [ "$ARCH" = x86 ] && extra+=(--crash-recovery "$d/out/crash-recovery.txt")
-  if python3 "$E2E/check.py" --leg "$leg" --mode "$EXPECT_MODE" --capture "$d/out/capture.txt" \
+  if python3 "$E2E/check.py" --leg "$leg" --mode "$EXPECT_MODE" --capture "$d/out/$CAPTURE" \
       --ground-truth "$d/out/dmesg.txt" --findings "$d/findings.jsonl" --after-cleanup "$d/out/after-cleanup.txt" \
       "${extra[@]}" "${CHECK_ARGS[@]}" | tee "$d/check.txt"; then
     RESULT[$leg]=pass

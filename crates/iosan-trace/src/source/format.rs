@@ -366,8 +366,10 @@ fn trim_nul(b: &[u8]) -> &[u8] {
 
 impl<'a> FieldLookup<'a> for RecordFields<'a> {
     fn field(&self, name: &str) -> Option<FieldValue<'a>> {
-        if name == "__probe_func" {
-            return self.probe_func.map(FieldValue::Str);
+        // A return probe's own `__probe_func` (an address) shows when no
+        // symbol was found for it.
+        if let (Some(func), "__probe_func") = (self.probe_func, name) {
+            return Some(FieldValue::Str(func));
         }
         let f = self.format.field(name)?;
         self.decode(f)
@@ -414,6 +416,31 @@ print fmt: \"iova=%llx\", REC->iova\n";
         r[28..32].copy_from_slice(&((16 << 16) | addrs_off).to_le_bytes());
         r[50..54].copy_from_slice(&((3 << 16) | rel_off).to_le_bytes());
         r
+    }
+
+    /// A kretprobe as the kernel formats it: `__probe_func` and
+    /// `__probe_ret_ip` are addresses.
+    const RET_PROBE: &str = "name: iommu_map_ret\nID: 1500\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n\
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n\
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
+\tfield:unsigned long __probe_func;\toffset:8;\tsize:8;\tsigned:0;\n\
+\tfield:unsigned long __probe_ret_ip;\toffset:16;\tsize:8;\tsigned:0;\n\
+\tfield:s32 ret;\toffset:24;\tsize:4;\tsigned:1;\n\n\
+print fmt: \"(%lx <- %lx) ret=%d\", REC->__probe_func, REC->__probe_ret_ip, REC->ret\n";
+
+    #[test]
+    fn a_return_probe_keeps_its_function_address_without_a_symbol() {
+        let f = EventFormat::parse("iosan", RET_PROBE.as_bytes(), 8).unwrap();
+        let mut r = vec![0u8; 28];
+        r[0..2].copy_from_slice(&1500u16.to_le_bytes());
+        r[8..16].copy_from_slice(&0xffff_ffff_8123_4560u64.to_le_bytes());
+        let v = f.fields_of(&r, false);
+        // perf.data carries no kallsyms: the address must still show
+        assert_eq!(v.field("__probe_func"), Some(FieldValue::Unsigned(0xffff_ffff_8123_4560)));
+        let v = v.with_probe_func(Some(b"__iommu_map"));
+        assert_eq!(v.field("__probe_func"), Some(FieldValue::Str(b"__iommu_map")));
     }
 
     #[test]

@@ -197,7 +197,7 @@ pub(crate) fn emit(report: &Report, o: &OutputArgs) -> io::Result<()> {
 }
 
 fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
-    let opts = options(&a.out)?;
+    let mut opts = options(&a.out)?;
     if (a.perfetto.is_some() || a.html.is_some()) && a.files.len() > 1 && !a.merge {
         anyhow::bail!("--perfetto and --html describe one capture: give one file, or --merge its parts");
     }
@@ -208,6 +208,9 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
         let mut formats = Vec::with_capacity(a.files.len());
         for path in &a.files {
             let c = open_capture(path, opts.max_line_len).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if opts.replay.events_page_size.is_none() {
+                opts.replay.events_page_size = c.events_page_size;
+            }
             formats.push(c.format);
             inputs.push((path.display().to_string(), c.source));
         }
@@ -229,6 +232,8 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
     for (i, path) in a.files.iter().enumerate() {
         let name = path.display().to_string();
         let mut capture = open_capture(path, opts.max_line_len).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut opts = opts.clone();
+        opts.replay.events_page_size = capture.events_page_size;
         let total = if name == "-" { None } else { std::fs::metadata(path).ok().map(|m| m.len()) };
         let mut bar =
             Bar { total, enabled: io::stderr().is_terminal() && total.is_none_or(|t| t > 8 << 20), shown: false };

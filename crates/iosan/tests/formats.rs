@@ -127,3 +127,34 @@ fn the_model_gives_the_same_findings_as_text_and_as_trace_dat() {
         }
     }
 }
+
+#[test]
+fn a_16k_capture_without_metadata_gets_its_page_size_from_its_events() {
+    let text = {
+        let out = Command::new("xz").args(["-dc"]).arg(fixture("captures/arm64-16k-strict.capture.txt.xz")).output();
+        match out {
+            Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap(),
+            _ => {
+                println!("skipped: xz not installed");
+                return;
+            }
+        }
+    };
+    // Neither the recorder's metadata nor the kernel's release name may tell.
+    let bare: String = text
+        .lines()
+        .filter(|l| !l.starts_with("# iosan-meta:") && !l.contains("16k"))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    let path = tmp("16k-bare.txt");
+    std::fs::write(&path, bare).unwrap();
+    let out = bin().args(["analyze", "--format", "json", path.to_str().unwrap()]).output().unwrap();
+    let summary = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["type"] == "summary")
+        .unwrap();
+    assert_eq!(summary["page_size"]["bytes"], 16384, "{}", summary["page_size"]);
+    assert_eq!(out.status.code(), Some(1));
+}

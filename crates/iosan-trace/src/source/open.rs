@@ -42,6 +42,10 @@ pub struct Capture {
     pub source: Box<dyn Source + Send>,
     /// What it is.
     pub format: CaptureFormat,
+    /// The CPU page size its first events show ([`crate::pagesize`]), for
+    /// text read from a file: a pipe is never read ahead, so that a live
+    /// one is not held up (there the metadata or `--page-size` decide).
+    pub events_page_size: Option<iosan_core::PageSize>,
 }
 
 /// Errors opening a capture.
@@ -111,7 +115,17 @@ pub fn open_capture(path: &Path, max_line_len: usize) -> Result<Capture, OpenErr
         }
     }
     let input = crate::input::open_input_with(path, &InputOptions::default())?;
-    from_reader(input.reader, &name, max_line_len)
+    let mut capture = from_reader(input.reader, &name, max_line_len)?;
+    if path.as_os_str() != "-" && matches!(capture.format, CaptureFormat::Text { .. }) {
+        // Read the first events again, from a second handle, for the page size.
+        if let Ok(again) = crate::input::open_input_with(path, &InputOptions::default()) {
+            let mut head = Vec::new();
+            if again.reader.take(crate::pagesize::LOOKAHEAD_BYTES as u64).read_to_end(&mut head).is_ok() {
+                capture.events_page_size = crate::pagesize::scan(&head).decided();
+            }
+        }
+    }
+    Ok(capture)
 }
 
 /// Opens an already decompressed stream (standard input, an embedded
@@ -148,7 +162,7 @@ fn from_reader(mut reader: Box<dyn BufRead + Send>, name: &str, max_line_len: us
         Some(CaptureFormat::PerfData) if is_pipe_mode(&head) => {
             let source = PerfDataSource::open_pipe(reader)
                 .map_err(|source| OpenError::Source { name: name.to_string(), source })?;
-            Ok(Capture { source: Box::new(source), format: CaptureFormat::PerfData })
+            Ok(Capture { source: Box::new(source), format: CaptureFormat::PerfData, events_page_size: None })
         }
         Some(fmt) => {
             let mut all = Vec::new();
@@ -164,7 +178,11 @@ fn from_reader(mut reader: Box<dyn BufRead + Send>, name: &str, max_line_len: us
         }
         None => {
             let max = if max_line_len == 0 { DEFAULT_MAX_LINE_LEN } else { max_line_len };
-            Ok(Capture { source: Box::new(TextSource::new(reader, max)), format: CaptureFormat::Text { looks_binary } })
+            Ok(Capture {
+                source: Box::new(TextSource::new(reader, max)),
+                format: CaptureFormat::Text { looks_binary },
+                events_page_size: None,
+            })
         }
     }
 }
@@ -193,5 +211,5 @@ fn binary<R: io::Read + io::Seek + Send + 'static>(
         _ if is_pipe_mode(head) => Box::new(PerfDataSource::open_pipe(reader)?),
         _ => Box::new(PerfDataSource::open_file(reader)?),
     };
-    Ok(Capture { source, format: fmt })
+    Ok(Capture { source, format: fmt, events_page_size: None })
 }

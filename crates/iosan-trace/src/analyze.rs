@@ -194,7 +194,7 @@ pub fn analyze_streaming(
     progress: &mut dyn Progress,
     sink: &mut dyn FindingSink,
 ) -> Result<Summary, AnalyzeError> {
-    analyze_source_streaming(&mut TextSource::new(input, opts.max_line_len), name, opts, progress, sink)
+    analyze_source_streaming(&mut TextSource::new(input, opts.max_line_len).live(), name, opts, progress, sink)
 }
 
 /// [`analyze_streaming`] for any [`Source`] (trace.dat, perf.data, text).

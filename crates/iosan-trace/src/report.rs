@@ -562,6 +562,13 @@ pub trait FindingSink {
     fn follow_up(&mut self, id: u64, up: &FollowUp, count: u64) {
         let _ = (id, up, count);
     }
+    /// Mapping `mapping` (an index into finding `id`'s `mappings`) was
+    /// unmapped at `ts_ns`; `by` is the unmap's site when that unmap is the
+    /// one that matters to the finding (its `unmapped_by`). Streaming only:
+    /// a [`Report`]'s findings have these filled in.
+    fn unmapped(&mut self, id: u64, mapping: usize, ts_ns: u64, by: Option<&EventSite>) {
+        let _ = (id, mapping, ts_ns, by);
+    }
 }
 
 /// One mapping's life, as the replay names it: (domain slot, IOVA, time
@@ -601,11 +608,16 @@ pub(crate) struct Findings {
     /// Episodes in insertion order (streaming: the oldest is forgotten first).
     episode_order: std::collections::VecDeque<EpisodeKey>,
     streaming: bool,
-    /// Live mappings named by findings → (finding id, mapping index): their
-    /// unmap sets `unmapped_ns` (and the finding's `unmapped_by`). Report
-    /// mode only: a streamed finding is written when it is decided.
-    watched: std::collections::HashMap<WatchKey, Vec<(u64, usize)>, BuildHasherDefault<iosan_core::hash::FastHasher>>,
+    /// Live mappings named by findings → (finding id, mapping index, the
+    /// finding's own mapping): their unmap sets `unmapped_ns` (and the
+    /// finding's `unmapped_by`), or, for a finding already streamed, goes
+    /// to the sink as [`FindingSink::unmapped`].
+    watched:
+        std::collections::HashMap<WatchKey, Vec<(u64, usize, bool)>, BuildHasherDefault<iosan_core::hash::FastHasher>>,
     watched_count: usize,
+    /// Unmaps of mappings of findings already written (streaming): finding
+    /// id, mapping index, time, and the site when it is the finding's own.
+    unmaps: Vec<(u64, usize, u64, Option<EventSite>)>,
     dropped: u64,
 }
 
@@ -659,9 +671,6 @@ impl Findings {
 
     /// Watches the mappings of finding `id` for their unmap (report mode).
     fn watch(&mut self, id: u64) {
-        if self.streaming {
-            return;
-        }
         let Some(i) = self.index_of(id) else { return };
         let (list, watched) = (&self.list, &mut self.watched);
         let Some(f) = list.get(i) else { return };
@@ -670,7 +679,11 @@ impl Findings {
                 break;
             }
             self.watched_count += 1;
-            watched.entry((m.iova, m.phys, m.mapped_at.time_ns)).or_default().push((id, j));
+            // The mapping whose unmap is the finding's own: it maps the
+            // finding's IOVA and was made when the finding says.
+            let cause = f.iova.is_some_and(|iova| iova.wrapping_sub(m.iova) < m.len)
+                && f.mapped_at.as_ref().is_some_and(|at| at.time_ns == m.mapped_at.time_ns);
+            watched.entry((m.iova, m.phys, m.mapped_at.time_ns)).or_default().push((id, j, cause));
         }
     }
 
@@ -684,20 +697,26 @@ impl Findings {
     /// (the mapping its `mapped_at` names) learns by whom.
     pub(crate) fn unmapped(&mut self, key: WatchKey, ts_ns: u64, site: impl FnOnce() -> EventSite) {
         let Some(list) = self.watched.remove(&key) else { return };
+        self.watched_count = self.watched_count.saturating_sub(list.len());
         let mut site = Some(site);
         let mut made: Option<EventSite> = None;
-        for (id, j) in list {
-            let Some(f) = self.index_of(id).and_then(|i| self.list.get_mut(i)) else { continue };
-            if let Some(m) = f.mappings.get_mut(j) {
-                m.unmapped_ns.get_or_insert(ts_ns);
+        for (id, j, cause) in list {
+            if cause && made.is_none() {
+                made = site.take().map(|s| s());
             }
-            let cause = f.iova.is_some_and(|iova| iova.wrapping_sub(key.0) < f.mappings.get(j).map_or(0, |m| m.len))
-                && f.mapped_at.as_ref().is_some_and(|m| m.time_ns == key.2);
-            if cause && f.unmapped_by.is_none() {
-                if let Some(s) = site.take() {
-                    made = Some(s());
+            let by = if cause { made.clone() } else { None };
+            match self.index_of(id).and_then(|i| self.list.get_mut(i)) {
+                Some(f) => {
+                    if let Some(m) = f.mappings.get_mut(j) {
+                        m.unmapped_ns.get_or_insert(ts_ns);
+                    }
+                    if f.unmapped_by.is_none() {
+                        f.unmapped_by = by;
+                    }
                 }
-                f.unmapped_by.clone_from(&made);
+                // Already written (streaming): the unmap goes out on its own.
+                None if self.streaming && self.unmaps.len() < MAX_WATCHED => self.unmaps.push((id, j, ts_ns, by)),
+                None => {}
             }
         }
     }
@@ -737,6 +756,9 @@ impl Findings {
         }
         for (id, up, count) in self.ups.drain(..) {
             sink.follow_up(id, &up, count);
+        }
+        for (id, j, ts, by) in self.unmaps.drain(..) {
+            sink.unmapped(id, j, ts, by.as_ref());
         }
     }
 

@@ -63,6 +63,12 @@
 //! `"type": "follow_up"`: `finding` (the `id`), `kind`, `time`, `task`, `pfn`,
 //! `npages`, `count` (the finding's follow-ups so far, this one included), `input`.
 //!
+//! `"type": "unmapped"`: a mapping of an already written finding was unmapped:
+//! `finding` (the `id`), `mapping` (index into its `mappings`), `time`, and
+//! `unmapped_by` (the site, as in a finding, when this unmap is the finding's
+//! own; else null), `input`. A report written at the end (`--merge`,
+//! `--perfetto`, `--html`) has these in the finding itself.
+//!
 //! `"type": "summary"` (last line per input; streaming adds `follow_ups`, the total): `input`, `semantics`, `lines`, `bytes`,
 //! `events`, `events_by_kind`, `unknown_events`, `skipped` (reason → `{count, first_line,
 //! first_offset}`), `mode`, `exposure`, `exposure_windows` (version 2: the longest lazy-mode
@@ -744,6 +750,24 @@ impl<W: Write> FindingSink for StreamWriter<W> {
                 if count == MAX_FOLLOW_UP_LINES { " (further ones only counted)" } else { "" }
             );
             self.write(|o, _| writeln!(o, "{line}"));
+        }
+    }
+
+    fn unmapped(&mut self, id: u64, mapping: usize, ts_ns: u64, by: Option<&MapSite>) {
+        if self.json {
+            let v = json!({
+                "schema_version": SCHEMA_VERSION, "type": "unmapped", "finding": id, "mapping": mapping,
+                "time": ts(ts_ns), "unmapped_by": site(&by.cloned()), "input": self.input,
+            });
+            let line = v.to_string();
+            self.write(|o, _| writeln!(o, "{line}"));
+        } else if let (Some(&n), Some(u)) = (self.numbers.get(&id), by) {
+            let mut text =
+                format!("[{n}] unmapped  {}  cpu {}  {}-{}\n", fmt_ts(u.time_ns), u.cpu, esc(&u.task), u.pid);
+            for fr in &u.stack {
+                text.push_str(&format!("              {}\n", esc(fr)));
+            }
+            self.write(|o, _| write!(o, "{text}"));
         }
     }
 }

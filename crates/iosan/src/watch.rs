@@ -227,7 +227,7 @@ fn set_up_and_watch<O: Ops, W: Write>(
                 an.drain_findings(&mut **w);
             }
         }));
-        let mut src = TextSource::new(&mut live, aopts.max_line_len);
+        let mut src = TextSource::new(&mut live, aopts.max_line_len).live();
         let mut sink = SharedSink(Rc::clone(&state));
         let ran = src.run(&mut sink, &mut ());
         let pos = src.position();

@@ -115,8 +115,10 @@ pub fn open_capture(path: &Path, max_line_len: usize) -> Result<Capture, OpenErr
         }
     }
     let input = crate::input::open_input_with(path, &InputOptions::default())?;
-    let mut capture = from_reader(input.reader, &name, max_line_len)?;
-    if path.as_os_str() != "-" && matches!(capture.format, CaptureFormat::Text { .. }) {
+    // A pipe may stall while a test runs: never hold a decided event for it.
+    let live = path.as_os_str() == "-" || is_fifo(path);
+    let mut capture = from_reader(input.reader, &name, max_line_len, live)?;
+    if !live && matches!(capture.format, CaptureFormat::Text { .. }) {
         // Read the first events again, from a second handle, for the page size.
         if let Ok(again) = crate::input::open_input_with(path, &InputOptions::default()) {
             let mut head = Vec::new();
@@ -135,10 +137,26 @@ pub fn open_capture(path: &Path, max_line_len: usize) -> Result<Capture, OpenErr
 /// As [`open_capture`].
 pub fn open_reader(reader: impl Read + Send + 'static, name: &str, max_line_len: usize) -> Result<Capture, OpenError> {
     let input = decode_reader_with(reader, &InputOptions::default())?;
-    from_reader(input.reader, name, max_line_len)
+    from_reader(input.reader, name, max_line_len, true)
 }
 
-fn from_reader(mut reader: Box<dyn BufRead + Send>, name: &str, max_line_len: usize) -> Result<Capture, OpenError> {
+#[cfg(unix)]
+fn is_fifo(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_char_device())
+}
+
+#[cfg(not(unix))]
+fn is_fifo(_: &Path) -> bool {
+    false
+}
+
+fn from_reader(
+    mut reader: Box<dyn BufRead + Send>,
+    name: &str,
+    max_line_len: usize,
+    live: bool,
+) -> Result<Capture, OpenError> {
     let io_err = |source| OpenError::Io { name: name.to_string(), source };
     // One read of a chained stream may return only a few bytes: read until
     // the magic bytes are in (never waiting for more, so a live pipe is
@@ -178,11 +196,9 @@ fn from_reader(mut reader: Box<dyn BufRead + Send>, name: &str, max_line_len: us
         }
         None => {
             let max = if max_line_len == 0 { DEFAULT_MAX_LINE_LEN } else { max_line_len };
-            Ok(Capture {
-                source: Box::new(TextSource::new(reader, max)),
-                format: CaptureFormat::Text { looks_binary },
-                events_page_size: None,
-            })
+            let text = TextSource::new(reader, max);
+            let text = if live { text.live() } else { text };
+            Ok(Capture { source: Box::new(text), format: CaptureFormat::Text { looks_binary }, events_page_size: None })
         }
     }
 }

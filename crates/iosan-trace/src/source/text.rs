@@ -176,6 +176,12 @@ struct State {
     /// Sequence numbers of held events that may still be waiting (some may
     /// have completed since: they are dropped when next looked at).
     open: Vec<u64>,
+    /// A live input: events are held for a stack only once the capture is
+    /// known to have stacks (a stack line, or `# iosan-meta: stacks=` not
+    /// `off`), so that a pipe that stalls does not hold back a decided event.
+    live: bool,
+    /// Stack lines were seen, or the metadata says they come.
+    stacks: bool,
 }
 
 impl<R: BufRead> TextSource<R> {
@@ -183,6 +189,17 @@ impl<R: BufRead> TextSource<R> {
     /// and counted.
     pub fn new(input: R, max_line_len: usize) -> Self {
         Self { reader: LineReader::with_max_line_len(input, max_line_len), state: State::default() }
+    }
+
+    /// For a live input (a pipe): an event waits for its stack only once the
+    /// capture shows it has stacks. The first stack of a live capture without
+    /// `iosan record`'s metadata then finds its event gone and is counted as
+    /// skipped; a file is read with every event held until its stack cannot
+    /// follow.
+    #[must_use]
+    pub fn live(mut self) -> Self {
+        self.state.live = true;
+        self
     }
 
     /// The next line; over-long lines are held as skipped input and passed
@@ -284,6 +301,18 @@ impl State {
     /// One line of input.
     fn feed(&mut self, bytes: &[u8], number: u64, offset: u64) {
         let kind = classify_line(bytes);
+        if let Ok(LineKind::Header(h)) = &kind {
+            if let Some(v) = h.windows(17).position(|w| w == b"iosan-meta: stack").and_then(|i| h.get(i..)) {
+                let v = v.splitn(2, |&c| c == b'=').nth(1).unwrap_or(&[]);
+                let v = v.trim_ascii();
+                if v.starts_with(b"map") || v.starts_with(b"on") || v.starts_with(b"page") {
+                    self.stacks = true;
+                }
+            }
+        }
+        if matches!(kind, Ok(LineKind::Stack(_))) || (kind.is_err() && is_frame(bytes)) {
+            self.stacks = true;
+        }
         if matches!(kind, Ok(LineKind::Stack(s)) if s.starts_with(b"=>")) || (kind.is_err() && is_frame(bytes)) {
             if self.block.is_none() {
                 // Frames with no header: the stack of the event just before.
@@ -296,6 +325,7 @@ impl State {
         }
         self.finish_block();
         if let Some(h) = stack_header(&kind, bytes) {
+            self.stacks = true;
             self.block = Some(match h {
                 Header::Kernel(key) => Block { key, user: false, frames: Vec::new(), at: (number, offset) },
                 Header::User => Block { key: None, user: true, frames: Vec::new(), at: (number, offset) },
@@ -332,12 +362,15 @@ impl State {
                     }
                     !*done
                 });
-                self.open.push(self.base.saturating_add(self.held.len() as u64));
+                let wait = !self.live || self.stacks || ev.name == b"kernel_stack";
+                if wait {
+                    self.open.push(self.base.saturating_add(self.held.len() as u64));
+                }
                 self.hold(
                     bytes,
                     number,
                     offset,
-                    HeldKind::Event { key, parts: Parts::of(bytes, &ev), stack: None, done: false, after: 0 },
+                    HeldKind::Event { key, parts: Parts::of(bytes, &ev), stack: None, done: !wait, after: 0 },
                 );
             }
             _ => self.hold(bytes, number, offset, HeldKind::Other),

@@ -6,6 +6,7 @@ usage: check.py --mode strict|lazy|unknown --capture capture.txt
                 [--leg NAME] [--after-cleanup after-cleanup.txt]
                 [--crash-recovery crash-recovery.txt] [--require-good CASE]...
                 [--phases good,bug] [--min-leak-cases N] [--no-meta]
+                [--live [--line-times watch.timed --workload-times workload.timed]]
 
 --mode is the IOMMU mode the capture must say it recorded (`unknown`: no
 IOMMU); --leg names the leg in the output (default: the mode).
@@ -27,6 +28,14 @@ Passes when
   * the capture has iosan-record's metadata and lost no events;
   * `iosan record` cleaned up after itself (when --after-cleanup is given);
   * every --require-good case logged its correct-pattern pages.
+With --live the findings are `iosan watch --format json`'s output (the
+analysis ran in the guest; --capture is that file too): no capture metadata
+is checked, lost events come from the summary line (its `lost_events` and
+`overwritten_events`). --line-times is the same output with the guest's
+monotonic time before each line, --workload-times the workload's marks the
+same way: the first freed-while-mapped finding must have come before the
+workload's `phase=end` mark (findings came while the module ran, not at the
+end).
 Bug-kind findings on other pages are listed as "unexplained"; they fail the
 check (iosan promises no false positives) unless E2E_FAIL_ON_UNEXPLAINED=0.
 Exit status: 0 pass, 1 fail.
@@ -127,6 +136,25 @@ def read_findings(path):
     return findings, summary, bad
 
 
+def first_finding_time(path):
+    """(guest uptime when the first freed-while-mapped line of watch's output
+    was read, that finding's trace time)."""
+    if not os.path.exists(path):
+        return None, None
+    for line in open(path, errors="replace"):
+        up, _, text = line.partition(" ")
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            continue
+        if obj.get("type") == "finding" and obj.get("kind") == "freed-while-mapped":
+            try:
+                return float(up), obj.get("time")
+            except ValueError:
+                return None, None
+    return None, None
+
+
 def read_meta(path):
     meta = {}
     with open_text(path) as f:
@@ -157,7 +185,12 @@ def main():
         help="the capture is not iosan record's (perf.data): no metadata header to check; "
         "lost events come from the findings' summary",
     )
+    ap.add_argument("--live", action="store_true", help="findings from `iosan watch --format json`")
+    ap.add_argument("--line-times", help="watch's output, each line after the guest's uptime")
+    ap.add_argument("--workload-times", help="the workload's output, each line after the guest's uptime")
     a = ap.parse_args()
+    if a.live:
+        a.no_meta = True
     expect_mode = a.mode
     mode = a.leg or a.mode
     problems = []
@@ -212,6 +245,25 @@ def main():
         problems.append("no summary line in the findings")
     elif a.no_meta and summary.get("lost_events"):
         problems.append(f"the capture lost {summary['lost_events']} events")
+    elif a.live and summary.get("overwritten_events"):
+        problems.append(f"the ring buffer overwrote {summary['overwritten_events']} events")
+    if a.live and a.line_times:
+        (first, ftime), end, bug_end = first_finding_time(a.line_times), None, None
+        if a.workload_times and os.path.exists(a.workload_times):
+            for line in open(a.workload_times, errors="replace"):
+                up, _, text = line.rstrip("\n").partition(" ")
+                if text.startswith("E2E: phase=end"):
+                    end = float(up)
+                elif text.startswith("E2E: phase=uaf_bug end"):
+                    bug_end = float(up)
+        print(
+            f"{mode}: first freed-while-mapped line read at {first} s (guest uptime; its event at {ftime} s); "
+            f"module's bug phase ended at {bug_end} s, workload ended at {end} s"
+        )
+        if first is None or end is None:
+            problems.append("no time for the first freed-while-mapped finding or the workload's end")
+        elif first >= end:
+            problems.append(f"the first freed-while-mapped finding came at {first} s, after the workload ended ({end} s)")
 
     by_page = {}
     for f in findings:

@@ -1,12 +1,13 @@
 # The legs of the end-to-end matrix (sourced by run.sh and check-fixtures.sh).
 # shellcheck shell=bash
-ALL_LEGS="vtd-strict vtd-lazy vtd-perf vtd-superpage virtio-iommu no-iommu amd-iommu arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy"
+ALL_LEGS="vtd-strict vtd-lazy vtd-perf vtd-watch vtd-stacks vtd-superpage virtio-iommu no-iommu amd-iommu arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy"
 # Legs whose check passes today; the others record fine but the analysis
 # is not exact yet (README.md lists their numbers).
-CI_LEGS="vtd-strict vtd-lazy vtd-perf vtd-superpage amd-iommu virtio-iommu no-iommu arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy"
+CI_LEGS="vtd-strict vtd-lazy vtd-perf vtd-watch vtd-stacks vtd-superpage amd-iommu virtio-iommu no-iommu arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy"
 
 # leg -> ARCH FLAV IOMMU_ARGS(array) CMDLINE EXPECT_MODE PHASES CHECK_ARGS(array)
-#        ANALYZE_ARGS(array) RECORDER (iosan | perf: capture in out/perf.data)
+#        ANALYZE_ARGS(array) RECORDER (iosan | perf: capture in out/perf.data
+#        | watch: findings in out/watch.jsonl, analyzed in the guest)
 leg_config() {
   ARCH=x86; FLAV=""; PHASES=good,bug; CHECK_ARGS=(); IOMMU_ARGS=(); ANALYZE_ARGS=(); RECORDER=iosan
   case "$1" in
@@ -21,6 +22,15 @@ leg_config() {
     vtd-perf)   IOMMU_ARGS=(-device intel-iommu,intremap=on,caching-mode=on)
                 CMDLINE="intel_iommu=on iommu.strict=1 e2e.rec=perf${E2E_PERF_KPROBES:+ e2e.perfkp=$E2E_PERF_KPROBES}"; EXPECT_MODE=strict; RECORDER=perf
                 CHECK_ARGS=(--no-meta);;
+    # vtd-strict analyzed live by `iosan watch` in the guest: findings come
+    # from its JSON Lines (out/watch.jsonl), there is no capture
+    vtd-watch)  IOMMU_ARGS=(-device intel-iommu,intremap=on,caching-mode=on)
+                CMDLINE="intel_iommu=on iommu.strict=1 e2e.rec=watch"; EXPECT_MODE=strict; RECORDER=watch
+                CHECK_ARGS=(--live);;
+    # vtd-strict recorded with `iosan record --stacks` (stacks on every map
+    # and unmap), for what stacks cost
+    vtd-stacks) IOMMU_ARGS=(-device intel-iommu,intremap=on,caching-mode=on)
+                CMDLINE="intel_iommu=on iommu.strict=1 e2e.rec=stacks"; EXPECT_MODE=strict;;
     # QEMU's "edu" device has no driver: the module attaches its own domain
     # to it, and VT-d then offers 2 MiB pages. Only the superpage phase
     # runs, so that no other case reuses its pages: nothing may be reported.

@@ -2,7 +2,7 @@
 # iosan end-to-end test on a real kernel (see README.md): a matrix of legs.
 #
 # usage: e2e/run.sh [LEG...]          (default: both)
-#   legs:    vtd-strict vtd-lazy vtd-perf vtd-superpage virtio-iommu no-iommu amd-iommu
+#   legs:    vtd-strict vtd-lazy vtd-perf vtd-watch vtd-stacks vtd-superpage virtio-iommu no-iommu amd-iommu
 #            arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy
 #   groups:  both = vtd-strict vtd-lazy (also: strict, lazy = one of them)
 #            ci   = the legs whose check passes with today's analyzer
@@ -12,7 +12,8 @@
 # set-up, records a workload that loads the iosan_uaf module (correct DMA,
 # then injected DMA use-after-free), and checks `iosan analyze --format
 # json` on the capture against the module's ground truth with check.py.
-# x86 legs record with `iosan record --apply` in the guest; arm64 legs with
+# x86 legs record with `iosan record --apply` in the guest (vtd-watch
+# analyzes live there with `iosan watch`); arm64 legs with
 # guest-arm64/record.sh (no aarch64 iosan binary can be built here).
 #
 # Exit status: 0 every leg passed (or skipped), 1 a leg failed, 77 every
@@ -98,6 +99,7 @@ for leg in $LEGS; do
   kind=$ARCH; [ "$ARCH" = arm64 ] && kind=$FLAV
   INITRD=initramfs.cpio.gz; CAPTURE=capture.txt
   [ "$RECORDER" = perf ] && { kind=x86-perf; INITRD=initramfs-perf.cpio.gz; CAPTURE=perf.data; }
+  [ "$RECORDER" = watch ] && CAPTURE=watch.jsonl
   setup "$kind"; rc=$?
   if [ $rc = 77 ]; then
     echo "e2e: $leg: SKIP (setup $kind could not get what it needs, see above)"; RESULT[$leg]=skip; WALL[$leg]=0; continue
@@ -127,6 +129,12 @@ for leg in $LEGS; do
     tail -25 "$d/console.log"
     RESULT[$leg]=fail; fail=1; WALL[$leg]=$((SECONDS - lt)); continue
   fi
+  extra=(--phases "$PHASES")
+  if [ "$RECORDER" = watch ]; then
+    # analyzed live in the guest: its findings, with the times they came
+    cp "$d/out/watch.jsonl" "$d/findings.jsonl"
+    extra+=(--line-times "$d/out/watch.timed" --workload-times "$d/out/workload.timed")
+  else
   t=$SECONDS
   "$W/iosan" analyze "${ANALYZE_ARGS[@]}" --format json "$d/out/$CAPTURE" > "$d/findings.jsonl" 2> "$d/analyze.err"
   arc=$?
@@ -135,7 +143,32 @@ for leg in $LEGS; do
     echo "e2e: $leg: FAIL: iosan analyze failed:"; head -20 "$d/analyze.err"
     RESULT[$leg]=fail; fail=1; WALL[$leg]=$((SECONDS - lt)); continue
   fi
-  extra=(--phases "$PHASES")
+  fi
+  case "$leg" in vtd-strict|vtd-stacks) # what recording costs, with and without stacks
+    python3 - "$d/out/$CAPTURE" "$d/findings.jsonl" "$leg" <<'PY'
+import json, os, sys
+cap, fnd, leg = sys.argv[1:4]
+el = None
+with open(cap, errors="replace") as f:
+    for line in f:
+        if not line.startswith("#"):
+            break
+        if line.startswith("# iosan-meta: elapsed_s="):
+            el = float(line.split("=", 1)[1])
+ev = None
+for line in open(fnd, errors="replace"):
+    try:
+        o = json.loads(line)
+    except ValueError:
+        continue
+    if o.get("type") == "summary":
+        ev = o.get("events")
+size = os.path.getsize(cap)
+rate = f"{ev / el:.0f} events/s" if ev and el else "events/s unknown"
+print(f"e2e: {leg}: capture {ev} events in {el} s: {rate}, {size} bytes ({size / 1e6:.1f} MB)"
+      + (f", {size / ev:.0f} bytes/event" if ev else ""))
+PY
+  ;; esac
   [ "$ARCH" = x86 ] && extra+=(--crash-recovery "$d/out/crash-recovery.txt")
   if python3 "$E2E/check.py" --leg "$leg" --mode "$EXPECT_MODE" --capture "$d/out/$CAPTURE" \
       --ground-truth "$d/out/dmesg.txt" --findings "$d/findings.jsonl" --after-cleanup "$d/out/after-cleanup.txt" \

@@ -20,7 +20,7 @@ use crate::replay::{Analyzer, Options};
 use crate::report::{FindingSink, Report, Summary};
 use crate::source::text::TextSource;
 pub use crate::source::Progress;
-use crate::source::{Position, Source, SourceError};
+use crate::source::{read_ahead, FailOnce, Position, Source, SourceError};
 
 /// Options for [`analyze`].
 #[derive(Clone, Debug)]
@@ -65,24 +65,7 @@ pub fn analyze(
 ) -> Result<Report, AnalyzeError> {
     // The look-ahead, chunk by chunk: small inputs cost little, large ones
     // at most about twice LOOKAHEAD_BYTES of heap.
-    let mut head = Vec::new();
-    let mut failed = None;
-    while head.len() < LOOKAHEAD_BYTES {
-        let buf = match input.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
-        };
-        if buf.is_empty() {
-            break;
-        }
-        let n = buf.len().min(LOOKAHEAD_BYTES - head.len());
-        head.extend_from_slice(buf.get(..n).unwrap_or_default());
-        input.consume(n);
-    }
+    let (head, failed) = read_ahead(&mut input, LOOKAHEAD_BYTES);
     let mut opts = opts.clone();
     if failed.is_none() {
         opts.replay.events_page_size = pagesize::scan(&head).decided();
@@ -90,27 +73,6 @@ pub fn analyze(
     // A read error in the look-ahead surfaces where the replay reaches it.
     let input = Cursor::new(head).chain(FailOnce(failed)).chain(input);
     analyze_source(&mut TextSource::new(input, opts.max_line_len), name, &opts, progress)
-}
-
-/// Yields its error once, then nothing: a failed read of the look-ahead,
-/// replayed at its place in the input.
-struct FailOnce(Option<std::io::Error>);
-
-impl Read for FailOnce {
-    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
-        self.0.take().map_or(Ok(0), Err)
-    }
-}
-
-impl BufRead for FailOnce {
-    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        match self.0.take() {
-            Some(e) => Err(e),
-            None => Ok(&[]),
-        }
-    }
-
-    fn consume(&mut self, _: usize) {}
 }
 
 /// Replays the records of any [`Source`].
@@ -239,6 +201,9 @@ impl RecordSink for Streaming<'_> {
     }
     fn skipped(&mut self, reason: &str, origin: Origin) {
         self.an.skipped(reason, origin);
+    }
+    fn skipped_many(&mut self, reason: &str, origin: Origin, count: u64) {
+        self.an.skipped_many(reason, origin, count);
     }
     fn unknown_event(&mut self, name: &[u8]) {
         self.an.unknown_event(name);

@@ -131,6 +131,14 @@ pub trait RecordSink {
     fn lost(&mut self, cpu: Option<u32>, events: Option<u64>, origin: Origin);
     /// Input that was not used, with why: counted, never silent.
     fn skipped(&mut self, reason: &str, origin: Origin);
+    /// `count` inputs skipped for one reason, the first at `origin` (a
+    /// binary reader counts damaged records as it goes and reports them
+    /// once). The default reports them one by one.
+    fn skipped_many(&mut self, reason: &str, origin: Origin, count: u64) {
+        for _ in 0..count {
+            self.skipped(reason, origin);
+        }
+    }
     /// An event of a kind the analysis does not use.
     fn unknown_event(&mut self, name: &[u8]);
     /// Capture metadata (`# iosan-meta: key=value`, trace.dat options).

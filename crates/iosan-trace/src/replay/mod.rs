@@ -363,12 +363,19 @@ impl RecordSink for Analyzer {
 
     /// Counts a line that was skipped, with why.
     fn skipped(&mut self, reason: &str, origin: Origin) {
+        self.skipped_many(reason, origin, 1);
+    }
+
+    fn skipped_many(&mut self, reason: &str, origin: Origin, count: u64) {
+        if count == 0 {
+            return;
+        }
         let e = self.summary.skipped.entry(reason.to_string()).or_insert(SkipCount {
             count: 0,
             first_line: origin.line,
             first_offset: origin.offset,
         });
-        e.count += 1;
+        e.count = e.count.saturating_add(count);
     }
 
     /// Counts an event name the analyzer does not know.

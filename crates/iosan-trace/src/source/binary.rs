@@ -101,9 +101,7 @@ impl<R: Read + Seek> TraceDatSource<R> {
             (s.short_records, "trace.dat: record shorter than its common fields"),
             (s.cpu_ranges, "trace.dat: CPU data range outside the file"),
         ] {
-            for _ in 0..n.min(1 << 24) {
-                sink.skipped(why, at);
-            }
+            sink.skipped_many(why, at, n);
         }
     }
 }
@@ -171,6 +169,8 @@ impl<R: Read + Seek> Source for TraceDatSource<R> {
 pub struct PerfDataSource<R> {
     perf: PerfData<R>,
     data: Option<TracingData>,
+    /// The tracing data was met (parsed or not): it is parsed once.
+    data_seen: bool,
     pending: Option<PerfItem>,
     started: bool,
     bytes: u64,
@@ -179,7 +179,8 @@ pub struct PerfDataSource<R> {
 impl<R: Read> PerfDataSource<R> {
     fn new(perf: PerfData<R>) -> Result<Self, SourceError> {
         let data = perf.tracing_data().map(TracingData::parse).transpose().map_err(container)?;
-        Ok(Self { perf, data, pending: None, started: false, bytes: 0 })
+        let data_seen = data.is_some();
+        Ok(Self { perf, data, data_seen, pending: None, started: false, bytes: 0 })
     }
 
     /// A perf.data stream in pipe mode (`perf record -o -`).
@@ -220,15 +221,13 @@ impl<R: Read> Source for PerfDataSource<R> {
             match self.perf.next_item().map_err(container)? {
                 None => {
                     let st = self.perf.stats();
-                    for _ in 0..st.records_malformed.min(1 << 24) {
-                        sink.skipped("perf.data: record too short for its type", Origin::byte(self.bytes));
-                    }
-                    for _ in 0..st.order_window_exceeded.min(1 << 24) {
-                        sink.skipped(
-                            "perf.data: sample out of time order (ordering window full)",
-                            Origin::byte(self.bytes),
-                        );
-                    }
+                    let at = Origin::byte(self.bytes);
+                    sink.skipped_many("perf.data: record too short for its type", at, st.records_malformed);
+                    sink.skipped_many(
+                        "perf.data: sample out of time order (ordering window full)",
+                        at,
+                        st.order_window_exceeded,
+                    );
                     return Ok(None);
                 }
                 Some(PerfItem::Lost { cpu, count, offset, .. }) => {
@@ -239,8 +238,9 @@ impl<R: Read> Source for PerfDataSource<R> {
                     if let PerfItem::Sample(s) = &item {
                         self.bytes = self.bytes.max(s.offset);
                         // The tracing data arrives with its record in pipe mode.
-                        if self.data.is_none() {
+                        if !self.data_seen {
                             if let Some(blob) = self.perf.tracing_data() {
+                                self.data_seen = true;
                                 self.data = TracingData::parse(blob).ok();
                             }
                         }

@@ -123,6 +123,49 @@ pub(crate) fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::
     Ok(n)
 }
 
+/// Reads ahead up to `want` bytes of `reader` (as many as its reads give:
+/// nothing waits for more once `want` is reached or the input ends). A read
+/// error is returned beside what was read, to be replayed at its place by
+/// [`FailOnce`], so that the analysis sees everything before it.
+pub(crate) fn read_ahead(reader: &mut impl std::io::BufRead, want: usize) -> (Vec<u8>, Option<std::io::Error>) {
+    let mut head = Vec::new();
+    while head.len() < want {
+        let buf = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return (head, Some(e)),
+        };
+        if buf.is_empty() {
+            break;
+        }
+        let n = buf.len().min(want - head.len());
+        head.extend_from_slice(buf.get(..n).unwrap_or_default());
+        reader.consume(n);
+    }
+    (head, None)
+}
+
+/// Yields its error once, then nothing: a failed read of a look-ahead,
+/// replayed at its place in the input.
+pub(crate) struct FailOnce(pub(crate) Option<std::io::Error>);
+
+impl std::io::Read for FailOnce {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        self.0.take().map_or(Ok(0), Err)
+    }
+}
+
+impl std::io::BufRead for FailOnce {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        match self.0.take() {
+            Some(e) => Err(e),
+            None => Ok(&[]),
+        }
+    }
+
+    fn consume(&mut self, _: usize) {}
+}
+
 /// How much of its input a source has read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Position {

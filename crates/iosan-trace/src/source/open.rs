@@ -8,12 +8,12 @@
 //! Pipe-mode perf.data (`perf record -o -`) streams.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Cursor, Read};
+use std::io::{self, BufRead, BufReader, Cursor, Read, Seek};
 use std::path::Path;
 
 use super::binary::{PerfDataSource, TraceDatSource};
 use super::text::TextSource;
-use super::{read_full, Source, SourceError};
+use super::{read_ahead, read_full, FailOnce, Source, SourceError};
 use crate::input::{decode_reader_with, InputError, InputOptions};
 use crate::parse::reader::DEFAULT_MAX_LINE_LEN;
 
@@ -110,24 +110,14 @@ pub fn open_capture(path: &Path, max_line_len: usize) -> Result<Capture, OpenErr
         let mut head = [0u8; 16];
         let n = read_full(&mut f, &mut head).map_err(io_err)?;
         if let Some(fmt) = sniff(head.get(..n).unwrap_or(&[])) {
-            let reader = BufReader::with_capacity(256 << 10, File::open(path).map_err(io_err)?);
-            return binary(fmt, reader, &head).map_err(src_err);
+            f.rewind().map_err(io_err)?;
+            return binary(fmt, BufReader::with_capacity(256 << 10, f), &head).map_err(src_err);
         }
     }
     let input = crate::input::open_input_with(path, &InputOptions::default())?;
     // A pipe may stall while a test runs: never hold a decided event for it.
     let live = path.as_os_str() == "-" || is_fifo(path);
-    let mut capture = from_reader(input.reader, &name, max_line_len, live)?;
-    if !live && matches!(capture.format, CaptureFormat::Text { .. }) {
-        // Read the first events again, from a second handle, for the page size.
-        if let Ok(again) = crate::input::open_input_with(path, &InputOptions::default()) {
-            let mut head = Vec::new();
-            if again.reader.take(crate::pagesize::LOOKAHEAD_BYTES as u64).read_to_end(&mut head).is_ok() {
-                capture.events_page_size = crate::pagesize::scan(&head).decided();
-            }
-        }
-    }
-    Ok(capture)
+    from_reader(input.reader, &name, max_line_len, live)
 }
 
 /// Opens an already decompressed stream (standard input, an embedded
@@ -158,24 +148,27 @@ fn from_reader(
     live: bool,
 ) -> Result<Capture, OpenError> {
     let io_err = |source| OpenError::Io { name: name.to_string(), source };
-    // One read of a chained stream may return only a few bytes: read until
-    // the magic bytes are in (never waiting for more, so a live pipe is
-    // not held up), then put them back in front.
-    let mut prefix = Vec::new();
-    while prefix.len() < 16 {
-        let buf = reader.fill_buf().map_err(io_err)?;
-        if buf.is_empty() {
-            break;
+    // One read of a chained stream may return only a few bytes: read ahead
+    // until the magic bytes are in, then put them back in front. A pipe is
+    // read no further (a live one must not wait); a file is read ahead by
+    // up to 4 MiB, whose events tell its page size.
+    let want = if live { 16 } else { crate::pagesize::LOOKAHEAD_BYTES };
+    let (prefix, mut failed) = read_ahead(&mut reader, want);
+    if prefix.is_empty() {
+        if let Some(e) = failed.take() {
+            return Err(io_err(e));
         }
-        let n = buf.len().min(64 << 10);
-        prefix.extend_from_slice(buf.get(..n).unwrap_or(&[]));
-        reader.consume(n);
     }
     let head = prefix.get(..prefix.len().min(16)).unwrap_or(&[]).to_vec();
     let format = sniff(&head);
     let looks_binary = looks_binary(&prefix);
+    let events_page_size = match (live, format, &failed) {
+        (false, None, None) => crate::pagesize::scan(&prefix).decided(),
+        _ => None,
+    };
+    // A read error of the look-ahead surfaces where the reading reaches it.
     let mut reader: Box<dyn BufRead + Send> =
-        Box::new(BufReader::with_capacity(256 << 10, Cursor::new(prefix).chain(reader)));
+        Box::new(BufReader::with_capacity(256 << 10, Cursor::new(prefix).chain(FailOnce(failed)).chain(reader)));
     match format {
         Some(CaptureFormat::PerfData) if is_pipe_mode(&head) => {
             let source = PerfDataSource::open_pipe(reader)
@@ -198,7 +191,7 @@ fn from_reader(
             let max = if max_line_len == 0 { DEFAULT_MAX_LINE_LEN } else { max_line_len };
             let text = TextSource::new(reader, max);
             let text = if live { text.live() } else { text };
-            Ok(Capture { source: Box::new(text), format: CaptureFormat::Text { looks_binary }, events_page_size: None })
+            Ok(Capture { source: Box::new(text), format: CaptureFormat::Text { looks_binary }, events_page_size })
         }
     }
 }

@@ -302,10 +302,9 @@ impl State {
     fn feed(&mut self, bytes: &[u8], number: u64, offset: u64) {
         let kind = classify_line(bytes);
         if let Ok(LineKind::Header(h)) = &kind {
-            if let Some(v) = h.windows(17).position(|w| w == b"iosan-meta: stack").and_then(|i| h.get(i..)) {
-                let v = v.splitn(2, |&c| c == b'=').nth(1).unwrap_or(&[]);
-                let v = v.trim_ascii();
-                if v.starts_with(b"map") || v.starts_with(b"on") || v.starts_with(b"page") {
+            let t = String::from_utf8_lossy(h);
+            if let Some(("stacks", v)) = meta_entry(&t) {
+                if v.starts_with("map") || v.starts_with("on") || v.starts_with("page") {
                     self.stacks = true;
                 }
             }
@@ -576,11 +575,15 @@ fn header(sink: &mut dyn RecordSink, text: &[u8]) {
                 sink.overwritten(b - a);
             }
         }
-    } else if let Some(rest) = t.strip_prefix("iosan-meta:") {
-        if let Some((k, v)) = rest.trim().split_once('=') {
-            sink.meta(k.trim(), v.trim());
-        }
+    } else if let Some((k, v)) = meta_entry(t) {
+        sink.meta(k, v);
     }
+}
+
+/// A `# iosan-meta: key=value` header as (key, value).
+fn meta_entry(header: &str) -> Option<(&str, &str)> {
+    let (k, v) = header.trim_start_matches('#').trim().strip_prefix("iosan-meta:")?.trim().split_once('=')?;
+    Some((k.trim(), v.trim()))
 }
 
 #[cfg(test)]

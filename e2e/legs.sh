@@ -48,11 +48,14 @@ leg_config() {
     no-iommu)   CMDLINE="intel_iommu=off"; EXPECT_MODE=unknown;;
     amd-iommu)  IOMMU_ARGS=(-device amd-iommu)
                 CMDLINE="iommu.strict=1"; EXPECT_MODE=strict;;
+    # arm64 guests record with the plan `iosan record --print --arch
+    # aarch64` printed on the host; E2E_TRACE_DAT=1 also writes a trace.dat
     arm64-strict) ARCH=arm64; FLAV=arm64; CMDLINE="iommu.strict=1"; EXPECT_MODE=strict;;
     arm64-lazy) ARCH=arm64; FLAV=arm64; CMDLINE="iommu.strict=0"; EXPECT_MODE=lazy;;
     # the analyzer takes the 16 KiB page size from the capture's metadata
     arm64-16k-strict) ARCH=arm64; FLAV=arm64-16k; CMDLINE="iommu.strict=1"; EXPECT_MODE=strict;;
     arm64-16k-lazy) ARCH=arm64; FLAV=arm64-16k; CMDLINE="iommu.strict=0"; EXPECT_MODE=lazy;;
   esac
+  if [ "$ARCH" = arm64 ] && [ "${E2E_TRACE_DAT:-0}" = 1 ]; then CMDLINE="$CMDLINE e2e.dat=1"; fi
 }
 

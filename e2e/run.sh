@@ -13,8 +13,9 @@
 # then injected DMA use-after-free), and checks `iosan analyze --format
 # json` on the capture against the module's ground truth with check.py.
 # x86 legs record with `iosan record --apply` in the guest (vtd-watch
-# analyzes live there with `iosan watch`); arm64 legs with
-# guest-arm64/record.sh (no aarch64 iosan binary can be built here).
+# analyzes live there with `iosan watch`); arm64 legs with the script
+# `iosan record --print --arch aarch64` printed on the host, run by the
+# guest's busybox sh (no aarch64 iosan binary can be built here).
 #
 # Exit status: 0 every leg passed (or skipped), 1 a leg failed, 77 every
 # leg skipped (reasons printed).

@@ -4,15 +4,17 @@
 # flavour) for `qemu-system-aarch64 -M virt,iommu=smmuv3`, the iosan_uaf
 # module cross-built with the compiler the kernel was built with, and an
 # initramfs from Debian's arm64 busybox-static (plus trace-cmd when its
-# packages can be had). No aarch64 iosan binary exists here, so the guest
-# records with guest-arm64/record.sh, a shell rendering of `iosan record`'s
-# plan, and the capture is analysed on the host.
+# packages can be had). No aarch64 iosan binary can be built here, so the
+# host's freshly built iosan prints its plan for aarch64 (`iosan record
+# --print --arch aarch64`), the guest's busybox sh runs that script, and
+# the capture is analysed on the host.
 #
 # usage: e2e/setup-arm64.sh [arm64|arm64-16k]      (default arm64)
 # Everything goes under e2e/work/arm64/ and e2e/work/<flavour>/.
 # Exit status: 0 ready, 1 a build step failed, 77 skip (reason printed).
 set -euo pipefail
 E2E=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$E2E/.." && pwd)
 W=$E2E/work
 FLAV=${1:-arm64}
 case "$FLAV" in arm64|arm64-16k) ;; *) echo "usage: $0 [arm64|arm64-16k]" >&2; exit 2;; esac
@@ -102,7 +104,27 @@ if [ ! -f "$MB/iosan_uaf.ko" ] || [ "$E2E/module/iosan_uaf.c" -nt "$MB/iosan_uaf
     || { cat "$W/$FLAV/module-build.log" >&2; echo "e2e-setup-$FLAV: module build failed" >&2; exit 1; }
 fi
 
-# ---- 5. initramfs --------------------------------------------------------------------
+# ---- 5. the recorder: the plan of the host's iosan, printed for aarch64 --------------
+# The same build as setup.sh's (the binary analyses the captures afterwards,
+# run.sh), so that the plan is the one this tree prints. IOSAN_E2E_BIN uses
+# a prebuilt one instead.
+IOSAN=$W/iosan
+if [ -n "${IOSAN_E2E_BIN:-}" ]; then
+  cp "$IOSAN_E2E_BIN" "$IOSAN"
+else
+  log "building iosan"
+  export CARGO_TARGET_DIR=$W/cargo-target
+  ( cd "$REPO" && RUSTFLAGS="-C target-feature=+crt-static" \
+      cargo build --release --quiet -p iosan --target x86_64-unknown-linux-gnu ) \
+    || { echo "e2e-setup-$FLAV: cargo build of iosan failed" >&2; exit 1; }
+  cp "$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/iosan" "$IOSAN"
+fi
+# 240 s as the x86 guests' limit; 64 MiB per CPU holds a leg's run without
+# loss (the sizing from 50,000 events/s over 240 s would take 1/8 of RAM)
+"$IOSAN" record --print --arch aarch64 --duration 240 --buffer-kb 65536 > "$W/$FLAV/plan.sh" \
+  || { echo "e2e-setup-$FLAV: iosan record --print --arch aarch64 failed" >&2; exit 1; }
+
+# ---- 6. initramfs --------------------------------------------------------------------
 log "building initramfs"
 IR=$W/$FLAV/initramfs
 rm -rf "$IR"; mkdir -p "$IR"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,out,mod,etc,lib}
@@ -132,8 +154,8 @@ if [ $TRACE_CMD = 1 ]; then
   cp -L "$ROOT/lib/ld-linux-aarch64.so.1" "$IR/lib/"
 fi
 cp "$E2E/guest-arm64/init" "$IR/init"
-cp "$E2E/guest-arm64/record.sh" "$IR/record.sh"
+cp "$W/$FLAV/plan.sh" "$IR/plan.sh"
 cp "$E2E/guest/workload.sh" "$IR/workload.sh"
-chmod +x "$IR/init" "$IR/record.sh" "$IR/workload.sh"
+chmod +x "$IR/init" "$IR/workload.sh"
 (cd "$IR" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$W/$FLAV/initramfs.cpio.gz")
 log "ready in ${SECONDS}s: kernel $KVER, $(du -h "$W/$FLAV/initramfs.cpio.gz" | cut -f1) initramfs, trace-cmd=$TRACE_CMD"

@@ -86,11 +86,15 @@ pub enum FindingKind {
     /// 0 bytes, as io-pgtable-arm does from Linux 6.13 with a WARN): the
     /// mapping stays (informational).
     PartialBlockUnmapRefused,
+    /// A map failed (`__iommu_map`/`iommu_map_nosync` returned an error)
+    /// and the kernel unmapped what it had mapped of it: nothing of it
+    /// stays mapped (informational).
+    MapFailed,
 }
 
 impl FindingKind {
     /// Every kind, in a stable order.
-    pub const ALL: [FindingKind; 15] = [
+    pub const ALL: [FindingKind; 16] = [
         Self::FreedWhileMapped,
         Self::AllocatedWhileMapped,
         Self::DoubleUnmap,
@@ -106,6 +110,7 @@ impl FindingKind {
         Self::IdentityWindow,
         Self::UnmapAlreadyRemoved,
         Self::PartialBlockUnmapRefused,
+        Self::MapFailed,
     ];
 
     /// The stable name used in reports and JSON.
@@ -127,6 +132,7 @@ impl FindingKind {
             Self::IdentityWindow => "identity-window",
             Self::UnmapAlreadyRemoved => "unmap-already-removed",
             Self::PartialBlockUnmapRefused => "partial-block-unmap-refused",
+            Self::MapFailed => "map-failed",
         }
     }
 
@@ -148,6 +154,7 @@ impl FindingKind {
                 | Self::IdentityWindow
                 | Self::UnmapAlreadyRemoved
                 | Self::PartialBlockUnmapRefused
+                | Self::MapFailed
         )
     }
 }

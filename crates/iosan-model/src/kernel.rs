@@ -683,12 +683,13 @@ impl<'w> Kernel<'w> {
             Err(ModelError::Range(_)) => -34,
             Err(_) => -22,
         };
-        if self.kprobes() {
-            self.emit(|t, c, ts| t.kp_iommu_map_ret(c, ts, from_sg, ret));
-        }
         if outcome.is_err() && mapped > 0 {
+            // The kernel unrolls inside the call, before it returns the error.
             self.unmap_inner(dom, iova, mapped, false);
             self.flush_strict(dom, iova.get(), mapped);
+        }
+        if self.kprobes() {
+            self.emit(|t, c, ts| t.kp_iommu_map_ret(c, ts, from_sg, ret));
         }
         outcome
     }

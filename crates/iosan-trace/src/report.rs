@@ -294,6 +294,9 @@ impl TraceFinding {
             FindingKind::PartialBlockUnmapRefused => {
                 "the IOMMU refused to unmap part of a block mapping: the whole block stays mapped (informational)"
             }
+            FindingKind::MapFailed => {
+                "a map failed and the kernel unmapped what it had mapped of it: nothing stays mapped (informational)"
+            }
         }
     }
 }

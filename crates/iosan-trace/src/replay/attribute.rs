@@ -56,13 +56,17 @@ impl Analyzer {
         let Some(range) = IovaRange::from_start_len(Iova(iova), size) else {
             let f = self
                 .plain(ctx, Finding::invalid(DomainId(u64::MAX), Iova(iova), size, iosan_core::InvalidArgs::ZeroSize));
-            self.findings.push(f);
+            // A failed map that mapped nothing may explain it (7.x).
+            if let Some(f) = self.hold_zero_map(key, iova, f) {
+                self.findings.push(f);
+            }
             return;
         };
         // Counts do not depend on the domain: apply them now, attribute the shadow entry when known.
         let probe =
             self.seqs.get(key).kp_map.filter(|&(_, kiova, ksize, _)| iova >= kiova && iova - kiova < ksize.max(1));
         let slot = probe.map(|(dom, ..)| self.domains.ptr(dom));
+        self.map_call_traced(key, range, slot);
         let pending = ShadowDomain::new(DomainId(u64::MAX), self.opts.pgsize_bitmap);
         let found =
             self.san.map(DomainId(slot.unwrap_or(usize::MAX) as u64), &pending, Iova(iova), PhysAddr(paddr), size);
@@ -112,6 +116,9 @@ impl Analyzer {
             let p = seq.kp_unmap.take().filter(|&(_, kiova, ..)| kiova == iova);
             (p, seq.unmap_sg_dev.take())
         };
+        if self.rollback_of_failed_map(ctx, key, iova, size, unmapped) {
+            return;
+        }
         let slot = if let Some((dom, ..)) = probe {
             self.summary.unmaps_by.kprobe += 1;
             Some(self.domains.ptr(dom))
@@ -241,6 +248,7 @@ impl Analyzer {
 
     /// Ends a sequence: what is still unattributed gets its best answer.
     pub(super) fn finish_seq(&mut self, key: SeqKey) {
+        self.flush_zero_map(key);
         for it in self.seqs.end(key) {
             match it {
                 Item::Map { iova, phys, meta, slot: None } => {

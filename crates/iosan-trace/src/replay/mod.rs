@@ -30,6 +30,7 @@ mod apply;
 mod attribute;
 mod dma_api;
 mod end;
+mod failed_map;
 mod identity;
 mod lazy;
 mod lookahead;
@@ -110,6 +111,15 @@ impl Analyzer {
         if let Some(seq) = self.seqs.existing(key) {
             seq.pid = ctx.pid;
         }
+        // A zero-size map is a failed map's only if its unmap comes next.
+        if self.seqs.zero_maps_held != 0
+            && !matches!(
+                ev,
+                Event::IommuUnmap(_) | Event::ProbeUnmap(_) | Event::ProbeUnmapReturn(_) | Event::ProbeMapReturn(_)
+            )
+        {
+            self.flush_zero_map(key);
+        }
 
         if !self.identity_seen && is_identity_event(ev) {
             self.identity_seen = true;
@@ -119,6 +129,7 @@ impl Analyzer {
                 self.summary.kprobe_events += 1;
                 self.note_dtype(p.domain, p.dtype);
                 self.seqs.get(key).kp_map = Some((p.domain, p.iova, p.size, p.dtype));
+                self.map_call_opened(key, p.domain, p.iova, p.size);
             }
             Event::ProbeUnmap(p) => {
                 self.summary.kprobe_events += 1;
@@ -132,8 +143,12 @@ impl Analyzer {
                 self.note_dtype(p.domain, p.dtype);
                 self.seqs.get(key).attach_slot = Some(s);
             }
-            Event::ProbeDetach(_) | Event::ProbeMapReturn(_) | Event::ProbeUnmapReturn(_) => {
+            Event::ProbeDetach(_) | Event::ProbeUnmapReturn(_) => {
                 self.summary.kprobe_events += 1;
+            }
+            Event::ProbeMapReturn(r) => {
+                self.summary.kprobe_events += 1;
+                self.map_call_returned(ctx, key, r.ret);
             }
             Event::ProbeDomainFree(p) => {
                 self.summary.kprobe_events += 1;

@@ -11,6 +11,7 @@
 use iosan_core::{Iova, IovaRange, MapMeta, PhysAddr};
 
 use crate::parse::event::Event;
+use crate::report::TraceFinding;
 
 /// Keys come from the capture; the map is bounded, so chosen collisions
 /// cost time, never memory.
@@ -51,6 +52,21 @@ pub(super) enum Item {
 /// A kprobe on `__iommu_map`/`__iommu_unmap`: (domain, iova, size, domain type).
 pub(super) type ProbeCall = (u64, u64, u64, Option<u64>);
 
+/// An open `__iommu_map`/`iommu_map_nosync` call: its entry kprobe came,
+/// its return has not yet.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct MapCall {
+    /// The domain pointer, IOVA and size the call was asked to map.
+    pub(super) domain: u64,
+    pub(super) iova: u64,
+    pub(super) size: u64,
+    /// The call's `iommu:map` (range and domain slot): 6.12 traces only a
+    /// map that succeeded, 7.x a failed one too, with the part it mapped.
+    pub(super) traced: Option<(IovaRange, Option<usize>)>,
+    /// Bytes the call's own unmap (the kernel's roll-back) removed.
+    pub(super) rolled_back: Option<u64>,
+}
+
 /// One call sequence.
 #[derive(Default, Debug)]
 pub(super) struct Seq {
@@ -64,6 +80,12 @@ pub(super) struct Seq {
     pub(super) attach_slot: Option<usize>,
     /// A VT-d `cache_tag_assign` waiting for its device.
     pub(super) pending_did: Option<u32>,
+    /// The open map call, with its kprobes.
+    pub(super) map_call: Option<MapCall>,
+    /// A zero-size `iommu:map` at this IOVA, and its `invalid-map-args`
+    /// finding, held until the call shows whether the map failed (7.x
+    /// traces a failed map that mapped nothing as size 0, then unmaps 0).
+    pub(super) zero_map: Option<(u64, Box<TraceFinding>)>,
 }
 
 /// Every open sequence, and which hold unattributed unmaps (oldest first).
@@ -71,6 +93,8 @@ pub(super) struct Seq {
 pub(super) struct Sequences {
     seqs: HashMap<SeqKey, Seq>,
     pending: Vec<SeqKey>,
+    /// Sequences holding a zero-size map (`Seq::zero_map`).
+    pub(super) zero_maps_held: usize,
 }
 
 impl Sequences {
@@ -91,8 +115,11 @@ impl Sequences {
     #[inline]
     pub(super) fn must_end(&mut self, key: SeqKey, pid: u32, continues: bool) -> bool {
         let seq = self.get(key);
-        let open =
-            !seq.items.is_empty() || seq.kp_map.is_some() || seq.kp_unmap.is_some() || seq.unmap_sg_dev.is_some();
+        let open = !seq.items.is_empty()
+            || seq.kp_map.is_some()
+            || seq.kp_unmap.is_some()
+            || seq.unmap_sg_dev.is_some()
+            || seq.zero_map.is_some();
         open && (seq.pid != pid || !continues)
     }
 
@@ -151,6 +178,7 @@ impl Sequences {
         seq.kp_map = None;
         seq.kp_unmap = None;
         seq.unmap_sg_dev = None;
+        seq.map_call = None;
         items
     }
 

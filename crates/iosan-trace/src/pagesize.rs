@@ -9,12 +9,18 @@
 //! frames read as 4 KiB frames point at a quarter of the address, below
 //! its RAM). The decision is taken from a bounded prefix of the capture,
 //! before the replay starts ([`crate::analyze`]), so the analysis still
-//! streams in one pass.
+//! streams in one pass: [`LOOKAHEAD_BYTES`] of text (a file or a pipe,
+//! buffered and then replayed), or [`LOOKAHEAD_RECORDS`] records of a
+//! trace.dat or perf.data, read by a second reader of the same bytes
+//! ([`crate::source::open::open_capture`]). Parts of one capture (`--merge`)
+//! pool their [`Samples`].
 
 use iosan_core::PageSize;
 
 use crate::parse::event::Event;
 use crate::parse::{classify_line, parse_event, LineKind};
+use crate::record::{Origin, Record, RecordSink};
+use crate::source::Source;
 
 /// Bytes of a text capture looked at before the replay starts.
 pub const LOOKAHEAD_BYTES: usize = 4 << 20;
@@ -44,17 +50,87 @@ impl Evidence {
     }
 }
 
+/// Mapped physical ranges and page frames seen in the first events of a
+/// capture (or of several parts of one, [`Samples::absorb`]), at most
+/// [`MAX_SAMPLES`] of each.
+#[derive(Clone, Debug, Default)]
+pub struct Samples {
+    ranges: Vec<(u64, u64)>,
+    pfns: Vec<u64>,
+}
+
+impl Samples {
+    /// Takes what `ev` shows: a mapped physical range or a page frame.
+    pub fn add(&mut self, ev: &Event<'_>) {
+        match ev {
+            Event::IommuMap(m) => self.add_range(m.paddr, m.size),
+            Event::DmaMapPage(m) => self.add_range(m.phys_addr, m.size),
+            Event::DmaMapSg(m) if m.sizes.len() == m.phys_addrs.len() => {
+                for (&p, &l) in m.phys_addrs.iter().zip(&m.sizes) {
+                    self.add_range(p, l);
+                }
+            }
+            Event::PageFree(b) if self.pfns.len() < MAX_SAMPLES => self.pfns.push(b.pfn),
+            Event::PageAlloc(a) if !a.page_is_null && self.pfns.len() < MAX_SAMPLES => self.pfns.push(a.pfn),
+            _ => {}
+        }
+    }
+
+    fn add_range(&mut self, phys: u64, size: u64) {
+        if size > 0 && self.ranges.len() < MAX_SAMPLES {
+            self.ranges.push((phys, phys.saturating_add(size - 1)));
+        }
+    }
+
+    /// Adds another part's samples (per-CPU parts: the map may be on one
+    /// CPU, the free on another), within the same bounds.
+    pub fn absorb(&mut self, other: &Samples) {
+        let room = MAX_SAMPLES.saturating_sub(self.ranges.len());
+        self.ranges.extend(other.ranges.iter().take(room));
+        let room = MAX_SAMPLES.saturating_sub(self.pfns.len());
+        self.pfns.extend(other.pfns.iter().take(room));
+    }
+
+    /// What the samples show.
+    #[must_use]
+    pub fn evidence(&self) -> Evidence {
+        let mut ranges = self.ranges.clone();
+        ranges.sort_unstable();
+        // Merged, so a lookup is one binary search.
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (a, b) in ranges {
+            match merged.last_mut() {
+                Some((_, last)) if a <= last.saturating_add(1) => *last = (*last).max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        let inside = |phys: u64| {
+            let i = merged.partition_point(|&(a, _)| a <= phys);
+            i > 0 && merged.get(i - 1).is_some_and(|&(_, b)| phys <= b)
+        };
+        let mut ev = Evidence::default();
+        for (slot, ps) in ev.hits.iter_mut().zip(CANDIDATES) {
+            *slot = self
+                .pfns
+                .iter()
+                .filter(|&&p| p.checked_shl(ps.lg2()).is_some_and(|a| a >> ps.lg2() == p && inside(a)))
+                .count();
+        }
+        ev
+    }
+}
+
 /// Scans a capture prefix (ftrace or `trace-cmd report` text; a partial
 /// last line is ignored). Malformed lines are skipped: the replay reports them.
 #[must_use]
 pub fn scan(prefix: &[u8]) -> Evidence {
-    let mut ranges: Vec<(u64, u64)> = Vec::new();
-    let mut pfns: Vec<u64> = Vec::new();
-    let add_range = |ranges: &mut Vec<(u64, u64)>, phys: u64, size: u64| {
-        if size > 0 && ranges.len() < MAX_SAMPLES {
-            ranges.push((phys, phys.saturating_add(size - 1)));
-        }
-    };
+    scan_text(prefix).evidence()
+}
+
+/// The samples of a text prefix (as [`scan`]).
+#[must_use]
+pub fn scan_text(prefix: &[u8]) -> Samples {
+    let mut samples = Samples::default();
     // Only whole lines: the prefix may end inside one.
     let whole = match prefix.iter().rposition(|&b| b == b'\n') {
         Some(i) => prefix.get(..i).unwrap_or_default(),
@@ -63,38 +139,43 @@ pub fn scan(prefix: &[u8]) -> Evidence {
     for line in whole.split(|&b| b == b'\n') {
         let Ok(LineKind::Event(e)) = classify_line(line) else { continue };
         let Ok(Some(ev)) = parse_event(e.name, e.body) else { continue };
-        match ev {
-            Event::IommuMap(m) => add_range(&mut ranges, m.paddr, m.size),
-            Event::DmaMapPage(m) => add_range(&mut ranges, m.phys_addr, m.size),
-            Event::DmaMapSg(m) if m.sizes.len() == m.phys_addrs.len() => {
-                for (&p, &l) in m.phys_addrs.iter().zip(&m.sizes) {
-                    add_range(&mut ranges, p, l);
-                }
-            }
-            Event::PageFree(b) if pfns.len() < MAX_SAMPLES => pfns.push(b.pfn),
-            Event::PageAlloc(a) if !a.page_is_null && pfns.len() < MAX_SAMPLES => pfns.push(a.pfn),
-            _ => {}
+        samples.add(&ev);
+    }
+    samples
+}
+
+/// The samples of the first [`LOOKAHEAD_RECORDS`] records of a source of
+/// any format (trace.dat, perf.data); a read error ends the scan, keeping
+/// what came before it (the replay reports the error where it reaches it).
+#[must_use]
+pub fn scan_source(source: &mut dyn Source) -> Samples {
+    let mut sink = SampleSink::default();
+    for _ in 0..LOOKAHEAD_RECORDS {
+        match source.peek(&mut sink) {
+            Ok(Some(_)) => source.pop(&mut sink),
+            Ok(None) | Err(_) => break,
         }
     }
-    ranges.sort_unstable();
-    // Merged, so a lookup is one binary search.
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-    for (a, b) in ranges {
-        match merged.last_mut() {
-            Some((_, last)) if a <= last.saturating_add(1) => *last = (*last).max(b),
-            _ => merged.push((a, b)),
-        }
+    sink.0
+}
+
+/// Records of a binary capture looked at before the replay starts (about
+/// what [`LOOKAHEAD_BYTES`] of text hold).
+pub const LOOKAHEAD_RECORDS: usize = 32_768;
+
+/// Collects samples and ignores everything else.
+#[derive(Default)]
+struct SampleSink(Samples);
+
+impl RecordSink for SampleSink {
+    fn record(&mut self, rec: &Record<'_>) {
+        self.0.add(rec.event);
     }
-    let inside = |phys: u64| {
-        let i = merged.partition_point(|&(a, _)| a <= phys);
-        i > 0 && merged.get(i - 1).is_some_and(|&(_, b)| phys <= b)
-    };
-    let mut ev = Evidence::default();
-    for (slot, ps) in ev.hits.iter_mut().zip(CANDIDATES) {
-        *slot =
-            pfns.iter().filter(|&&p| p.checked_shl(ps.lg2()).is_some_and(|a| a >> ps.lg2() == p && inside(a))).count();
-    }
-    ev
+    fn lost(&mut self, _: Option<u32>, _: Option<u64>, _: Origin) {}
+    fn skipped(&mut self, _: &str, _: Origin) {}
+    fn unknown_event(&mut self, _: &[u8]) {}
+    fn meta(&mut self, _: &str, _: &str) {}
+    fn overwritten(&mut self, _: u64) {}
 }
 
 #[cfg(test)]

@@ -206,14 +206,16 @@ fn run_analyze(a: &AnalyzeArgs) -> Result<u8> {
     if (a.merge && a.files.len() > 1) || a.perfetto.is_some() || a.html.is_some() {
         let mut inputs = Vec::with_capacity(a.files.len());
         let mut formats = Vec::with_capacity(a.files.len());
+        // Parts of one capture pool their page-size evidence: a page may be
+        // mapped in one CPU's part and freed in another's.
+        let mut samples = iosan_trace::pagesize::Samples::default();
         for path in &a.files {
             let c = open_capture(path, opts.max_line_len).map_err(|e| anyhow::anyhow!("{e}"))?;
-            if opts.replay.events_page_size.is_none() {
-                opts.replay.events_page_size = c.events_page_size;
-            }
+            samples.absorb(&c.page_samples);
             formats.push(c.format);
             inputs.push((path.display().to_string(), c.source));
         }
+        opts.replay.events_page_size = samples.evidence().decided();
         let name = a.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + ");
         let report = iosan_trace::analyze_sources(inputs, &name, &opts).with_context(|| format!("reading {name}"))?;
         let format = formats.first().copied().unwrap_or(CaptureFormat::Text { looks_binary: false });

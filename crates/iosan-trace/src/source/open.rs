@@ -15,6 +15,7 @@ use super::binary::{PerfDataSource, TraceDatSource};
 use super::text::TextSource;
 use super::{read_ahead, read_full, FailOnce, Source, SourceError};
 use crate::input::{decode_reader_with, InputError, InputOptions};
+use crate::pagesize::{scan_source, scan_text, Samples};
 use crate::parse::reader::DEFAULT_MAX_LINE_LEN;
 
 /// Most bytes of a binary capture held in memory when it cannot be read
@@ -42,10 +43,12 @@ pub struct Capture {
     pub source: Box<dyn Source + Send>,
     /// What it is.
     pub format: CaptureFormat,
-    /// The CPU page size its first events show ([`crate::pagesize`]), for
-    /// text read from a file: a pipe is never read ahead, so that a live
-    /// one is not held up (there the metadata or `--page-size` decide).
+    /// The CPU page size its first events show ([`crate::pagesize`]):
+    /// the first 4 MiB of text (a file or a pipe: [`open_reader`]'s live
+    /// streams excepted), or the first records of a trace.dat or perf.data.
     pub events_page_size: Option<iosan_core::PageSize>,
+    /// What that decision rests on, for pooling parts of one capture.
+    pub page_samples: Samples,
 }
 
 /// Errors opening a capture.
@@ -111,13 +114,21 @@ pub fn open_capture(path: &Path, max_line_len: usize) -> Result<Capture, OpenErr
         let n = read_full(&mut f, &mut head).map_err(io_err)?;
         if let Some(fmt) = sniff(head.get(..n).unwrap_or(&[])) {
             f.rewind().map_err(io_err)?;
-            return binary(fmt, BufReader::with_capacity(256 << 10, f), &head).map_err(src_err);
+            let mut c = binary(fmt, BufReader::with_capacity(256 << 10, f), &head).map_err(src_err)?;
+            // The page size from its first records, read by a second reader.
+            if let Ok(second) = File::open(path) {
+                if let Ok(mut s) = binary(fmt, BufReader::with_capacity(256 << 10, second), &head) {
+                    c.set_samples(scan_source(s.source.as_mut()));
+                }
+            }
+            return Ok(c);
         }
     }
     let input = crate::input::open_input_with(path, &InputOptions::default())?;
-    // A pipe may stall while a test runs: never hold a decided event for it.
-    let live = path.as_os_str() == "-" || is_fifo(path);
-    from_reader(input.reader, &name, max_line_len, live)
+    // A pipe may stall while a test runs: never hold a decided event for it
+    // (it is still read ahead, up to 4 MiB, for its page size).
+    let pipe = path.as_os_str() == "-" || is_fifo(path);
+    from_reader(input.reader, &name, max_line_len, Reading::Pipe { live: pipe })
 }
 
 /// Opens an already decompressed stream (standard input, an embedded
@@ -127,7 +138,34 @@ pub fn open_capture(path: &Path, max_line_len: usize) -> Result<Capture, OpenErr
 /// As [`open_capture`].
 pub fn open_reader(reader: impl Read + Send + 'static, name: &str, max_line_len: usize) -> Result<Capture, OpenError> {
     let input = decode_reader_with(reader, &InputOptions::default())?;
-    from_reader(input.reader, name, max_line_len, true)
+    from_reader(input.reader, name, max_line_len, Reading::Live)
+}
+
+/// How an input may be read ahead.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Up to [`crate::pagesize::LOOKAHEAD_BYTES`], for the page size; a
+    /// `live` one (a pipe) never holds a decided event.
+    Pipe { live: bool },
+    /// Only its magic bytes: a live stream must not wait for more.
+    Live,
+}
+
+impl Capture {
+    fn set_samples(&mut self, samples: Samples) {
+        self.events_page_size = samples.evidence().decided();
+        self.page_samples = samples;
+    }
+}
+
+/// Bytes shared by the reader of a buffered binary capture and the one
+/// that scans its first records.
+struct Shared(std::sync::Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 #[cfg(unix)]
@@ -145,14 +183,17 @@ fn from_reader(
     mut reader: Box<dyn BufRead + Send>,
     name: &str,
     max_line_len: usize,
-    live: bool,
+    reading: Reading,
 ) -> Result<Capture, OpenError> {
     let io_err = |source| OpenError::Io { name: name.to_string(), source };
     // One read of a chained stream may return only a few bytes: read ahead
-    // until the magic bytes are in, then put them back in front. A pipe is
-    // read no further (a live one must not wait); a file is read ahead by
-    // up to 4 MiB, whose events tell its page size.
-    let want = if live { 16 } else { crate::pagesize::LOOKAHEAD_BYTES };
+    // until the magic bytes are in, then put them back in front. A live
+    // stream is read no further (it must not wait); a file or a pipe is read
+    // ahead by up to 4 MiB (bounded), whose events tell its page size.
+    let (want, live) = match reading {
+        Reading::Live => (16, true),
+        Reading::Pipe { live } => (crate::pagesize::LOOKAHEAD_BYTES, live),
+    };
     let (prefix, mut failed) = read_ahead(&mut reader, want);
     if prefix.is_empty() {
         if let Some(e) = failed.take() {
@@ -162,10 +203,21 @@ fn from_reader(
     let head = prefix.get(..prefix.len().min(16)).unwrap_or(&[]).to_vec();
     let format = sniff(&head);
     let looks_binary = looks_binary(&prefix);
-    let events_page_size = match (live, format, &failed) {
-        (false, None, None) => crate::pagesize::scan(&prefix).decided(),
-        _ => None,
+    let samples = match (reading, format, &failed) {
+        (Reading::Pipe { .. }, None, None) => scan_text(&prefix),
+        // A pipe-mode perf.data streams: its first records are in the prefix.
+        (Reading::Pipe { .. }, Some(CaptureFormat::PerfData), _) if is_pipe_mode(&head) => {
+            // Cut at a record boundary: it then ends cleanly, and the records
+            // its time-ordering holds back for a round come out.
+            let cut = pipe_records_end(&prefix, head.starts_with(b"PERFILE2"));
+            match PerfDataSource::open_pipe(Cursor::new(prefix.get(..cut).unwrap_or_default().to_vec())) {
+                Ok(mut s) => scan_source(&mut s),
+                Err(_) => Samples::default(),
+            }
+        }
+        _ => Samples::default(),
     };
+    let events_page_size = samples.evidence().decided();
     // A read error of the look-ahead surfaces where the reading reaches it.
     let mut reader: Box<dyn BufRead + Send> =
         Box::new(BufReader::with_capacity(256 << 10, Cursor::new(prefix).chain(FailOnce(failed)).chain(reader)));
@@ -173,7 +225,12 @@ fn from_reader(
         Some(CaptureFormat::PerfData) if is_pipe_mode(&head) => {
             let source = PerfDataSource::open_pipe(reader)
                 .map_err(|source| OpenError::Source { name: name.to_string(), source })?;
-            Ok(Capture { source: Box::new(source), format: CaptureFormat::PerfData, events_page_size: None })
+            Ok(Capture {
+                source: Box::new(source),
+                format: CaptureFormat::PerfData,
+                events_page_size,
+                page_samples: samples,
+            })
         }
         Some(fmt) => {
             let mut all = Vec::new();
@@ -185,15 +242,57 @@ fn from_reader(
                     MAX_BUFFERED_BINARY >> 30
                 ))));
             }
-            binary(fmt, Cursor::new(all), &head).map_err(|source| OpenError::Source { name: name.to_string(), source })
+            let all = Shared(std::sync::Arc::new(all));
+            let scan = Shared(all.0.clone());
+            let mut c = binary(fmt, Cursor::new(all), &head)
+                .map_err(|source| OpenError::Source { name: name.to_string(), source })?;
+            if reading != Reading::Live {
+                if let Ok(mut s) = binary(fmt, Cursor::new(scan), &head) {
+                    c.set_samples(scan_source(s.source.as_mut()));
+                }
+            }
+            Ok(c)
         }
         None => {
             let max = if max_line_len == 0 { DEFAULT_MAX_LINE_LEN } else { max_line_len };
             let text = TextSource::new(reader, max);
             let text = if live { text.live() } else { text };
-            Ok(Capture { source: Box::new(text), format: CaptureFormat::Text { looks_binary }, events_page_size })
+            Ok(Capture {
+                source: Box::new(text),
+                format: CaptureFormat::Text { looks_binary },
+                events_page_size,
+                page_samples: samples,
+            })
         }
     }
+}
+
+/// The end of the last whole record in a prefix of a pipe-mode perf.data
+/// (records after the 16-byte header: `u32 type, u16 misc, u16 size`;
+/// tracing data (66) and auxtrace (71) payloads follow their record).
+fn pipe_records_end(prefix: &[u8], little: bool) -> usize {
+    let num = |at: usize, n: usize| -> Option<u64> {
+        let b = prefix.get(at..at.checked_add(n)?)?;
+        let v = b.iter().rev().fold(0u64, |v, &x| (v << 8) | u64::from(x));
+        Some(if little { v } else { b.iter().fold(0u64, |v, &x| (v << 8) | u64::from(x)) })
+    };
+    let mut at = 16usize;
+    while let (Some(kind), Some(size)) = (num(at, 4), num(at + 6, 2)) {
+        if size < 8 {
+            break;
+        }
+        let payload = match kind {
+            66 => num(at + 8, 4),
+            71 => num(at + 8, 8),
+            _ => Some(0),
+        };
+        let next = payload.and_then(|p| (at as u64).checked_add(size)?.checked_add(p));
+        match next.and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if n <= prefix.len() => at = n,
+            _ => break,
+        }
+    }
+    at.min(prefix.len())
 }
 
 /// A pipe-mode perf.data has a 16-byte header (its size field says 16).
@@ -220,5 +319,5 @@ fn binary<R: io::Read + io::Seek + Send + 'static>(
         _ if is_pipe_mode(head) => Box::new(PerfDataSource::open_pipe(reader)?),
         _ => Box::new(PerfDataSource::open_file(reader)?),
     };
-    Ok(Capture { source, format: fmt, events_page_size: None })
+    Ok(Capture { source, format: fmt, events_page_size: None, page_samples: Samples::default() })
 }

@@ -10,8 +10,8 @@
 //! its RAM). The decision is taken from a bounded prefix of the capture,
 //! before the replay starts ([`crate::analyze`]), so the analysis still
 //! streams in one pass: [`LOOKAHEAD_BYTES`] of text (a file or a pipe,
-//! buffered and then replayed), or [`LOOKAHEAD_RECORDS`] records of a
-//! trace.dat or perf.data, read by a second reader of the same bytes
+//! buffered and then replayed), or the first records of a trace.dat or
+//! perf.data ([`scan_source`]), read by a second reader of the same bytes
 //! ([`crate::source::open::open_capture`]). Parts of one capture (`--merge`)
 //! pool their [`Samples`].
 
@@ -144,24 +144,31 @@ pub fn scan_text(prefix: &[u8]) -> Samples {
     samples
 }
 
-/// The samples of the first [`LOOKAHEAD_RECORDS`] records of a source of
-/// any format (trace.dat, perf.data); a read error ends the scan, keeping
-/// what came before it (the replay reports the error where it reaches it).
+/// The samples of the first records of a source of any format (trace.dat,
+/// perf.data): [`MIN_LOOKAHEAD_RECORDS`], then on until they decide, at
+/// most [`LOOKAHEAD_RECORDS`]. A read error ends the scan, keeping what
+/// came before it (the replay reports the error where it reaches it).
 #[must_use]
 pub fn scan_source(source: &mut dyn Source) -> Samples {
     let mut sink = SampleSink::default();
-    for _ in 0..LOOKAHEAD_RECORDS {
+    for n in 1..=LOOKAHEAD_RECORDS {
         match source.peek(&mut sink) {
             Ok(Some(_)) => source.pop(&mut sink),
             Ok(None) | Err(_) => break,
+        }
+        if n >= MIN_LOOKAHEAD_RECORDS && n % 8192 == 0 && sink.0.evidence().decided().is_some() {
+            break;
         }
     }
     sink.0
 }
 
-/// Records of a binary capture looked at before the replay starts (about
-/// what [`LOOKAHEAD_BYTES`] of text hold).
-pub const LOOKAHEAD_RECORDS: usize = 32_768;
+/// Records of a binary capture looked at before the replay starts, at
+/// least (about what [`LOOKAHEAD_BYTES`] of text hold) ...
+pub const MIN_LOOKAHEAD_RECORDS: usize = 32_768;
+/// ... and at most, when the first ones decide nothing (page events
+/// before any map: a recording started before the workload).
+pub const LOOKAHEAD_RECORDS: usize = 1 << 18;
 
 /// Collects samples and ignores everything else.
 #[derive(Default)]
@@ -209,6 +216,19 @@ mod tests {
         assert_eq!(e.decided(), Some(PageSize::SIZE_4K), "{e:?}");
         let e = scan(capture(16, 0x8000_0000, 32).as_bytes());
         assert_eq!(e.decided(), Some(PageSize::SIZE_64K), "{e:?}");
+    }
+
+    #[test]
+    fn parts_pool_their_samples() {
+        // Maps on one CPU, the frees of their pages on another.
+        let t = capture(14, 0x4000_0000, 32);
+        let (maps, frees): (Vec<&str>, Vec<&str>) = t.lines().partition(|l| l.contains("dma_map_page"));
+        let (a, b) = (maps.join("\n") + "\n", frees.join("\n") + "\n");
+        assert_eq!(scan(a.as_bytes()).decided(), None);
+        assert_eq!(scan(b.as_bytes()).decided(), None);
+        let mut pooled = scan_text(a.as_bytes());
+        pooled.absorb(&scan_text(b.as_bytes()));
+        assert_eq!(pooled.evidence().decided(), Some(PageSize::SIZE_16K));
     }
 
     #[test]

@@ -194,7 +194,7 @@ fn from_reader(
         Reading::Live => (16, true),
         Reading::Pipe { live } => (crate::pagesize::LOOKAHEAD_BYTES, live),
     };
-    let (prefix, mut failed) = read_ahead(&mut reader, want);
+    let (mut prefix, mut failed) = read_ahead(&mut reader, want);
     if prefix.is_empty() {
         if let Some(e) = failed.take() {
             return Err(io_err(e));
@@ -205,14 +205,26 @@ fn from_reader(
     let looks_binary = looks_binary(&prefix);
     let samples = match (reading, format, &failed) {
         (Reading::Pipe { .. }, None, None) => scan_text(&prefix),
-        // A pipe-mode perf.data streams: its first records are in the prefix.
-        (Reading::Pipe { .. }, Some(CaptureFormat::PerfData), _) if is_pipe_mode(&head) => {
-            // Cut at a record boundary: it then ends cleanly, and the records
-            // its time-ordering holds back for a round come out.
-            let cut = pipe_records_end(&prefix, head.starts_with(b"PERFILE2"));
-            match PerfDataSource::open_pipe(Cursor::new(prefix.get(..cut).unwrap_or_default().to_vec())) {
-                Ok(mut s) => scan_source(&mut s),
-                Err(_) => Samples::default(),
+        // A pipe-mode perf.data streams: its first records are in the
+        // prefix, read further (to PIPE_LOOKAHEAD_BYTES) while they decide
+        // nothing.
+        (Reading::Pipe { .. }, Some(CaptureFormat::PerfData), None) if is_pipe_mode(&head) => {
+            let little = head.starts_with(b"PERFILE2");
+            loop {
+                let samples = scan_pipe_perf(&prefix, little);
+                let full = prefix.len() % crate::pagesize::LOOKAHEAD_BYTES == 0;
+                if samples.evidence().decided().is_some() || !full || prefix.len() >= PIPE_LOOKAHEAD_BYTES {
+                    break samples;
+                }
+                let (more, err) = read_ahead(&mut reader, crate::pagesize::LOOKAHEAD_BYTES);
+                prefix.extend_from_slice(&more);
+                if err.is_some() {
+                    failed = err;
+                    break scan_pipe_perf(&prefix, little);
+                }
+                if more.is_empty() {
+                    break scan_pipe_perf(&prefix, little);
+                }
             }
         }
         _ => Samples::default(),
@@ -264,6 +276,20 @@ fn from_reader(
                 page_samples: samples,
             })
         }
+    }
+}
+
+/// Most bytes of a pipe-mode perf.data read ahead for its page size.
+const PIPE_LOOKAHEAD_BYTES: usize = 32 << 20;
+
+/// The samples of the whole records in a prefix of a pipe-mode perf.data.
+fn scan_pipe_perf(prefix: &[u8], little: bool) -> Samples {
+    // Cut at a record boundary: it then ends cleanly, and the records its
+    // time-ordering holds back for a round come out.
+    let cut = pipe_records_end(prefix, little);
+    match PerfDataSource::open_pipe(Cursor::new(prefix.get(..cut).unwrap_or_default().to_vec())) {
+        Ok(mut s) => scan_source(&mut s),
+        Err(_) => Samples::default(),
     }
 }
 
@@ -320,4 +346,40 @@ fn binary<R: io::Read + io::Seek + Send + 'static>(
         _ => Box::new(PerfDataSource::open_file(reader)?),
     };
     Ok(Capture { source, format: fmt, events_page_size: None, page_samples: Samples::default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pipe_records_end;
+
+    fn rec(kind: u32, size: u16, extra: &[u8]) -> Vec<u8> {
+        let mut r = kind.to_le_bytes().to_vec();
+        r.extend_from_slice(&0u16.to_le_bytes());
+        r.extend_from_slice(&size.to_le_bytes());
+        r.extend_from_slice(extra);
+        r
+    }
+
+    #[test]
+    fn a_pipe_prefix_is_cut_after_its_last_whole_record() {
+        let mut p = b"PERFILE2".to_vec();
+        p.extend_from_slice(&16u64.to_le_bytes());
+        p.extend(rec(9, 16, &[0; 8]));
+        let whole = p.len();
+        // Tracing data: its payload (here 4 bytes) follows the 16-byte record.
+        p.extend(rec(66, 16, &[4, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]));
+        let with_data = p.len();
+        assert_eq!(pipe_records_end(&p, true), with_data);
+        p.extend(rec(9, 32, &[0; 8]));
+        assert_eq!(pipe_records_end(&p, true), with_data, "a record cut short is left out");
+        assert_eq!(pipe_records_end(p.get(..with_data - 1).unwrap(), true), whole, "so is cut payload");
+        // Hostile sizes end the walk, never overrun it.
+        let mut bad = p.get(..16).unwrap().to_vec();
+        bad.extend(rec(9, 0, &[]));
+        assert_eq!(pipe_records_end(&bad, true), 16);
+        let mut huge = p.get(..16).unwrap().to_vec();
+        huge.extend(rec(71, 16, &[0xff; 8]));
+        assert_eq!(pipe_records_end(&huge, true), 16);
+        assert_eq!(pipe_records_end(b"", true), 0);
+    }
 }

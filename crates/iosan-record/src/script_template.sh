@@ -375,6 +375,9 @@ do_collect() {
   header > "$1" || die "cannot write $1"
   cat "$I/trace" >> "$1" || die "cannot copy $I/trace to $1"
   say "wrote $1 (lost events: $lost); analyse it with: iosan analyze $1"
+  if [ "$lost" -gt 0 ] 2>/dev/null; then
+    say "the ring buffer lost events: results are incomplete; set a larger IOSAN_BUFFER_KB or record for less long"
+  fi
 }
 
 do_record() {
@@ -390,6 +393,7 @@ do_record() {
     say "recording while \`$COMMAND\` runs"
     IOSAN_TRACE_MARKER=$I/trace_marker "$@"
     EXIT_CODE=$?
+    if [ "$EXIT_CODE" -ne 0 ]; then say "the command exited with status $EXIT_CODE"; fi
   else
     say "recording for $DURATION s"
     sleep "$DURATION"

@@ -730,6 +730,9 @@ fn printed_script_records_under_busybox() {
     assert!(err.contains("kprobe iosan:iommu_map on iommu_map_nosync"), "{err}");
     assert!(err.contains("no kprobe iosan:fq_flush_iotlb"), "{err}");
     assert!(err.contains("kprobe iosan:iova_free on free_iova_fast"), "{err}");
+    // what `record --apply` says too: the command failed, the buffer lost events
+    assert!(err.contains("the command exited with status 3"), "{err}");
+    assert!(err.contains("the ring buffer lost events"), "{err}");
 
     // global settings and kprobes: appended, foreign ones kept, ours deleted at the end
     assert_eq!(fs::read_to_string(t.join("saved_cmdlines_size")).unwrap(), "32768\n");

@@ -63,7 +63,7 @@ impl Analyzer {
         }
         let Some(seq) = self.seqs.existing(key) else { return };
         if let Some((_, f)) = seq.zero_map.take() {
-            self.seqs.zero_maps_held -= 1;
+            self.seqs.zero_maps_held = self.seqs.zero_maps_held.saturating_sub(1);
             self.findings.push(*f);
         }
     }
@@ -82,7 +82,7 @@ impl Analyzer {
         let seq = self.seqs.get(key);
         if size == 0 && seq.zero_map.as_ref().is_some_and(|(at, _)| *at == iova) {
             seq.zero_map = None;
-            self.seqs.zero_maps_held -= 1;
+            self.seqs.zero_maps_held = self.seqs.zero_maps_held.saturating_sub(1);
             match self.seqs.get(key).map_call.as_mut() {
                 // The return kprobe says how it failed.
                 Some(c) => c.rolled_back = Some(0),
@@ -116,7 +116,7 @@ impl Analyzer {
         }
         if let Some(seq) = self.seqs.existing(key) {
             if seq.zero_map.take().is_some() {
-                self.seqs.zero_maps_held -= 1;
+                self.seqs.zero_maps_held = self.seqs.zero_maps_held.saturating_sub(1);
             }
         }
         let slot = self.domains.ptr(c.domain);

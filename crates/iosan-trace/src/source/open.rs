@@ -180,7 +180,7 @@ fn is_fifo(_: &Path) -> bool {
 }
 
 fn from_reader(
-    mut reader: Box<dyn BufRead + Send>,
+    reader: Box<dyn BufRead + Send>,
     name: &str,
     max_line_len: usize,
     reading: Reading,
@@ -189,12 +189,19 @@ fn from_reader(
     // One read of a chained stream may return only a few bytes: read ahead
     // until the magic bytes are in, then put them back in front. A live
     // stream is read no further (it must not wait); a file or a pipe is read
-    // ahead by up to 4 MiB (bounded), whose events tell its page size.
+    // ahead by up to 4 MiB (bounded), whose events tell its page size. A
+    // pipe's look-ahead also ends when it stalls ([`PIPE_STALL`]), so that
+    // findings on a live pipe still come while it runs.
     let (want, live) = match reading {
         Reading::Live => (16, true),
         Reading::Pipe { live } => (crate::pagesize::LOOKAHEAD_BYTES, live),
     };
-    let (mut prefix, mut failed) = read_ahead(&mut reader, want);
+    let mut ahead = if reading == (Reading::Pipe { live: true }) {
+        Ahead::Pipe(PipeAhead::spawn(reader))
+    } else {
+        Ahead::Plain(reader)
+    };
+    let (mut prefix, mut failed, mut full) = ahead.read(want);
     if prefix.is_empty() {
         if let Some(e) = failed.take() {
             return Err(io_err(e));
@@ -212,17 +219,14 @@ fn from_reader(
             let little = head.starts_with(b"PERFILE2");
             loop {
                 let samples = scan_pipe_perf(&prefix, little);
-                let full = prefix.len() % crate::pagesize::LOOKAHEAD_BYTES == 0;
                 if samples.evidence().decided().is_some() || !full || prefix.len() >= PIPE_LOOKAHEAD_BYTES {
                     break samples;
                 }
-                let (more, err) = read_ahead(&mut reader, crate::pagesize::LOOKAHEAD_BYTES);
+                let (more, err, more_full) = ahead.read(crate::pagesize::LOOKAHEAD_BYTES);
                 prefix.extend_from_slice(&more);
+                full = more_full;
                 if err.is_some() {
                     failed = err;
-                    break scan_pipe_perf(&prefix, little);
-                }
-                if more.is_empty() {
                     break scan_pipe_perf(&prefix, little);
                 }
             }
@@ -231,8 +235,10 @@ fn from_reader(
     };
     let events_page_size = samples.evidence().decided();
     // A read error of the look-ahead surfaces where the reading reaches it.
-    let mut reader: Box<dyn BufRead + Send> =
-        Box::new(BufReader::with_capacity(256 << 10, Cursor::new(prefix).chain(FailOnce(failed)).chain(reader)));
+    let mut reader: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(
+        256 << 10,
+        Cursor::new(prefix).chain(FailOnce(failed)).chain(ahead.into_reader()),
+    ));
     match format {
         Some(CaptureFormat::PerfData) if is_pipe_mode(&head) => {
             let source = PerfDataSource::open_pipe(reader)
@@ -275,6 +281,119 @@ fn from_reader(
                 events_page_size,
                 page_samples: samples,
             })
+        }
+    }
+}
+
+/// How long a pipe may give nothing before its look-ahead ends (a live
+/// pipe then streams at once; a busy one fills the look-ahead first).
+pub const PIPE_STALL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Chunks a pipe's reader thread holds at most before they are taken.
+const PIPE_CHUNKS: usize = 16;
+/// Bytes a pipe's reader thread reads at a time.
+const PIPE_CHUNK_BYTES: usize = 256 << 10;
+
+/// An input being read ahead.
+enum Ahead {
+    /// A file, or a stream that is not a pipe: read ahead in place.
+    Plain(Box<dyn BufRead + Send>),
+    /// A pipe, read by a thread of its own.
+    Pipe(PipeAhead),
+}
+
+impl Ahead {
+    /// Up to `want` bytes more (a pipe's: up to a chunk more), a read error
+    /// met on the way, and whether `want` was reached (more may follow).
+    fn read(&mut self, want: usize) -> (Vec<u8>, Option<io::Error>, bool) {
+        match self {
+            Self::Plain(r) => {
+                let (b, e) = read_ahead(r, want);
+                let full = b.len() >= want;
+                (b, e, full)
+            }
+            Self::Pipe(p) => p.read_ahead(want),
+        }
+    }
+
+    fn into_reader(self) -> Box<dyn BufRead + Send> {
+        match self {
+            Self::Plain(r) => r,
+            Self::Pipe(p) => Box::new(BufReader::with_capacity(PIPE_CHUNK_BYTES, p)),
+        }
+    }
+}
+
+/// A pipe read by a thread of its own, so that a look-ahead can end when
+/// the pipe stalls instead of waiting on it. The thread holds at most
+/// [`PIPE_CHUNKS`] chunks; it ends at the end of the input, at a read
+/// error, or when the capture is dropped.
+struct PipeAhead {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Cursor<Vec<u8>>,
+}
+
+impl PipeAhead {
+    fn spawn(mut reader: Box<dyn BufRead + Send>) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(PIPE_CHUNKS);
+        let spawned = std::thread::Builder::new().name("iosan-pipe".into()).spawn(move || loop {
+            let mut buf = vec![0u8; PIPE_CHUNK_BYTES];
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.send(Ok(buf)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    break;
+                }
+            }
+        });
+        let rx = match spawned {
+            Ok(_) => rx,
+            // No thread: the error is the input's first read.
+            Err(e) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let _ = tx.send(Err(e));
+                rx
+            }
+        };
+        Self { rx, chunk: Cursor::new(Vec::new()) }
+    }
+
+    /// Chunks until `want` bytes, the end, an error, or a stall of [`PIPE_STALL`].
+    fn read_ahead(&mut self, want: usize) -> (Vec<u8>, Option<io::Error>, bool) {
+        let mut out = Vec::new();
+        // What a previous read left of its chunk goes first.
+        let _ = self.chunk.read_to_end(&mut out);
+        while out.len() < want {
+            match self.rx.recv_timeout(PIPE_STALL) {
+                Ok(Ok(b)) => out.extend_from_slice(&b),
+                Ok(Err(e)) => return (out, Some(e), false),
+                Err(_) => return (out, None, false),
+            }
+        }
+        (out, None, true)
+    }
+}
+
+impl Read for PipeAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = self.chunk.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            match self.rx.recv() {
+                Ok(Ok(b)) => self.chunk = Cursor::new(b),
+                Ok(Err(e)) => return Err(e),
+                // The thread ended: the end of the input.
+                Err(_) => return Ok(0),
+            }
         }
     }
 }
@@ -350,7 +469,44 @@ fn binary<R: io::Read + io::Seek + Send + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use super::pipe_records_end;
+    use std::io::{BufReader, Read};
+    use std::time::{Duration, Instant};
+
+    use super::{pipe_records_end, PipeAhead, PIPE_STALL};
+
+    /// Gives `first`, then stalls for `pause`, then gives `rest`.
+    struct Stalling {
+        parts: Vec<Vec<u8>>,
+        pause: Duration,
+    }
+
+    impl Read for Stalling {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.parts.is_empty() {
+                return Ok(0);
+            }
+            if self.parts.len() == 1 {
+                std::thread::sleep(self.pause);
+            }
+            let p = self.parts.remove(0);
+            let n = p.len().min(buf.len());
+            buf[..n].copy_from_slice(&p[..n]);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_pipe_look_ahead_ends_when_the_pipe_stalls_and_loses_nothing() {
+        let r = Stalling { parts: vec![b"head ".to_vec(), b"tail".to_vec()], pause: PIPE_STALL * 4 };
+        let mut p = PipeAhead::spawn(Box::new(BufReader::new(r)));
+        let t = Instant::now();
+        let (got, err, full) = p.read_ahead(1 << 20);
+        assert!(t.elapsed() < PIPE_STALL * 3, "waited {:?}", t.elapsed());
+        assert_eq!((got.as_slice(), err.is_none(), full), (&b"head "[..], true, false));
+        let mut rest = Vec::new();
+        p.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"tail");
+    }
 
     fn rec(kind: u32, size: u16, extra: &[u8]) -> Vec<u8> {
         let mut r = kind.to_le_bytes().to_vec();

@@ -44,8 +44,9 @@ pub struct Capture {
     /// What it is.
     pub format: CaptureFormat,
     /// The CPU page size its first events show ([`crate::pagesize`]):
-    /// the first 4 MiB of text (a file or a pipe: [`open_reader`]'s live
-    /// streams excepted), or the first records of a trace.dat or perf.data.
+    /// the first 4 MiB of text (a file, or a pipe until it stalls for
+    /// [`PIPE_STALL`]; not [`open_reader`]'s live streams), or the first
+    /// records of a trace.dat or perf.data.
     pub events_page_size: Option<iosan_core::PageSize>,
     /// What that decision rests on, for pooling parts of one capture.
     pub page_samples: Samples,

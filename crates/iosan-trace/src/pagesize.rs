@@ -10,8 +10,8 @@
 //! its RAM). The decision is taken from a bounded prefix of the capture,
 //! before the replay starts ([`crate::analyze`]), so the analysis still
 //! streams in one pass: [`LOOKAHEAD_BYTES`] of text (a file or a pipe,
-//! buffered and then replayed), or the first records of a trace.dat or
-//! perf.data ([`scan_source`]), read by a second reader of the same bytes
+//! buffered and then replayed), or the first records of a perf.data
+//! ([`scan_source`]; a trace.dat's header says), read by a second reader of the same bytes
 //! ([`crate::source::open::open_capture`]). Parts of one capture (`--merge`)
 //! pool their [`Samples`].
 
@@ -156,7 +156,7 @@ pub fn scan_source(source: &mut dyn Source) -> Samples {
             Ok(Some(_)) => source.pop(&mut sink),
             Ok(None) | Err(_) => break,
         }
-        if n >= MIN_LOOKAHEAD_RECORDS && n % 8192 == 0 && sink.0.evidence().decided().is_some() {
+        if n >= MIN_LOOKAHEAD_RECORDS && n % MIN_LOOKAHEAD_RECORDS == 0 && sink.0.evidence().decided().is_some() {
             break;
         }
     }
@@ -164,8 +164,9 @@ pub fn scan_source(source: &mut dyn Source) -> Samples {
 }
 
 /// Records of a binary capture looked at before the replay starts, at
-/// least (about what [`LOOKAHEAD_BYTES`] of text hold) ...
-pub const MIN_LOOKAHEAD_RECORDS: usize = 32_768;
+/// least, and between two looks at the evidence (a second pass over the
+/// records costs their decoding: it stops once they decide) ...
+pub const MIN_LOOKAHEAD_RECORDS: usize = 4096;
 /// ... and at most, when the first ones decide nothing (page events
 /// before any map: a recording started before the workload).
 pub const LOOKAHEAD_RECORDS: usize = 1 << 18;

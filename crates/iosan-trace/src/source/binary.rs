@@ -188,7 +188,15 @@ impl<R: Read> PerfDataSource<R> {
     /// # Errors
     /// [`SourceError::Container`] when the header cannot be read.
     pub fn open_pipe(reader: R) -> Result<Self, SourceError> {
-        Self::new(PerfData::open_pipe(reader, PerfLimits::default()).map_err(container)?)
+        Self::open_pipe_with(reader, PerfLimits::default())
+    }
+
+    /// As [`Self::open_pipe`], within `limits`.
+    ///
+    /// # Errors
+    /// As [`Self::open_pipe`].
+    pub fn open_pipe_with(reader: R, limits: PerfLimits) -> Result<Self, SourceError> {
+        Self::new(PerfData::open_pipe(reader, limits).map_err(container)?)
     }
 
     fn start(&mut self, sink: &mut dyn RecordSink) {
@@ -207,7 +215,15 @@ impl<R: Read + Seek> PerfDataSource<R> {
     /// [`SourceError::Container`] when the header, the attrs or the
     /// tracing data cannot be read.
     pub fn open_file(reader: R) -> Result<Self, SourceError> {
-        Self::new(PerfData::open_file(reader, PerfLimits::default()).map_err(container)?)
+        Self::open_file_with(reader, PerfLimits::default())
+    }
+
+    /// As [`Self::open_file`], within `limits`.
+    ///
+    /// # Errors
+    /// As [`Self::open_file`].
+    pub fn open_file_with(reader: R, limits: PerfLimits) -> Result<Self, SourceError> {
+        Self::new(PerfData::open_file(reader, limits).map_err(container)?)
     }
 }
 

@@ -12,6 +12,7 @@ use std::io::{self, BufRead, BufReader, Cursor, Read, Seek};
 use std::path::Path;
 
 use super::binary::{PerfDataSource, TraceDatSource};
+use super::perf_data::Limits as PerfLimits;
 use super::text::TextSource;
 use super::{read_ahead, read_full, FailOnce, Source, SourceError};
 use crate::input::{decode_reader_with, InputError, InputOptions};
@@ -46,7 +47,7 @@ pub struct Capture {
     /// The CPU page size its first events show ([`crate::pagesize`]):
     /// the first 4 MiB of text (a file, or a pipe until it stalls for
     /// [`PIPE_STALL`]; not [`open_reader`]'s live streams), or the first
-    /// records of a trace.dat or perf.data.
+    /// records of a perf.data (a trace.dat's header says it).
     pub events_page_size: Option<iosan_core::PageSize>,
     /// What that decision rests on, for pooling parts of one capture.
     pub page_samples: Samples,
@@ -116,10 +117,11 @@ pub fn open_capture(path: &Path, max_line_len: usize) -> Result<Capture, OpenErr
         if let Some(fmt) = sniff(head.get(..n).unwrap_or(&[])) {
             f.rewind().map_err(io_err)?;
             let mut c = binary(fmt, BufReader::with_capacity(256 << 10, f), &head).map_err(src_err)?;
-            // The page size from its first records, read by a second reader.
-            if let Ok(second) = File::open(path) {
-                if let Ok(mut s) = binary(fmt, BufReader::with_capacity(256 << 10, second), &head) {
-                    c.set_samples(scan_source(s.source.as_mut()));
+            // perf.data does not say its page size (a trace.dat header does):
+            // its first records, read by a second reader, show it.
+            if fmt == CaptureFormat::PerfData {
+                if let Ok(second) = File::open(path) {
+                    c.set_samples(perf_scan(BufReader::with_capacity(256 << 10, second), &head));
                 }
             }
             return Ok(c);
@@ -265,10 +267,8 @@ fn from_reader(
             let scan = Shared(all.0.clone());
             let mut c = binary(fmt, Cursor::new(all), &head)
                 .map_err(|source| OpenError::Source { name: name.to_string(), source })?;
-            if reading != Reading::Live {
-                if let Ok(mut s) = binary(fmt, Cursor::new(scan), &head) {
-                    c.set_samples(scan_source(s.source.as_mut()));
-                }
+            if reading != Reading::Live && fmt == CaptureFormat::PerfData {
+                c.set_samples(perf_scan(Cursor::new(scan), &head));
             }
             Ok(c)
         }
@@ -407,10 +407,22 @@ fn scan_pipe_perf(prefix: &[u8], little: bool) -> Samples {
     // Cut at a record boundary: it then ends cleanly, and the records its
     // time-ordering holds back for a round come out.
     let cut = pipe_records_end(prefix, little);
-    match PerfDataSource::open_pipe(Cursor::new(prefix.get(..cut).unwrap_or_default().to_vec())) {
-        Ok(mut s) => scan_source(&mut s),
-        Err(_) => Samples::default(),
-    }
+    let head = prefix.get(..16).unwrap_or_default().to_vec();
+    perf_scan(Cursor::new(prefix.get(..cut).unwrap_or_default().to_vec()), &head)
+}
+
+/// The page-size samples of a perf.data's first records, read by a reader
+/// of its own. Their order does not matter here, so it holds few back for
+/// time ordering: a file written in long rounds (`perf record -m 64M`)
+/// would otherwise be decoded nearly whole before its first record.
+fn perf_scan<R: Read + Seek + Send + 'static>(reader: R, head: &[u8]) -> Samples {
+    let limits = PerfLimits { max_pending: crate::pagesize::MIN_LOOKAHEAD_RECORDS, ..PerfLimits::default() };
+    let source = if is_pipe_mode(head) {
+        PerfDataSource::open_pipe_with(reader, limits)
+    } else {
+        PerfDataSource::open_file_with(reader, limits)
+    };
+    source.map_or_else(|_| Samples::default(), |mut s| scan_source(&mut s))
 }
 
 /// The end of the last whole record in a prefix of a pipe-mode perf.data

@@ -63,6 +63,10 @@ pub(super) struct Slot {
     /// Ranges an unmap removed beyond what it asked (a whole block), not
     /// mapped since: start -> what removed them.
     pub(super) block_removed: BTreeMap<u64, BlockGone>,
+    /// Longest range ever put in `recent_unmaps` / `block_removed`, bytes:
+    /// bounds how far below an IOVA an overlapping entry can start.
+    pub(super) recent_max_span: u64,
+    pub(super) block_max_span: u64,
     /// A lazy (flush-queue) domain: DMA-FQ type, or flushed whole by the queue.
     pub(super) flush_queue: bool,
     /// Frees inside unflushed ranges, held until a whole-domain flush shows
@@ -85,6 +89,8 @@ impl Slot {
             via,
             recent_unmaps: BTreeMap::new(),
             block_removed: BTreeMap::new(),
+            recent_max_span: 0,
+            block_max_span: 0,
             flush_queue: false,
             held: Vec::new(),
             layer: Layer::Iommu,

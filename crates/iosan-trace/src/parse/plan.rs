@@ -127,10 +127,7 @@ fn fill<'a>(g: &mut Got<'a>, names: &[Names; MAX_FIELDS], n: usize, fields: &dyn
 ///
 /// # Errors
 /// As [`super::event_from_fields`].
-pub fn event_from_plan<'a>(
-    plan: &FormatPlan,
-    fields: &dyn IndexedFields<'a>,
-) -> Result<Option<Event<'a>>, FieldError> {
+pub fn event_from_plan<'a>(plan: &FormatPlan, fields: &dyn IndexedFields<'a>) -> Result<Option<Event<'a>>, FieldError> {
     let [func, ip, ret_ip] = plan.site_at.map(|at| value(at, fields));
     if func.is_some() || ip.is_some() || ret_ip.is_some() {
         let site_of = |v: Option<FieldValue<'a>>| match v {

@@ -266,7 +266,7 @@ impl<R: Read> Source for PerfDataSource<R> {
         };
         let fields = format.fields_of(&s.raw, be);
         // An entry probe's site is `__probe_ip`, a return probe's `__probe_func`.
-        let site = fields.uint("__probe_ip").or_else(|| fields.uint("__probe_func"));
+        let site = fields.probe_ip().or_else(|| fields.uint("__probe_func"));
         let probe = site.and_then(|ip| data.kallsyms.lookup(ip)).map(|sym| sym.name);
         let fields = fields.with_probe_func(probe);
         let flags = fields.uint("common_flags").unwrap_or(0) as u8;

@@ -75,6 +75,8 @@ pub struct EventFormat {
     pub print_fmt: String,
     /// Its event kind and where the kind's fields are, decided at parse time.
     plan: FormatPlan,
+    /// Position of `__probe_ip` (a kprobe's site), if it has one.
+    probe_ip: Option<usize>,
 }
 
 /// Why a format file could not be parsed.
@@ -135,8 +137,10 @@ impl EventFormat {
         }
         let name = name.ok_or(FormatError::NoName)?;
         let id = id.ok_or_else(|| FormatError::NoId(name.clone()))?;
-        let plan = FormatPlan::new(Some(system.as_bytes()), name.as_bytes(), &|n| fields.iter().position(|f| f.name == n));
-        Ok(Self { system: system.to_string(), name, id, fields, common_count, print_fmt, plan })
+        let plan =
+            FormatPlan::new(Some(system.as_bytes()), name.as_bytes(), &|n| fields.iter().position(|f| f.name == n));
+        let probe_ip = fields.iter().position(|f| f.name == "__probe_ip");
+        Ok(Self { system: system.to_string(), name, id, fields, common_count, print_fmt, plan, probe_ip })
     }
 
     /// The field called `name`.
@@ -344,6 +348,17 @@ impl<'a> RecordFields<'a> {
             }
             FieldKind::Bytes => FieldValue::Array(IntArray { bytes: raw, elem_size: 1, big_endian: be, signed: false }),
         })
+    }
+
+    /// `__probe_ip` (a kprobe's site) as [`Self::uint`] reads it, without a
+    /// lookup by name.
+    #[must_use]
+    pub fn probe_ip(&self) -> Option<u64> {
+        match self.decode(self.format.fields.get(self.format.probe_ip?)?)? {
+            FieldValue::Unsigned(v) => Some(v),
+            FieldValue::Signed(v) => Some(v as u64),
+            _ => None,
+        }
     }
 
     /// An integer field's value widened to u64 (signed values sign-extended).

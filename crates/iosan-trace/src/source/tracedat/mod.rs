@@ -552,7 +552,7 @@ impl<R: Read + Seek> TraceDat<R> {
         let (pid, _) = self.pid_ctx(&h.data)?;
         let fields = format.fields_of(&h.data, be);
         let probe = if self.kinds.get(id as usize).is_some_and(|k| k & KIND_PROBE != 0) {
-            fields.uint("__probe_ip").and_then(|ip| self.data.kallsyms.name_cached(ip, &self.probe_cache))
+            fields.probe_ip().and_then(|ip| self.data.kallsyms.name_cached(ip, &self.probe_cache))
         } else {
             None
         };

@@ -202,25 +202,44 @@ impl ShadowDomain {
     /// the removed pieces (clipped to `range`) in IOVA order. Holes are
     /// skipped: the sum of the pieces' lengths is the bytes that were mapped.
     pub fn unmap(&mut self, range: IovaRange) -> Vec<ShadowMapping> {
-        let hits: Vec<ShadowMapping> = self.overlapping(range).collect();
-        let mut removed = Vec::with_capacity(hits.len());
-        for m in hits {
-            let s = m.iova.start().get();
-            let Some(e) = self.remove_entry(s) else { continue };
-            let cut_start = s.max(range.start().get());
-            let cut_last = e.last.min(range.last().get());
-            if s < cut_start {
-                self.insert(s, cut_start - 1, e.phys, e.meta);
-            }
-            if e.last > cut_last {
-                let off = cut_last + 1 - s;
-                self.insert(cut_last + 1, e.last, e.phys.wrapping_add(off), e.meta);
-            }
-            if let Some(iova) = IovaRange::from_start_last(Iova(cut_start), Iova(cut_last)) {
-                removed.push(ShadowMapping { iova, phys: PhysAddr(e.phys.wrapping_add(cut_start - s)), meta: e.meta });
+        // Common case, one probe: a single mapping starting at or before
+        // `range.start` (mappings are disjoint and sorted, so the last one
+        // starting at or before `range.last` is then the only overlap).
+        let single = match self.by_iova.range(..=range.last().get()).next_back() {
+            None => return Vec::new(),
+            Some((_, e)) if e.last < range.start().get() => return Vec::new(),
+            Some((&s, _)) if s <= range.start().get() => Some(s),
+            Some(_) => None,
+        };
+        let mut removed = Vec::with_capacity(1);
+        match single {
+            Some(s) => self.cut(s, range, &mut removed),
+            None => {
+                let starts: Vec<u64> = self.overlapping(range).map(|m| m.iova.start().get()).collect();
+                for s in starts {
+                    self.cut(s, range, &mut removed);
+                }
             }
         }
         removed
+    }
+
+    /// Removes the part of the mapping starting at `s` inside `range`,
+    /// keeping the parts outside, and pushes the removed piece.
+    fn cut(&mut self, s: u64, range: IovaRange, removed: &mut Vec<ShadowMapping>) {
+        let Some(e) = self.remove_entry(s) else { return };
+        let cut_start = s.max(range.start().get());
+        let cut_last = e.last.min(range.last().get());
+        if s < cut_start {
+            self.insert(s, cut_start - 1, e.phys, e.meta);
+        }
+        if e.last > cut_last {
+            let off = cut_last + 1 - s;
+            self.insert(cut_last + 1, e.last, e.phys.wrapping_add(off), e.meta);
+        }
+        if let Some(iova) = IovaRange::from_start_last(Iova(cut_start), Iova(cut_last)) {
+            removed.push(ShadowMapping { iova, phys: PhysAddr(e.phys.wrapping_add(cut_start - s)), meta: e.meta });
+        }
     }
 
     /// Every mapping, in IOVA order.

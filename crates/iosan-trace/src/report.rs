@@ -750,7 +750,8 @@ impl Findings {
 
     /// Hands the findings and follow-ups decided since the last call to `sink` (streaming).
     pub(crate) fn drain(&mut self, sink: &mut dyn FindingSink) {
-        if !self.streaming {
+        // Called after every record: most of the time there is nothing.
+        if !self.streaming || (self.list.is_empty() && self.ups.is_empty() && self.unmaps.is_empty()) {
             return;
         }
         for f in self.list.drain(..) {

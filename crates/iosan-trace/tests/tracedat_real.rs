@@ -222,7 +222,7 @@ fn x86_converted_to_v6_and_uncompressed_v7_reads_the_same() {
     }
     let path = fixture("bug-strict.trace.dat");
     let (ours, _) = read_dat(&path, 1);
-    let dir = std::env::temp_dir().join(format!("iosan-tracedat-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("iosan-tracedat");
     std::fs::create_dir_all(&dir).unwrap();
     for (name, args) in [
         ("v6.dat", &["--file-version", "6"][..]),

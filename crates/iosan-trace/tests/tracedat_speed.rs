@@ -65,7 +65,7 @@ fn events_per_second() {
         println!("skipped: trace-cmd is not installed (needed to make the v6 base file)");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("iosan-speed-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("iosan-speed");
     std::fs::create_dir_all(&dir).unwrap();
     let v6 = dir.join("base-v6.dat");
     let st = Command::new("trace-cmd")

@@ -20,7 +20,7 @@ fn fixture(rel: &str) -> PathBuf {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("iosan-cli-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("iosan-cli");
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }

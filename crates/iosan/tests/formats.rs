@@ -16,7 +16,7 @@ fn fixture(rel: &str) -> PathBuf {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("iosan-formats-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("iosan-formats");
     std::fs::create_dir_all(&d).unwrap();
     d.join(name)
 }

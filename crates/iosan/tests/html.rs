@@ -14,7 +14,7 @@ fn fixture(rel: &str) -> PathBuf {
 }
 
 fn tmp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("iosan-html-{}-{name}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("iosan-html-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

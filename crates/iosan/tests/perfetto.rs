@@ -29,12 +29,15 @@ fn check(capture: &str) {
     let run = match Command::new("python3").arg(&script).arg(&trace).arg(&findings).output() {
         Ok(r) => r,
         Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
             println!("skipped: python3 not runnable ({e})");
             return;
         }
     };
     let said = String::from_utf8_lossy(&run.stdout);
-    match run.status.code() {
+    let code = run.status.code();
+    let _ = std::fs::remove_dir_all(&dir);
+    match code {
         Some(0) => println!("{said}"),
         Some(77) => println!("skipped: {said} (pip install perfetto protobuf)"),
         _ => panic!("{said}{}", String::from_utf8_lossy(&run.stderr)),
@@ -80,6 +83,7 @@ fn lazy_exposure_windows() {
     assert!(per_domain.values().all(|&n| n <= 8), "{per_domain:?}");
     // Each window is a slice named after its pages: the name is in the trace.
     let bytes = std::fs::read(&trace).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     let name = b"pages freed before their IOTLB flush";
     let slices = bytes.windows(name.len()).filter(|w| *w == name).count();
     assert_eq!(slices, windows.len() + 1, "one slice per window and the totals' instant");

@@ -157,7 +157,12 @@ impl<'a> Got<'a> {
 
     #[inline]
     fn index(&self, name: &str) -> Option<usize> {
-        self.fields.iter().position(|f| eq(f.name.as_bytes(), name.as_bytes()))
+        // The builders name fields with the same literals as the specs, which
+        // usually share one address: try that before comparing bytes.
+        self.fields
+            .iter()
+            .position(|f| core::ptr::eq(f.name, name))
+            .or_else(|| self.fields.iter().position(|f| eq(f.name.as_bytes(), name.as_bytes())))
     }
 
     /// The raw value of field `name`, with its type.
@@ -352,11 +357,10 @@ impl<'a> Got<'a> {
     }
 }
 
-/// Field names are short and mostly differ in length or first byte:
-/// test those before calling `memcmp`.
+/// Field names are short: a byte loop beats a `memcmp` call.
 #[inline(always)]
 fn eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.first() == b.first() && a == b
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 fn text_of<'v>(v: FieldValue<'v>) -> &'v [u8] {

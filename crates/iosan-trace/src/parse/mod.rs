@@ -68,6 +68,7 @@ pub mod fields;
 pub mod kinds;
 pub mod line;
 pub mod num;
+pub mod plan;
 pub mod reader;
 mod scan;
 mod text;

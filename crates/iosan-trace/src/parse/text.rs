@@ -372,6 +372,13 @@ pub(crate) fn fast_flush_range(body: &[u8]) -> Option<CacheTagFlushRange<'_>> {
 // ---------------------------------------------------------------- probes
 
 fn parse_site(tok: &[u8]) -> ProbeSite<'_> {
+    if let Some(site) = fast_site(tok) {
+        return site;
+    }
+    general_site(tok)
+}
+
+fn general_site(tok: &[u8]) -> ProbeSite<'_> {
     // Drop a module suffix (`func+0x0/0x10 [nvme]`) or anything after a blank.
     let tok = tok.get(..scan::find_byte(tok, b' ')).unwrap_or(tok);
     if tok.len() >= 8 && tok.len() <= 16 {
@@ -391,6 +398,24 @@ fn parse_site(tok: &[u8]) -> ProbeSite<'_> {
         }
         _ => ProbeSite::Symbol { func: tok, offset: None, size: None },
     }
+}
+
+/// [`parse_site`] for the kernel's `func+0xOFF/0xSIZE`, nothing after it, at
+/// most 16 digits each; `None` for anything else (the general path decides).
+#[inline]
+fn fast_site(tok: &[u8]) -> Option<ProbeSite<'_>> {
+    let (func, rest) = tok.split_at_checked(scan::find_byte(tok, b'+'))?;
+    let rest = rest.strip_prefix(b"+0x")?;
+    let (offset, n) = scan::hex_prefix(rest);
+    if n == 0 || n > 16 {
+        return None;
+    }
+    let rest = rest.get(n..)?.strip_prefix(b"/0x")?;
+    let (size, n) = scan::hex_prefix(rest);
+    if n == 0 || n > 16 || n != rest.len() {
+        return None;
+    }
+    Some(ProbeSite::Symbol { func, offset: Some(offset), size: Some(size) })
 }
 
 /// Probe fields in the kernel's layout: ` key=value` tokens, each after
@@ -520,4 +545,39 @@ pub(crate) fn parse_probe(body: &[u8]) -> Result<Option<Event<'_>>, FieldError> 
         keyed(&mut g, rest);
     }
     probe_event(site, caller, &mut g)
+}
+
+#[cfg(test)]
+mod site_tests {
+    use super::*;
+
+    /// The fast path says `Some` only where the general path agrees.
+    #[test]
+    fn fast_site_agrees_with_the_general_path() {
+        let cases: &[&[u8]] = &[
+            b"__iommu_map+0x0/0x280",
+            b"iommu_map+0x42/0xd0",
+            b"f+0xABC/0x1F",
+            b"+0x0/0x1",
+            b"f+0x/0x1",
+            b"f+0x1/0x",
+            b"f+0x1/0x2 [nvme]",
+            b"f+0x1/0x2x",
+            b"f+1/0x2",
+            b"f+0x1",
+            b"f+0x11112222333344445/0x1",
+            b"f+0x1111222233334444/0x1",
+            b"ffffffff81000000",
+            b"f",
+            b"",
+        ];
+        for &c in cases {
+            let general = general_site(c);
+            match fast_site(c) {
+                Some(fast) => assert_eq!(fast, general, "{}", String::from_utf8_lossy(c)),
+                None => {}
+            }
+        }
+        assert!(fast_site(b"__iommu_map+0x0/0x280").is_some());
+    }
 }

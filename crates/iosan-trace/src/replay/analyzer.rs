@@ -64,6 +64,8 @@ pub struct Analyzer {
     pub(super) domains: Domains,
     /// Open call sequences (`sequence`).
     pub(super) seqs: Sequences,
+    /// An empty buffer [`Analyzer::resolve`] reuses.
+    pub(super) spare_items: Vec<super::sequence::Item>,
     /// Task names and stacks (`tasks`).
     pub(super) tasks: Tasks,
     /// Unflushed ranges (`lazy`).
@@ -137,6 +139,7 @@ impl Analyzer {
             san,
             domains: Domains::new(opts.pgsize_bitmap),
             seqs: Sequences::default(),
+            spare_items: Vec::new(),
             tasks: Tasks::default(),
             lazy: Lazy::new(opts.max_unflushed, opts.page_size.lg2()),
             dma: DmaApi::default(),

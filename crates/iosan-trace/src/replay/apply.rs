@@ -34,10 +34,10 @@ impl Analyzer {
         let slot = self.domains.find(slot);
         let s = self.domains.slot_mut(slot);
         if !s.recent_unmaps.is_empty() {
-            forget_overlapping(&mut s.recent_unmaps, range, |&(l, _)| l);
+            forget_overlapping(&mut s.recent_unmaps, range, s.recent_max_span, |&(l, _)| l);
         }
         if !s.block_removed.is_empty() {
-            forget_overlapping(&mut s.block_removed, range, |b| b.last);
+            forget_overlapping(&mut s.block_removed, range, s.block_max_span, |b| b.last);
         }
         let len = range.len().unwrap_or(u64::MAX);
         loop {
@@ -123,6 +123,7 @@ impl Analyzer {
                 s.recent_unmaps.pop_first();
             }
             for m in &gone {
+                s.recent_max_span = s.recent_max_span.max(m.len());
                 s.recent_unmaps.insert(m.iova.start().get(), (m.iova.last().get(), ts_ns));
             }
         }
@@ -137,6 +138,7 @@ impl Analyzer {
                 if s.block_removed.len() >= MAX_RECENT_UNMAPS {
                     s.block_removed.pop_first();
                 }
+                s.block_max_span = s.block_max_span.max((last - first).saturating_add(1));
                 s.block_removed.insert(first, BlockGone { last, ..note });
             }
         }
@@ -274,12 +276,13 @@ impl Analyzer {
     fn double_unmap(&mut self, slot: usize, u: Unmap) {
         let Unmap { iova, size, unmapped, ts_ns, meta, .. } = u;
         let last = iova.get().saturating_add(size.max(1) - 1);
-        let earlier = self
-            .domains
-            .slot(slot)
+        let s = self.domains.slot(slot);
+        // Entries starting `recent_max_span` or more below end before `iova`.
+        let earlier = s
             .recent_unmaps
             .range(..=last)
             .rev()
+            .take_while(|(&start, _)| start.saturating_add(s.recent_max_span) >= iova.get())
             .find(|(_, &(l, _))| l >= iova.get())
             .map(|(_, &(_, t))| t);
         if earlier.is_none() && !(unmapped == 0 && size > 0) {
@@ -303,14 +306,24 @@ impl Analyzer {
 
 /// Drops the entries of `map` (start -> value with `last(value)`) that
 /// overlap `range`: it is mapped again.
-fn forget_overlapping<V>(map: &mut std::collections::BTreeMap<u64, V>, range: IovaRange, last: impl Fn(&V) -> u64) {
-    let hits: Vec<u64> = map
-        .range(..=range.last().get())
-        .rev()
-        .take_while(|(&s, _)| s.saturating_add(MAX_RECENT_SPAN) >= range.start().get())
-        .filter(|(_, v)| last(v) >= range.start().get())
-        .map(|(&s, _)| s)
-        .collect();
+fn forget_overlapping<V>(
+    map: &mut std::collections::BTreeMap<u64, V>,
+    range: IovaRange,
+    max_span: u64,
+    last: impl Fn(&V) -> u64,
+) {
+    // An entry starting `max_span` or more below `range` ends before it:
+    // the scan stops there instead of walking every entry below.
+    let reach = max_span.min(MAX_RECENT_SPAN);
+    let mut hits: Vec<u64> = Vec::new();
+    for (&s, v) in map.range(..=range.last().get()).rev() {
+        if s.saturating_add(reach) < range.start().get() {
+            break;
+        }
+        if last(v) >= range.start().get() {
+            hits.push(s);
+        }
+    }
     for s in hits {
         map.remove(&s);
     }

@@ -27,11 +27,11 @@ use crate::record::Record;
 use crate::report::{Doubt, TraceFinding};
 
 /// What a `dma:*` or VT-d event says about the items of its sequence.
-pub(super) enum Resolver {
+pub(super) enum Resolver<'a> {
     /// VT-d domain (slot) and the flushed IOVAs `[lo, hi]`.
     Did(usize, u64, u64),
     /// Device's domain (slot) and the DMA address ranges `[lo, hi]` of the event.
-    Dev(usize, Vec<(u64, u64)>),
+    Dev(usize, &'a [(u64, u64)]),
 }
 
 impl Analyzer {
@@ -160,7 +160,7 @@ impl Analyzer {
     /// A `dma:*` event or VT-d flush names the domain of the items of its
     /// sequence in its range: waiting maps (if `maps`) and unmaps (if
     /// `unmaps`) get it; items already attributed are merged with it.
-    pub(super) fn resolve(&mut self, key: SeqKey, r: Resolver, maps: bool, unmaps: bool) {
+    pub(super) fn resolve(&mut self, key: SeqKey, r: Resolver<'_>, maps: bool, unmaps: bool) {
         let target = match &r {
             Resolver::Did(s, ..) | Resolver::Dev(s, _) => *s,
         };
@@ -173,9 +173,14 @@ impl Analyzer {
             Resolver::Dev(_, ranges) => ranges.iter().any(|&(lo, hi)| a <= hi && b >= lo),
         };
         let via_dev = matches!(r, Resolver::Dev(..));
-        let items = std::mem::take(&mut self.seqs.get(key).items);
-        let mut kept = Vec::with_capacity(items.len());
-        for it in items {
+        let mut items = std::mem::take(&mut self.seqs.get(key).items);
+        if items.is_empty() {
+            return;
+        }
+        // Two buffers that trade places, so that a resolve allocates nothing.
+        let mut kept = std::mem::take(&mut self.spare_items);
+        kept.clear();
+        for it in items.drain(..) {
             match it {
                 Item::Map { iova, phys, meta, slot } if maps && in_range(iova.start().get(), iova.last().get()) => {
                     match slot {
@@ -244,6 +249,7 @@ impl Analyzer {
         let seq = self.seqs.get(key);
         kept.append(&mut seq.items);
         seq.items = kept;
+        self.spare_items = items;
     }
 
     /// Ends a sequence: what is still unattributed gets its best answer.

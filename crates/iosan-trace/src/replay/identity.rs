@@ -63,6 +63,10 @@ pub(super) struct Slot {
     /// Ranges an unmap removed beyond what it asked (a whole block), not
     /// mapped since: start -> what removed them.
     pub(super) block_removed: BTreeMap<u64, BlockGone>,
+    /// Longest range ever put in `recent_unmaps` / `block_removed`, bytes:
+    /// bounds how far below an IOVA an overlapping entry can start.
+    pub(super) recent_max_span: u64,
+    pub(super) block_max_span: u64,
     /// A lazy (flush-queue) domain: DMA-FQ type, or flushed whole by the queue.
     pub(super) flush_queue: bool,
     /// Frees inside unflushed ranges, held until a whole-domain flush shows
@@ -85,6 +89,8 @@ impl Slot {
             via,
             recent_unmaps: BTreeMap::new(),
             block_removed: BTreeMap::new(),
+            recent_max_span: 0,
+            block_max_span: 0,
             flush_queue: false,
             held: Vec::new(),
             layer: Layer::Iommu,
@@ -101,6 +107,9 @@ pub(super) struct Domains {
     by_ptr: HashMap<u64, usize>,
     by_did: HashMap<u32, usize>,
     by_dev: HashMap<Arc<str>, usize>,
+    /// The last `by_dev` hit: most `dma:*` events in a row name one device.
+    /// Cleared whenever `by_dev` changes.
+    last_dev: Option<(Arc<str>, usize)>,
     /// Anonymous IOVA spaces: maps nothing identified. IOVAs of different
     /// domains collide, so a map that overlaps one layer goes to the next.
     anon: Vec<usize>,
@@ -221,8 +230,15 @@ impl Domains {
 
     /// The domain of device `name` (new if unseen).
     pub(super) fn dev(&mut self, name: &[u8]) -> usize {
+        if let Some((n, i)) = &self.last_dev {
+            if n.as_bytes() == name {
+                let i = *i;
+                return self.find(i);
+            }
+        }
         // Look up without allocating (device names are ASCII in practice).
-        if let Some(&i) = std::str::from_utf8(name).ok().and_then(|n| self.by_dev.get(n)) {
+        if let Some((n, &i)) = std::str::from_utf8(name).ok().and_then(|n| self.by_dev.get_key_value(n)) {
+            self.last_dev = Some((n.clone(), i));
             return self.find(i);
         }
         let name: Arc<str> = String::from_utf8_lossy(name).into();
@@ -244,6 +260,7 @@ impl Domains {
 
     /// Forgets which domain device `name` is in (it moves or goes away).
     pub(super) fn forget_dev(&mut self, name: &Arc<str>) {
+        self.last_dev = None;
         self.by_dev.remove(name);
     }
 
@@ -267,6 +284,7 @@ impl Domains {
             let label: Option<Arc<str>> = Some(s.devices.join(",").into());
             s.shadow.set_device(label);
         }
+        self.last_dev = None;
         self.by_dev.insert(name, i);
     }
 
@@ -376,6 +394,7 @@ impl Domains {
         }
         for d in devs {
             if self.by_dev.get(&d).is_some_and(|&x| self.parent.get(x) == Some(&s) || x == s) {
+                self.last_dev = None;
                 self.by_dev.remove(&d);
             }
         }

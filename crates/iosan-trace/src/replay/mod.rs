@@ -217,7 +217,7 @@ impl Analyzer {
                 let lo = m.dma_addr & !0xfff;
                 let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
                 let covered = self.iommu_covers(key, &[(lo, hi)]);
-                self.resolve(key, Resolver::Dev(dev, vec![(lo, hi)]), true, false);
+                self.resolve(key, Resolver::Dev(dev, &[(lo, hi)]), true, false);
                 self.dma.mapped(&mut self.domains, dev, m.dma_addr, m.size, m.dir, ctx.ts_ns);
                 // A resource is MMIO, not memory the page allocator hands out.
                 if matches!(ev, Event::DmaMapPage(_)) {
@@ -231,7 +231,7 @@ impl Analyzer {
                 let dev = self.domains.dev(m.device);
                 let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
                 let covered = self.iommu_covers(key, &[(m.dma_addr & !0xfff, hi)]);
-                self.resolve(key, Resolver::Dev(dev, vec![(m.dma_addr & !0xfff, hi)]), true, false);
+                self.resolve(key, Resolver::Dev(dev, &[(m.dma_addr & !0xfff, hi)]), true, false);
                 self.dma.mapped(&mut self.domains, dev, m.dma_addr, m.size, m.dir, ctx.ts_ns);
                 self.dma_layer_alloc(ctx, m.device, m.dma_addr, m.size, covered, stack);
             }
@@ -247,7 +247,7 @@ impl Analyzer {
                 // A truncated list may not name every segment: match any map of the sequence.
                 let ranges = if m.truncated || ranges.is_empty() { vec![(0, u64::MAX)] } else { ranges };
                 let covered = self.iommu_covers(key, &ranges);
-                self.resolve(key, Resolver::Dev(dev, ranges), true, false);
+                self.resolve(key, Resolver::Dev(dev, &ranges), true, false);
                 // Unpaired segments stand for their pages only where no IOMMU layer is traced.
                 if !m.truncated && (sg_paired(m) || !self.iommu_map_seen) {
                     let segs = sg_segments(m);
@@ -262,7 +262,7 @@ impl Analyzer {
                 self.summary.dma_events += 1;
                 let dev = self.domains.dev(m.device);
                 let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
-                self.resolve(key, Resolver::Dev(dev, vec![(m.dma_addr & !0xfff, hi)]), true, false);
+                self.resolve(key, Resolver::Dev(dev, &[(m.dma_addr & !0xfff, hi)]), true, false);
             }
             Event::DmaUnmapSg(m) => {
                 self.summary.dma_events += 1;
@@ -280,14 +280,14 @@ impl Analyzer {
                 self.summary.dma_events += 1;
                 let dev = self.domains.dev(m.device);
                 let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
-                self.resolve(key, Resolver::Dev(dev, vec![(m.dma_addr & !0xfff, hi)]), false, true);
+                self.resolve(key, Resolver::Dev(dev, &[(m.dma_addr & !0xfff, hi)]), false, true);
                 self.seqs.get(key).unmap_sg_dev = Some(dev);
             }
             Event::DmaUnmapPage(m) | Event::DmaUnmapResource(m) => {
                 self.summary.dma_events += 1;
                 let dev = self.domains.dev(m.device);
                 let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
-                self.resolve(key, Resolver::Dev(dev, vec![(m.dma_addr & !0xfff, hi)]), false, true);
+                self.resolve(key, Resolver::Dev(dev, &[(m.dma_addr & !0xfff, hi)]), false, true);
                 if let Some((root, note)) = self.dma.unmapped(&mut self.domains, dev, m.dma_addr, m.size, m.dir) {
                     self.dma_mismatch(ctx, root, Some(m.dma_addr), m.size, note);
                 }
@@ -300,7 +300,7 @@ impl Analyzer {
                 let dev = self.domains.dev(m.device);
                 let hi = m.dma_addr.saturating_add(m.size.max(1) - 1);
                 // The coherent free's unmap precedes or follows it depending on the path.
-                self.resolve(key, Resolver::Dev(dev, vec![(m.dma_addr & !0xfff, hi)]), false, true);
+                self.resolve(key, Resolver::Dev(dev, &[(m.dma_addr & !0xfff, hi)]), false, true);
                 self.seqs.get(key).unmap_sg_dev = Some(dev);
                 if let Some((root, note)) = self.dma.unmapped(&mut self.domains, dev, m.dma_addr, m.size, m.dir) {
                     self.dma_mismatch(ctx, root, Some(m.dma_addr), m.size, note);

@@ -2,7 +2,7 @@
 //!
 //! Both decode each record's fields by name from the capture's own format
 //! files ([`super::format`]) and hand them to the event model
-//! ([`event_from_fields`]), so kernel format drift needs no code here.
+//! ([`crate::parse::event_from_fields`], by position: [`crate::parse::plan`]), so kernel format drift needs no code here.
 //! Origins are byte offsets in the file (of the record, or of the
 //! compressed chunk or record holding it).
 
@@ -10,17 +10,15 @@ use std::io::{Read, Seek};
 
 use super::format::RecordFields;
 use super::perf_data::{Limits as PerfLimits, PerfData, PerfItem};
-use super::tracedat::{Item, TraceDat};
+use super::tracedat::{Head, Item, TraceDat};
 use super::tracing_data::TracingData;
 use super::{Position, Source, SourceError};
-use crate::parse::event::event_from_fields;
 use crate::record::{ExecContext, Origin, Record, RecordSink};
 
 /// Decodes one record's fields and delivers it (or counts why not).
 #[allow(clippy::too_many_arguments)]
 fn deliver(
     sink: &mut dyn RecordSink,
-    system: &str,
     name: &str,
     fields: &RecordFields<'_>,
     ts_ns: u64,
@@ -31,7 +29,7 @@ fn deliver(
     stack: &[&[u8]],
     origin: Origin,
 ) {
-    match event_from_fields(Some(system.as_bytes()), name.as_bytes(), fields) {
+    match fields.event() {
         Ok(Some(event)) => {
             sink.record(&Record { ts_ns, cpu, pid, comm, context, event: &event, stack, origin });
         }
@@ -48,8 +46,8 @@ fn container(e: impl std::error::Error + Send + Sync + 'static) -> SourceError {
 /// A trace.dat file (versions 6 and 7) as a record source.
 pub struct TraceDatSource<R> {
     dat: TraceDat<R>,
-    /// `peek` announced the reader's current item, not yet delivered.
-    pending: bool,
+    /// The time `peek` announced of the reader's current event, not yet delivered.
+    pending: Option<u64>,
     started: bool,
     bytes: u64,
     skipped_reported: bool,
@@ -62,7 +60,7 @@ impl<R: Read + Seek> TraceDatSource<R> {
     /// [`SourceError::Container`] when the headers cannot be read.
     pub fn open(reader: R) -> Result<Self, SourceError> {
         let dat = TraceDat::open(reader).map_err(container)?;
-        Ok(Self { dat, pending: false, started: false, bytes: 0, skipped_reported: false })
+        Ok(Self { dat, pending: None, started: false, bytes: 0, skipped_reported: false })
     }
 
     /// The reader.
@@ -109,34 +107,33 @@ impl<R: Read + Seek> TraceDatSource<R> {
 impl<R: Read + Seek> Source for TraceDatSource<R> {
     fn peek(&mut self, sink: &mut dyn RecordSink) -> Result<Option<u64>, SourceError> {
         self.start(sink);
-        if self.pending {
-            if let Some(Item::Event(v)) = self.dat.current() {
-                return Ok(Some(v.ts_ns));
-            }
-            self.pending = false;
+        if let Some(ts) = self.pending {
+            return Ok(Some(ts));
         }
         loop {
-            let item = self.dat.next_item().map_err(container)?;
-            match item {
+            let head = self.dat.next_head().map_err(container)?;
+            match head {
                 None => {
                     self.report_skipped(sink);
                     return Ok(None);
                 }
-                Some(Item::Lost(l)) => {
-                    self.bytes = self.bytes.max(l.offset);
-                    sink.lost(Some(l.cpu), l.count, Origin::byte(l.offset));
+                Some(Head::Lost) => {
+                    if let Some(Item::Lost(l)) = self.dat.current() {
+                        self.bytes = self.bytes.max(l.offset);
+                        sink.lost(Some(l.cpu), l.count, Origin::byte(l.offset));
+                    }
                 }
-                Some(Item::Event(v)) => {
-                    self.bytes = self.bytes.max(v.offset);
-                    self.pending = true;
-                    return Ok(Some(v.ts_ns));
+                Some(Head::Event { ts_ns, offset }) => {
+                    self.bytes = self.bytes.max(offset);
+                    self.pending = Some(ts_ns);
+                    return Ok(Some(ts_ns));
                 }
             }
         }
     }
 
     fn pop(&mut self, sink: &mut dyn RecordSink) {
-        if !std::mem::take(&mut self.pending) {
+        if self.pending.take().is_none() {
             return;
         }
         let Some(Item::Event(v)) = self.dat.current() else { return };
@@ -144,7 +141,6 @@ impl<R: Read + Seek> Source for TraceDatSource<R> {
         let pid = u32::try_from(v.pid).unwrap_or(0);
         deliver(
             sink,
-            &v.format.system,
             &v.format.name,
             &v.fields,
             v.ts_ns,
@@ -286,7 +282,7 @@ impl<R: Read> Source for PerfDataSource<R> {
         };
         let fields = format.fields_of(&s.raw, be);
         // An entry probe's site is `__probe_ip`, a return probe's `__probe_func`.
-        let site = fields.uint("__probe_ip").or_else(|| fields.uint("__probe_func"));
+        let site = fields.probe_ip().or_else(|| fields.uint("__probe_func"));
         let probe = site.and_then(|ip| data.kallsyms.lookup(ip)).map(|sym| sym.name);
         let fields = fields.with_probe_func(probe);
         let flags = fields.uint("common_flags").unwrap_or(0) as u8;
@@ -305,7 +301,6 @@ impl<R: Read> Source for PerfDataSource<R> {
         let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
         deliver(
             sink,
-            &format.system,
             &format.name,
             &fields,
             s.time,

@@ -11,6 +11,8 @@
 //! file's byte order; strings are returned without their NUL.
 
 use crate::field::{FieldLookup, FieldValue, IntArray};
+use crate::parse::event::{Event, FieldError};
+use crate::parse::plan::{event_from_plan, FormatPlan, IndexedFields};
 
 /// How a field's bytes are laid out, derived from its declaration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +73,10 @@ pub struct EventFormat {
     pub common_count: usize,
     /// `print fmt:` text (not interpreted).
     pub print_fmt: String,
+    /// Its event kind and where the kind's fields are, decided at parse time.
+    plan: FormatPlan,
+    /// Position of `__probe_ip` (a kprobe's site), if it has one.
+    probe_ip: Option<usize>,
 }
 
 /// Why a format file could not be parsed.
@@ -131,7 +137,10 @@ impl EventFormat {
         }
         let name = name.ok_or(FormatError::NoName)?;
         let id = id.ok_or_else(|| FormatError::NoId(name.clone()))?;
-        Ok(Self { system: system.to_string(), name, id, fields, common_count, print_fmt })
+        let plan =
+            FormatPlan::new(Some(system.as_bytes()), name.as_bytes(), &|n| fields.iter().position(|f| f.name == n));
+        let probe_ip = fields.iter().position(|f| f.name == "__probe_ip");
+        Ok(Self { system: system.to_string(), name, id, fields, common_count, print_fmt, plan, probe_ip })
     }
 
     /// The field called `name`.
@@ -341,6 +350,17 @@ impl<'a> RecordFields<'a> {
         })
     }
 
+    /// `__probe_ip` (a kprobe's site) as [`Self::uint`] reads it, without a
+    /// lookup by name.
+    #[must_use]
+    pub fn probe_ip(&self) -> Option<u64> {
+        match self.decode(self.format.fields.get(self.format.probe_ip?)?)? {
+            FieldValue::Unsigned(v) => Some(v),
+            FieldValue::Signed(v) => Some(v as u64),
+            _ => None,
+        }
+    }
+
     /// An integer field's value widened to u64 (signed values sign-extended).
     #[must_use]
     pub fn uint(&self, name: &str) -> Option<u64> {
@@ -361,6 +381,26 @@ fn trim_nul(b: &[u8]) -> &[u8] {
     match memchr::memchr(0, b) {
         Some(i) => b.get(..i).unwrap_or(b),
         None => b,
+    }
+}
+
+impl<'a> RecordFields<'a> {
+    /// The record's event, as [`crate::parse::event_from_fields`] reads it,
+    /// with the field positions its format decided once.
+    ///
+    /// # Errors
+    /// As [`crate::parse::event_from_fields`].
+    pub fn event(&self) -> Result<Option<Event<'a>>, FieldError> {
+        event_from_plan(&self.format.plan, self)
+    }
+}
+
+impl<'a> IndexedFields<'a> for RecordFields<'a> {
+    fn at(&self, i: usize) -> Option<FieldValue<'a>> {
+        self.format.fields.get(i).and_then(|f| self.decode(f))
+    }
+    fn probe_func(&self) -> Option<&'a [u8]> {
+        self.probe_func
     }
 }
 

@@ -118,6 +118,15 @@ pub enum Item<'a> {
     Lost(Lost<'a>),
 }
 
+/// What [`TraceDat::next_head`] stepped to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Head {
+    /// A record at this time (ns) and file offset.
+    Event { ts_ns: u64, offset: u64 },
+    /// A lost-events marker ([`TraceDat::current`] gives it).
+    Lost,
+}
+
 /// Events lost on one CPU of one buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lost<'a> {
@@ -452,6 +461,20 @@ impl<R: Read + Seek> TraceDat<R> {
     /// cut short, the memory limit). Damaged pages and records are counted
     /// in [`Skipped`] instead.
     pub fn next_item(&mut self) -> Result<Option<Item<'_>>, TraceDatError> {
+        match self.next_head()? {
+            None => Ok(None),
+            Some(_) => Ok(self.current()),
+        }
+    }
+
+    /// Steps to the next item like [`Self::next_item`] but only says what it
+    /// is: its time and offset for an event, whose view [`Self::current`]
+    /// builds when it is wanted (a merge peeks at many records before it
+    /// takes one).
+    ///
+    /// # Errors
+    /// As [`Self::next_item`].
+    pub fn next_head(&mut self) -> Result<Option<Head>, TraceDatError> {
         if let Some(i) = self.last.take() {
             self.advance(i)?;
         }
@@ -474,11 +497,12 @@ impl<R: Read + Seek> TraceDat<R> {
                 }
                 Verdict::Lost => {
                     self.last = Some(i);
-                    return Ok(self.lost_view(i).map(Item::Lost));
+                    return Ok(Some(Head::Lost));
                 }
-                Verdict::Event(id) => {
+                Verdict::Event(_) => {
                     self.last = Some(i);
-                    return Ok(self.event_view(i, id).map(Item::Event));
+                    let Some(h) = self.streams.get(i).map(|s| &s.head) else { return Ok(None) };
+                    return Ok(Some(Head::Event { ts_ns: self.ts_ns(h.ts), offset: h.offset }));
                 }
             }
         }
@@ -528,7 +552,7 @@ impl<R: Read + Seek> TraceDat<R> {
         let (pid, _) = self.pid_ctx(&h.data)?;
         let fields = format.fields_of(&h.data, be);
         let probe = if self.kinds.get(id as usize).is_some_and(|k| k & KIND_PROBE != 0) {
-            fields.uint("__probe_ip").and_then(|ip| self.data.kallsyms.name_cached(ip, &self.probe_cache))
+            fields.probe_ip().and_then(|ip| self.data.kallsyms.name_cached(ip, &self.probe_cache))
         } else {
             None
         };

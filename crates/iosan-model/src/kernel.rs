@@ -363,7 +363,10 @@ impl<'w> Kernel<'w> {
             })
             .collect();
         let san = Sanitizer::new(Config { semantics: cfg.semantics, page_size: page, ram, ..Config::default() });
-        let mut trace = trace.map(|w| if cfg.tracedat { TraceWriter::tracedat(w) } else { TraceWriter::new(w) });
+        let mut trace =
+            trace.map(
+                |w| if cfg.tracedat { TraceWriter::tracedat(w, page.bytes() as usize) } else { TraceWriter::new(w) },
+            );
         if let Some(t) = trace.as_mut() {
             t.header(0, cfg.nr_cpus);
         }

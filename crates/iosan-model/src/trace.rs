@@ -125,9 +125,10 @@ impl<W: Write> TraceWriter<W> {
     }
 
     /// A writer of the same events as a trace.dat (version 6) to `out`,
-    /// written whole by [`TraceWriter::finish`].
-    pub fn tracedat(out: W) -> Self {
-        Self { dat: Some(Box::default()), ..Self::new(out) }
+    /// written whole by [`TraceWriter::finish`], for a kernel with
+    /// `page_size` bytes per CPU page.
+    pub fn tracedat(out: W, page_size: usize) -> Self {
+        Self { dat: Some(Box::new(crate::tracedat::TraceDatWriter::with_page_size(page_size))), ..Self::new(out) }
     }
 
     /// One binary event; `true` when this writer writes trace.dat.

@@ -62,16 +62,23 @@ pub const KALLSYMS: &[(u64, &str)] = &[
     (0xffff_ffff_8192_a000, "iommu_dma_map_page"),
 ];
 
-const HEADER_PAGE: &str = "\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n\
+/// `header_page` for sub-buffers of `page` bytes (the data follows a
+/// 16-byte header, as the kernel prints it).
+fn header_page(page: usize) -> String {
+    format!(
+        "\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n\
 \tfield: local_t commit;\toffset:8;\tsize:8;\tsigned:1;\n\
 \tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;\n\
-\tfield: char data;\toffset:16;\tsize:4080;\tsigned:0;\n";
+\tfield: char data;\toffset:16;\tsize:{};\tsigned:0;\n",
+        page - PAGE_HEADER
+    )
+}
 
 const HEADER_EVENT: &str = "# compressed entry header\n\ttype_len    :    5 bits\n\ttime_delta  :   27 bits\n\
 \tarray       :   32 bits\n\n\tpadding     : type == 29\n\ttime_extend : type == 30\n\ttime_stamp : type == 31\n\
 \tdata max type_len  == 28\n";
 
-/// Ring-buffer page size written (the kernel's 4 KiB sub-buffer).
+/// The default ring-buffer sub-buffer: one 4 KiB CPU page.
 const PAGE: usize = 4096;
 /// Page header: u64 timestamp + u64 commit.
 const PAGE_HEADER: usize = 16;
@@ -138,6 +145,8 @@ fn parse_format(key: &str, text: &'static str) -> Format {
 
 #[derive(Default)]
 struct Cpu {
+    /// Sub-buffer size: the kernel's PAGE_SIZE unless `buffer_subbuf_size_kb` changed it.
+    subbuf: usize,
     pages: Vec<u8>,
     page: Vec<u8>,
     page_ts: u64,
@@ -149,11 +158,11 @@ impl Cpu {
         if self.page.is_empty() {
             return;
         }
-        let mut p = Vec::with_capacity(PAGE);
+        let mut p = Vec::with_capacity(self.subbuf);
         p.extend_from_slice(&self.page_ts.to_le_bytes());
         p.extend_from_slice(&(self.page.len() as u64).to_le_bytes());
         p.extend_from_slice(&self.page);
-        p.resize(PAGE, 0);
+        p.resize(self.subbuf, 0);
         self.pages.extend_from_slice(&p);
         self.page.clear();
     }
@@ -161,7 +170,7 @@ impl Cpu {
     fn push(&mut self, ts: u64, payload: &[u8]) {
         let body = if payload.len() <= MAX_SMALL { payload.len() } else { payload.len() + 4 };
         let need = 4 + body + 8;
-        if self.page.len() + need > PAGE - PAGE_HEADER {
+        if self.page.len() + need > self.subbuf - PAGE_HEADER {
             self.close_page();
         }
         if self.page.is_empty() {
@@ -188,6 +197,8 @@ impl Cpu {
 
 /// Writes a trace.dat of events given by name and field values.
 pub struct TraceDatWriter {
+    /// Header page size and sub-buffer size, bytes.
+    page: usize,
     formats: Vec<Format>,
     cpus: Vec<Cpu>,
     comms: BTreeMap<u32, String>,
@@ -204,7 +215,16 @@ impl TraceDatWriter {
     /// A writer with the model's event formats.
     #[must_use]
     pub fn new() -> Self {
+        Self::with_page_size(PAGE)
+    }
+
+    /// A writer for a kernel with `page` bytes per CPU page (the file's
+    /// page size and its ring-buffer sub-buffers, as the kernel's default
+    /// sub-buffer is one page); sizes below 4 KiB read as 4 KiB.
+    #[must_use]
+    pub fn with_page_size(page: usize) -> Self {
         Self {
+            page: page.max(PAGE),
             formats: FORMATS.iter().map(|(k, t)| parse_format(k, t)).collect(),
             cpus: Vec::new(),
             comms: BTreeMap::new(),
@@ -278,12 +298,13 @@ impl TraceDatWriter {
         while rec.len() % 4 != 0 {
             rec.push(0);
         }
-        if rec.len() + 8 > PAGE - PAGE_HEADER {
+        if rec.len() + 8 > self.page - PAGE_HEADER {
             return Err(bad(format!("{system}:{name} record of {} bytes does not fit a page", rec.len())));
         }
         let i = cpu as usize;
         if self.cpus.len() <= i {
-            self.cpus.resize_with(i + 1, Cpu::default);
+            let subbuf = self.page;
+            self.cpus.resize_with(i + 1, || Cpu { subbuf, ..Cpu::default() });
         }
         if let Some(c) = self.cpus.get_mut(i) {
             c.push(ts, &rec);
@@ -307,8 +328,9 @@ impl TraceDatWriter {
         h.extend_from_slice(b"\x17\x08Dtracing6\0");
         h.push(0); // little-endian
         h.push(8); // user-space long size
-        h.extend_from_slice(&(PAGE as u32).to_le_bytes());
-        for (tag, text) in [("header_page", HEADER_PAGE), ("header_event", HEADER_EVENT)] {
+        h.extend_from_slice(&(self.page as u32).to_le_bytes());
+        let page_text = header_page(self.page);
+        for (tag, text) in [("header_page", page_text.as_str()), ("header_event", HEADER_EVENT)] {
             h.extend_from_slice(tag.as_bytes());
             h.push(0);
             h.extend_from_slice(&(text.len() as u64).to_le_bytes());
@@ -346,7 +368,7 @@ impl TraceDatWriter {
         h.extend_from_slice(b"flyrecord\0");
         let clock = b"[local] global counter uptime perf mono mono_raw boot";
         let table_len = ncpus as usize * 16 + 8 + clock.len();
-        let data_start = (h.len() + table_len).div_ceil(PAGE) * PAGE;
+        let data_start = (h.len() + table_len).div_ceil(self.page) * self.page;
         let mut at = data_start as u64;
         for i in 0..ncpus as usize {
             let len = self.cpus.get(i).map_or(0, |c| c.pages.len() as u64);

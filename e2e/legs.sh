@@ -3,7 +3,7 @@
 ALL_LEGS="vtd-strict vtd-lazy vtd-perf vtd-watch vtd-stacks vtd-superpage virtio-iommu no-iommu amd-iommu arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy vtd72-strict vtd72-lazy"
 # Legs whose check passes today; the others record fine but the analysis
 # is not exact yet (README.md lists their numbers).
-CI_LEGS="vtd-strict vtd-lazy vtd-perf vtd-watch vtd-stacks vtd-superpage amd-iommu virtio-iommu no-iommu arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy"
+CI_LEGS="vtd-strict vtd-lazy vtd-perf vtd-watch vtd-stacks vtd-superpage amd-iommu virtio-iommu no-iommu arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy vtd72-strict vtd72-lazy"
 
 # leg -> ARCH FLAV IOMMU_ARGS(array) CMDLINE EXPECT_MODE PHASES CHECK_ARGS(array)
 #        ANALYZE_ARGS(array) RECORDER (iosan | perf: capture in out/perf.data

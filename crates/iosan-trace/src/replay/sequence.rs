@@ -114,6 +114,21 @@ impl Sequences {
             .collect()
     }
 
+    /// Does a sequence hold an unattributed map that intersects `range` and
+    /// covers a page of `[pfn, last_pfn]` (pages of `1 << page_lg2` bytes)?
+    pub(super) fn waiting_map_touches(&self, range: IovaRange, pfn: u64, last_pfn: u64, page_lg2: u32) -> bool {
+        self.seqs.values().any(|s| {
+            s.items.iter().any(|i| match i {
+                Item::Map { iova, phys, slot: None, .. } if iova.intersect(range).is_some() => {
+                    let a = phys.get() >> page_lg2;
+                    let b = phys.get().saturating_add(iova.len().unwrap_or(u64::MAX).saturating_sub(1)) >> page_lg2;
+                    a <= last_pfn && b >= pfn
+                }
+                _ => false,
+            })
+        })
+    }
+
     /// `key` is about to hold an unattributed unmap: when it is not listed
     /// yet and too many sequences wait, the oldest is taken off the list
     /// for the caller to settle before [`Self::add_pending`].

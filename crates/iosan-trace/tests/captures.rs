@@ -204,4 +204,12 @@ fn linux_7_2_vtd_lazy_is_exact() {
     assert_eq!(s.exposure.unflushed_at_end, 0, "every flush-all line ends the exposure of its domain");
     let r = run(capture("vtd72-lazy", |l| !is_printk_line(l)));
     check("vtd72-lazy", &r);
+    // Stock tracepoints only: no flush follows a map without caching mode,
+    // and 7.2's NVMe maps through dma_iova_link with no dma:* event, so
+    // many maps wait for a domain or go to the anonymous space. Every page
+    // is still found and nothing else; the edu domain's device is not known.
+    let r = run(capture("vtd72-lazy", |l| !is_kprobe_line(l)));
+    assert_eq!(r.summary.kprobe_events, 0);
+    assert!(r.summary.maps_by.anonymous > 0, "{:?}", r.summary.maps_by);
+    check("vtd72-lazy", &r);
 }

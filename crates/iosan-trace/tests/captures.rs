@@ -191,7 +191,9 @@ fn linux_7_2_vtd_strict_is_exact() {
 /// device (so `unmanaged-partial` leaks 256 pages): exposure comes from the
 /// flush queue's `fq_flush_timeout` kprobe and the flush-all lines
 /// (`cache_tag_flush_range` over `[0x0-0xffffffffffffffff]` in 7.2), as
-/// `fq_flush_iotlb` is inlined.
+/// `fq_flush_iotlb` is inlined. In this run a kworker preempted `dd`
+/// between the `iommu_map_nosync` kprobe and its `iommu:map` (IOVA
+/// 0xffc63000, pfn 0x13e498): the kprobe must still name the map's domain.
 #[test]
 fn linux_7_2_vtd_lazy_is_exact() {
     let r = run(capture("vtd72-lazy", |_| true));

@@ -408,4 +408,23 @@ mod tests {
         assert!(bugs.is_empty(), "{bugs:?}");
         assert_eq!(r.summary.unmaps_by.did, 2);
     }
+
+    /// Linux 7.2 (Debian's, preemptible) can preempt a task between the
+    /// `iommu_map_nosync` kprobe and its `iommu:map` tracepoint; another
+    /// task's events on that CPU end the sequence. The kprobe still names
+    /// the map's domain when the task runs again, so that the unmap the
+    /// kprobe names finds it.
+    #[test]
+    fn a_map_kprobe_survives_preemption_before_its_tracepoint() {
+        let text = " dd-2 [000] ..... 1.000010: iommu_map: (iommu_map_nosync+0x4/0x350) domain=0xffff888101aa6c00 dtype=11 iova=0xffc63000 paddr=0x13e498000 size=0x1000 prot=6
+ kworker-3 [000] ..... 1.000020: mm_page_free: page=0000000011111111 pfn=0x10509c order=0
+ dd-2 [000] ..... 1.000030: map: IOMMU: iova=0x00000000ffc63000 - 0x00000000ffc64000 paddr=0x000000013e498000 size=4096
+ dd-2 [000] d.h1. 1.000040: iommu_unmap: (__iommu_unmap+0x0/0x280) domain=0xffff888101aa6c00 dtype=11 iova=0xffc63000 size=0x1000
+ dd-2 [000] d.h1. 1.000041: unmap: IOMMU: iova=0x00000000ffc63000 - 0x00000000ffc64000 size=4096 unmapped_size=4096
+ dd-2 [000] ..... 1.000050: mm_page_free: page=0000000011111112 pfn=0x13e498 order=0
+";
+        let r = analyze(std::io::Cursor::new(text), "t", &AnalyzeOptions::default(), &mut ()).expect("in memory");
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+        assert_eq!((r.summary.maps_by.kprobe, r.summary.unmaps_by.kprobe), (1, 1));
+    }
 }

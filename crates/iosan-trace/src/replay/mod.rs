@@ -105,11 +105,15 @@ impl Analyzer {
         let key = (ctx.cpu, ctx.context.index());
         // A different task, or an event outside any map/unmap sequence, ends the sequence.
         if self.seqs.must_end(key, ctx.pid, is_sequence_event(ev)) {
+            if self.seqs.get(key).pid != ctx.pid {
+                self.seqs.stash_preempted(key);
+            }
             self.finish_seq(key);
         }
         if let Some(seq) = self.seqs.existing(key) {
             seq.pid = ctx.pid;
         }
+        self.seqs.resume(key, ctx.pid);
 
         if !self.identity_seen && is_identity_event(ev) {
             self.identity_seen = true;

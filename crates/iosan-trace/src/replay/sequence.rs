@@ -27,6 +27,8 @@ const MAX_SEQ_ITEMS: usize = 8192;
 const MAX_PENDING_SEQS: usize = 1024;
 /// Resolved items kept when a sequence is pruned.
 const KEEP_RESOLVED: usize = 256;
+/// Most preempted tasks whose open kprobe calls are kept.
+const MAX_PREEMPTED: usize = 64;
 
 /// One `iommu:unmap`: `size` bytes asked at `iova`, `unmapped` bytes
 /// removed (the kernel's return value), at `ts_ns`, read from `line`;
@@ -71,6 +73,9 @@ pub(super) struct Seq {
 pub(super) struct Sequences {
     seqs: HashMap<SeqKey, Seq>,
     pending: Vec<SeqKey>,
+    /// Open kprobe calls of tasks another task preempted on a CPU: (key,
+    /// pid, map call, unmap call), oldest first.
+    preempted: Vec<(SeqKey, u32, Option<ProbeCall>, Option<ProbeCall>)>,
 }
 
 impl Sequences {
@@ -94,6 +99,37 @@ impl Sequences {
         let open =
             !seq.items.is_empty() || seq.kp_map.is_some() || seq.kp_unmap.is_some() || seq.unmap_sg_dev.is_some();
         open && (seq.pid != pid || !continues)
+    }
+
+    /// Another task is about to run on `key`: keep the open kprobe calls of
+    /// the task there, which may have been preempted between a kprobe and
+    /// its tracepoint (Linux 7.x preempts inside `iommu_map_nosync`).
+    pub(super) fn stash_preempted(&mut self, key: SeqKey) {
+        let Some(seq) = self.seqs.get(&key) else { return };
+        if seq.kp_map.is_none() && seq.kp_unmap.is_none() {
+            return;
+        }
+        let e = (key, seq.pid, seq.kp_map, seq.kp_unmap);
+        self.preempted.retain(|p| !(p.0 == key && p.1 == e.1));
+        if self.preempted.len() >= MAX_PREEMPTED {
+            self.preempted.remove(0);
+        }
+        self.preempted.push(e);
+    }
+
+    /// Task `pid` runs on `key` again: its stashed kprobe calls come back
+    /// where its sequence has none.
+    #[inline]
+    pub(super) fn resume(&mut self, key: SeqKey, pid: u32) {
+        if self.preempted.is_empty() {
+            return;
+        }
+        if let Some(i) = self.preempted.iter().position(|p| p.0 == key && p.1 == pid) {
+            let (_, _, m, u) = self.preempted.remove(i);
+            let seq = self.get(key);
+            seq.kp_map = seq.kp_map.or(m);
+            seq.kp_unmap = seq.kp_unmap.or(u);
+        }
     }
 
     /// Every key.

@@ -3,7 +3,7 @@
 #
 # usage: e2e/run.sh [LEG...]          (default: both)
 #   legs:    vtd-strict vtd-lazy vtd-perf vtd-watch vtd-stacks vtd-superpage virtio-iommu no-iommu amd-iommu
-#            arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy
+#            arm64-strict arm64-lazy arm64-16k-strict arm64-16k-lazy vtd72-strict vtd72-lazy
 #   groups:  both = vtd-strict vtd-lazy (also: strict, lazy = one of them)
 #            ci   = the legs whose check passes with today's analyzer
 #            all  = every leg
@@ -43,6 +43,7 @@ setup() { # x86 | arm64 | arm64-16k
   case "$1" in
     x86) "$E2E/setup.sh";;
     x86-perf) setup x86 && "$E2E/setup-perf.sh";;
+    x86-linux72) setup x86 && "$E2E/setup-linux72.sh";;
     *) "$E2E/setup-arm64.sh" "$1";;
   esac
   rc=$?
@@ -69,7 +70,7 @@ boot() { # leg -> results in $W/run-$leg
     q=(qemu-system-x86_64
       -machine q35 -accel "tcg,thread=${E2E_TCG_THREAD:-single},tb-size=512" -cpu max -smp 2 -m 3072
       "${IOMMU_ARGS[@]}"
-      -kernel "$W/vmlinux" -initrd "$W/$INITRD" -append "$cmdline")
+      -kernel "$W/${KERN:+$KERN/}vmlinux" -initrd "$W/$INITRD" -append "$cmdline")
   else
     # pauth-impdef=on: QEMU's cheap pointer-authentication algorithm (the
     # architected one is very slow under TCG)
@@ -101,6 +102,7 @@ for leg in $LEGS; do
   INITRD=initramfs.cpio.gz; CAPTURE=capture.txt
   [ "$RECORDER" = perf ] && { kind=x86-perf; INITRD=initramfs-perf.cpio.gz; CAPTURE=perf.data; }
   [ "$RECORDER" = watch ] && CAPTURE=watch.jsonl
+  [ -n "$KERN" ] && { kind=x86-$KERN; INITRD=$KERN/initramfs.cpio.gz; }
   setup "$kind"; rc=$?
   if [ $rc = 77 ]; then
     echo "e2e: $leg: SKIP (setup $kind could not get what it needs, see above)"; RESULT[$leg]=skip; WALL[$leg]=0; continue
@@ -145,7 +147,7 @@ for leg in $LEGS; do
     RESULT[$leg]=fail; fail=1; WALL[$leg]=$((SECONDS - lt)); continue
   fi
   fi
-  case "$leg" in vtd-strict|vtd-stacks) # what recording costs, with and without stacks
+  case "$leg" in vtd-strict|vtd-stacks|vtd72-strict) # what recording costs, with and without stacks
     python3 - "$d/out/$CAPTURE" "$d/findings.jsonl" "$leg" <<'PY'
 import json, os, sys
 cap, fnd, leg = sys.argv[1:4]

@@ -106,11 +106,15 @@ impl Analyzer {
         let key = (ctx.cpu, ctx.context.index());
         // A different task, or an event outside any map/unmap sequence, ends the sequence.
         if self.seqs.must_end(key, ctx.pid, is_sequence_event(ev)) {
+            if self.seqs.get(key).pid != ctx.pid {
+                self.seqs.stash_preempted(key);
+            }
             self.finish_seq(key);
         }
         if let Some(seq) = self.seqs.existing(key) {
             seq.pid = ctx.pid;
         }
+        self.seqs.resume(key, ctx.pid);
         // A zero-size map is a failed map's only if its unmap comes next.
         if self.seqs.zero_maps_held != 0
             && !matches!(

@@ -28,6 +28,8 @@ const MAX_SEQ_ITEMS: usize = 8192;
 const MAX_PENDING_SEQS: usize = 1024;
 /// Resolved items kept when a sequence is pruned.
 const KEEP_RESOLVED: usize = 256;
+/// Most preempted tasks whose open kprobe calls are kept.
+const MAX_PREEMPTED: usize = 64;
 
 /// One `iommu:unmap`: `size` bytes asked at `iova`, `unmapped` bytes
 /// removed (the kernel's return value), at `ts_ns`, read from `line`;
@@ -95,6 +97,9 @@ pub(super) struct Sequences {
     pending: Vec<SeqKey>,
     /// Sequences holding a zero-size map (`Seq::zero_map`).
     pub(super) zero_maps_held: usize,
+    /// Open kprobe calls of tasks another task preempted on a CPU: (key,
+    /// pid, map call, unmap call), oldest first.
+    preempted: Vec<(SeqKey, u32, Option<ProbeCall>, Option<ProbeCall>)>,
 }
 
 impl Sequences {
@@ -123,6 +128,37 @@ impl Sequences {
         open && (seq.pid != pid || !continues)
     }
 
+    /// Another task is about to run on `key`: keep the open kprobe calls of
+    /// the task there, which may have been preempted between a kprobe and
+    /// its tracepoint (Linux 7.x preempts inside `iommu_map_nosync`).
+    pub(super) fn stash_preempted(&mut self, key: SeqKey) {
+        let Some(seq) = self.seqs.get(&key) else { return };
+        if seq.kp_map.is_none() && seq.kp_unmap.is_none() {
+            return;
+        }
+        let e = (key, seq.pid, seq.kp_map, seq.kp_unmap);
+        self.preempted.retain(|p| !(p.0 == key && p.1 == e.1));
+        if self.preempted.len() >= MAX_PREEMPTED {
+            self.preempted.remove(0);
+        }
+        self.preempted.push(e);
+    }
+
+    /// Task `pid` runs on `key` again: its stashed kprobe calls come back
+    /// where its sequence has none.
+    #[inline]
+    pub(super) fn resume(&mut self, key: SeqKey, pid: u32) {
+        if self.preempted.is_empty() {
+            return;
+        }
+        if let Some(i) = self.preempted.iter().position(|p| p.0 == key && p.1 == pid) {
+            let (_, _, m, u) = self.preempted.remove(i);
+            let seq = self.get(key);
+            seq.kp_map = seq.kp_map.or(m);
+            seq.kp_unmap = seq.kp_unmap.or(u);
+        }
+    }
+
     /// Every key.
     pub(super) fn keys(&self) -> Vec<SeqKey> {
         self.seqs.keys().copied().collect()
@@ -139,6 +175,21 @@ impl Sequences {
             })
             .map(|(k, _)| *k)
             .collect()
+    }
+
+    /// Does a sequence hold an unattributed map that intersects `range` and
+    /// covers a page of `[pfn, last_pfn]` (pages of `1 << page_lg2` bytes)?
+    pub(super) fn waiting_map_touches(&self, range: IovaRange, pfn: u64, last_pfn: u64, page_lg2: u32) -> bool {
+        self.seqs.values().any(|s| {
+            s.items.iter().any(|i| match i {
+                Item::Map { iova, phys, slot: None, .. } if iova.intersect(range).is_some() => {
+                    let a = phys.get() >> page_lg2;
+                    let b = phys.get().saturating_add(iova.len().unwrap_or(u64::MAX).saturating_sub(1)) >> page_lg2;
+                    a <= last_pfn && b >= pfn
+                }
+                _ => false,
+            })
+        })
     }
 
     /// `key` is about to hold an unattributed unmap: when it is not listed

@@ -181,6 +181,15 @@ impl Default for Sanitizer {
     }
 }
 
+/// `missing` counts short (or over) on one page, found by a map or unmap.
+fn page_finding(kind: FindingKind, domain: DomainId, iova: Iova, size: u64, pfn: u64, missing: u32) -> Finding {
+    let mut f = Finding::pages(kind, Pfn(pfn), 1, missing);
+    f.domain = Some(domain);
+    f.iova = Some(iova);
+    f.size = size;
+    f
+}
+
 fn invalid(domain: DomainId, iova: Iova, size: u64, why: InvalidArgs) -> Vec<Finding> {
     alloc::vec![Finding::invalid(domain, iova, size, why)]
 }
@@ -354,9 +363,27 @@ impl Sanitizer {
             self.has_identity.store(true, Relaxed);
             out.push(Finding::range(FindingKind::IdentityWindow, domain, iova, size));
         }
+        if let Some(pfn) = self.whole_page(g, phys.get(), size) {
+            // One CPU page: the kernel's per-page refcount, no block machinery.
+            match self.store.add_page(pfn, 1) {
+                Some(true) => {}
+                Some(false) => out.push(page_finding(FindingKind::RefcountOverflow, domain, iova, size, pfn, 1)),
+                None => {
+                    self.stats.untracked_bytes.fetch_add(size, Relaxed);
+                }
+            }
+            return out;
+        }
         let short = self.exact_apply(phys.get(), size, self.step_lg2(g), true);
         out.extend(self.shortfall_findings(FindingKind::RefcountOverflow, domain, iova, size, short));
         out
+    }
+
+    /// The page frame when `[phys, phys + len)` is exactly one CPU page
+    /// counted once (granule == CPU page): a 4 KiB map on 4 KiB pages.
+    fn whole_page(&self, g: u32, phys: u64, len: u64) -> Option<u64> {
+        let page_lg2 = self.config.page_size.lg2();
+        (g == page_lg2 && len == 1 << page_lg2 && phys & (len - 1) == 0).then_some(phys >> page_lg2)
     }
 
     /// Steps of `granule` over `size`, or `None` beyond the upstream bound.
@@ -467,6 +494,30 @@ impl Sanitizer {
         }
         match self.config.semantics {
             Semantics::Exact => {
+                if let ([run], true) = (ticket.runs.as_slice(), unmapped == size) {
+                    // One leaf, unmapped exactly: the common 4 KiB unmap.
+                    if let Some(pfn) = (run.iova == iova && run.len == size)
+                        .then(|| self.whole_page(g, run.phys.get(), size))
+                        .flatten()
+                    {
+                        if self.has_identity.load(Relaxed) {
+                            if let Some(gone) = IovaRange::from_start_len(iova, size) {
+                                self.forget_identity(domain, &ticket.runs, gone);
+                            }
+                        }
+                        return match self.store.sub_page(pfn, 1) {
+                            0 => Vec::new(),
+                            missing => alloc::vec![page_finding(
+                                FindingKind::RefcountUnderflow,
+                                domain,
+                                iova,
+                                size,
+                                pfn,
+                                missing
+                            )],
+                        };
+                    }
+                }
                 let Some(gone) = IovaRange::from_start_len(iova, unmapped)
                     .or_else(|| IovaRange::from_start_last(iova, Iova(u64::MAX)).filter(|_| unmapped > 0))
                 else {

@@ -442,17 +442,21 @@ impl Sanitizer {
         ticket.valid = true;
         match self.config.semantics {
             Semantics::Exact => {
+                let mut covered = 0u64;
                 dom.walk_leaves(range, &mut |run| {
+                    // Runs do not overlap: their parts inside the range add up to what is mapped.
+                    let inside = run.iova_range().and_then(|r| r.intersect(range)).and_then(|r| r.len());
+                    covered = covered.saturating_add(inside.unwrap_or(0));
                     ticket.runs.push(run);
                     ControlFlow::Continue(())
                 });
-                let covered = ticket.mapped_bytes();
-                let mut out = Vec::new();
-                if covered == 0 {
-                    out.push(Finding::range(FindingKind::DoubleUnmap, domain, iova, size));
+                let out = if covered == 0 {
+                    alloc::vec![Finding::range(FindingKind::DoubleUnmap, domain, iova, size)]
                 } else if covered < size {
-                    out.push(Finding::range(FindingKind::UnmapOverlapsUnmapped, domain, iova, size));
-                }
+                    alloc::vec![Finding::range(FindingKind::UnmapOverlapsUnmapped, domain, iova, size)]
+                } else {
+                    Vec::new()
+                };
                 (ticket, out)
             }
             Semantics::Upstream => {

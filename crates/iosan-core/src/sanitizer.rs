@@ -270,6 +270,22 @@ impl Sanitizer {
     fn exact_apply(&self, phys: u64, len: u64, step_lg2: u32, add: bool) -> Vec<Shortfall> {
         let page_lg2 = self.config.page_size.lg2();
         let Some((first, last)) = self.store.pages_of(PhysAddr(phys), len) else { return Vec::new() };
+        if first == last && step_lg2 >= page_lg2 {
+            // Inside one page, counted once: its own counter only.
+            let missing = if add {
+                match self.store.add_page(first, 1) {
+                    Some(true) => 0,
+                    Some(false) => 1,
+                    None => {
+                        self.stats.untracked_bytes.fetch_add(len, Relaxed);
+                        0
+                    }
+                }
+            } else {
+                self.store.sub_page(first, 1)
+            };
+            return if missing == 0 { Vec::new() } else { alloc::vec![Shortfall { first, npages: 1, missing }] };
+        }
         let untracked = if add { self.store.untracked_pages(first, last) } else { 0 };
         if untracked > 0 {
             let bytes = untracked.saturating_mul(self.config.page_size.bytes()).min(len);

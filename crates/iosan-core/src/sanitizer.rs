@@ -271,20 +271,7 @@ impl Sanitizer {
         let page_lg2 = self.config.page_size.lg2();
         let Some((first, last)) = self.store.pages_of(PhysAddr(phys), len) else { return Vec::new() };
         if first == last && step_lg2 >= page_lg2 {
-            // Inside one page, counted once: its own counter only.
-            let missing = if add {
-                match self.store.add_page(first, 1) {
-                    Some(true) => 0,
-                    Some(false) => 1,
-                    None => {
-                        self.stats.untracked_bytes.fetch_add(len, Relaxed);
-                        0
-                    }
-                }
-            } else {
-                self.store.sub_page(first, 1)
-            };
-            return if missing == 0 { Vec::new() } else { alloc::vec![Shortfall { first, npages: 1, missing }] };
+            return self.apply_page(first, len, add);
         }
         let untracked = if add { self.store.untracked_pages(first, last) } else { 0 };
         if untracked > 0 {
@@ -324,6 +311,29 @@ impl Sanitizer {
         out
     }
 
+    /// [`Self::exact_apply`] on a range inside page `pfn`, counted once: the
+    /// page's own counter only (out of line, as [`Self::map_page`]).
+    #[inline(never)]
+    fn apply_page(&self, pfn: u64, len: u64, add: bool) -> Vec<Shortfall> {
+        let missing = if add {
+            match self.store.add_page(pfn, 1) {
+                Some(true) => 0,
+                Some(false) => 1,
+                None => {
+                    self.stats.untracked_bytes.fetch_add(len, Relaxed);
+                    0
+                }
+            }
+        } else {
+            self.store.sub_page(pfn, 1)
+        };
+        if missing == 0 {
+            Vec::new()
+        } else {
+            alloc::vec![Shortfall { first: pfn, npages: 1, missing }]
+        }
+    }
+
     fn shortfall_findings(
         &self,
         kind: FindingKind,
@@ -332,6 +342,9 @@ impl Sanitizer {
         size: u64,
         short: Vec<Shortfall>,
     ) -> Vec<Finding> {
+        if short.is_empty() {
+            return Vec::new();
+        }
         short
             .into_iter()
             .map(|s| {
@@ -380,19 +393,44 @@ impl Sanitizer {
             out.push(Finding::range(FindingKind::IdentityWindow, domain, iova, size));
         }
         if let Some(pfn) = self.whole_page(g, phys.get(), size) {
-            // One CPU page: the kernel's per-page refcount, no block machinery.
-            match self.store.add_page(pfn, 1) {
-                Some(true) => {}
-                Some(false) => out.push(page_finding(FindingKind::RefcountOverflow, domain, iova, size, pfn, 1)),
-                None => {
-                    self.stats.untracked_bytes.fetch_add(size, Relaxed);
-                }
+            if let Some(f) = self.map_page(domain, iova, size, pfn) {
+                out.push(f);
             }
             return out;
         }
         let short = self.exact_apply(phys.get(), size, self.step_lg2(g), true);
         out.extend(self.shortfall_findings(FindingKind::RefcountOverflow, domain, iova, size, short));
         out
+    }
+
+    /// Counts one CPU page mapped whole: the kernel's per-page refcount, no
+    /// block machinery. Kept out of line so that the general path of its
+    /// callers stays as lean as before.
+    #[inline]
+    fn map_page(&self, domain: DomainId, iova: Iova, size: u64, pfn: u64) -> Option<Finding> {
+        match self.store.add_page(pfn, 1) {
+            Some(true) => None,
+            Some(false) => Some(page_finding(FindingKind::RefcountOverflow, domain, iova, size, pfn, 1)),
+            None => {
+                self.stats.untracked_bytes.fetch_add(size, Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Removes the count of one CPU page unmapped whole (see [`Self::map_page`]).
+    #[inline]
+    fn unmap_page(&self, ticket: &UnmapTicket, pfn: u64) -> Vec<Finding> {
+        let (domain, iova, size) = (ticket.domain, ticket.iova, ticket.size);
+        if self.has_identity.load(Relaxed) {
+            if let Some(gone) = IovaRange::from_start_len(iova, size) {
+                self.forget_identity(domain, &ticket.runs, gone);
+            }
+        }
+        match self.store.sub_page(pfn, 1) {
+            0 => Vec::new(),
+            missing => alloc::vec![page_finding(FindingKind::RefcountUnderflow, domain, iova, size, pfn, missing)],
+        }
     }
 
     /// The page frame when `[phys, phys + len)` is exactly one CPU page
@@ -458,14 +496,15 @@ impl Sanitizer {
         ticket.valid = true;
         match self.config.semantics {
             Semantics::Exact => {
-                let mut covered = 0u64;
                 dom.walk_leaves(range, &mut |run| {
-                    // Runs do not overlap: their parts inside the range add up to what is mapped.
-                    let inside = run.iova_range().and_then(|r| r.intersect(range)).and_then(|r| r.len());
-                    covered = covered.saturating_add(inside.unwrap_or(0));
                     ticket.runs.push(run);
                     ControlFlow::Continue(())
                 });
+                let covered = match ticket.runs.as_slice() {
+                    // Common case: one leaf holds the whole range.
+                    [r] if r.iova <= iova && r.iova_range().is_some_and(|rr| rr.last() >= range.last()) => size,
+                    _ => ticket.mapped_bytes(),
+                };
                 let out = if covered == 0 {
                     alloc::vec![Finding::range(FindingKind::DoubleUnmap, domain, iova, size)]
                 } else if covered < size {
@@ -508,36 +547,22 @@ impl Sanitizer {
             return Vec::new();
         }
         let g = granule_lg2(dom.pgsize_bitmap()).unwrap_or(12);
+        if let ([run], Semantics::Exact, true) =
+            (ticket.runs.as_slice(), self.config.semantics, unmapped == ticket.size)
+        {
+            // One leaf, unmapped exactly: the common 4 KiB unmap.
+            if run.iova == ticket.iova && run.len == unmapped {
+                if let Some(pfn) = self.whole_page(g, run.phys.get(), unmapped) {
+                    return self.unmap_page(&ticket, pfn);
+                }
+            }
+        }
         let (domain, iova, size) = (ticket.domain, ticket.iova, ticket.size);
         if unmapped > size {
             self.stats.unmapped_more.fetch_add(1, Relaxed);
         }
         match self.config.semantics {
             Semantics::Exact => {
-                if let ([run], true) = (ticket.runs.as_slice(), unmapped == size) {
-                    // One leaf, unmapped exactly: the common 4 KiB unmap.
-                    if let Some(pfn) = (run.iova == iova && run.len == size)
-                        .then(|| self.whole_page(g, run.phys.get(), size))
-                        .flatten()
-                    {
-                        if self.has_identity.load(Relaxed) {
-                            if let Some(gone) = IovaRange::from_start_len(iova, size) {
-                                self.forget_identity(domain, &ticket.runs, gone);
-                            }
-                        }
-                        return match self.store.sub_page(pfn, 1) {
-                            0 => Vec::new(),
-                            missing => alloc::vec![page_finding(
-                                FindingKind::RefcountUnderflow,
-                                domain,
-                                iova,
-                                size,
-                                pfn,
-                                missing
-                            )],
-                        };
-                    }
-                }
                 let Some(gone) = IovaRange::from_start_len(iova, unmapped)
                     .or_else(|| IovaRange::from_start_last(iova, Iova(u64::MAX)).filter(|_| unmapped > 0))
                 else {

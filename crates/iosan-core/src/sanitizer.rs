@@ -122,6 +122,8 @@ pub struct UnmapTicket {
     iova: Iova,
     size: u64,
     valid: bool,
+    /// The domain's granule at `unmap_begin` (when valid).
+    granule_lg2: u32,
     /// Exact: the translation of the range and of straddling leaves.
     runs: SmallVec<[LeafRun; 2]>,
 }
@@ -373,6 +375,18 @@ impl Sanitizer {
     }
 
     fn map_exact(&self, domain: DomainId, g: u32, iova: Iova, phys: PhysAddr, size: u64) -> Vec<Finding> {
+        // One CPU page (a 4 KiB map on 4 KiB pages), first: page-sized and
+        // aligned, so neither end wraps and every check below passes.
+        if let Some(pfn) = self.whole_page(g, phys.get(), size).filter(|_| iova.is_aligned(g)) {
+            let mut out = Vec::new();
+            if iova.get() == phys.get() && !self.allocator_seen.load(Relaxed) {
+                out.push(self.identity_window(domain, iova, phys, size));
+            }
+            if let Some(f) = self.map_page(domain, iova, size, pfn) {
+                out.push(f);
+            }
+            return out;
+        }
         if size == 0 {
             return invalid(domain, iova, size, InvalidArgs::ZeroSize);
         }
@@ -387,20 +401,21 @@ impl Sanitizer {
         }
         let mut out = Vec::new();
         if iova.get() == phys.get() && !self.allocator_seen.load(Relaxed) {
-            let (first, last) = self.store.pages_of(phys, size).unwrap_or((0, 0));
-            self.identity.write().push(IdentityWindow { domain, first, last });
-            self.has_identity.store(true, Relaxed);
-            out.push(Finding::range(FindingKind::IdentityWindow, domain, iova, size));
-        }
-        if let Some(pfn) = self.whole_page(g, phys.get(), size) {
-            if let Some(f) = self.map_page(domain, iova, size, pfn) {
-                out.push(f);
-            }
-            return out;
+            out.push(self.identity_window(domain, iova, phys, size));
         }
         let short = self.exact_apply(phys.get(), size, self.step_lg2(g), true);
         out.extend(self.shortfall_findings(FindingKind::RefcountOverflow, domain, iova, size, short));
         out
+    }
+
+    /// Records a static identity window (IOVA == phys before any page
+    /// allocation) and returns its informational finding.
+    #[cold]
+    fn identity_window(&self, domain: DomainId, iova: Iova, phys: PhysAddr, size: u64) -> Finding {
+        let (first, last) = self.store.pages_of(phys, size).unwrap_or((0, 0));
+        self.identity.write().push(IdentityWindow { domain, first, last });
+        self.has_identity.store(true, Relaxed);
+        Finding::range(FindingKind::IdentityWindow, domain, iova, size)
     }
 
     /// Counts one CPU page mapped whole: the kernel's per-page refcount, no
@@ -483,10 +498,11 @@ impl Sanitizer {
         size: u64,
     ) -> (UnmapTicket, Vec<Finding>) {
         self.stats.unmaps.fetch_add(1, Relaxed);
-        let mut ticket = UnmapTicket { domain, iova, size, valid: false, runs: SmallVec::new() };
+        let mut ticket = UnmapTicket { domain, iova, size, valid: false, granule_lg2: 0, runs: SmallVec::new() };
         let Some(g) = granule_lg2(dom.pgsize_bitmap()) else {
             return (ticket, invalid(domain, iova, size, InvalidArgs::NoPageSizes));
         };
+        ticket.granule_lg2 = g;
         if size == 0 {
             return (ticket, invalid(domain, iova, size, InvalidArgs::ZeroSize));
         }
@@ -546,17 +562,17 @@ impl Sanitizer {
         if !ticket.valid {
             return Vec::new();
         }
-        let g = granule_lg2(dom.pgsize_bitmap()).unwrap_or(12);
         if let ([run], Semantics::Exact, true) =
             (ticket.runs.as_slice(), self.config.semantics, unmapped == ticket.size)
         {
             // One leaf, unmapped exactly: the common 4 KiB unmap.
             if run.iova == ticket.iova && run.len == unmapped {
-                if let Some(pfn) = self.whole_page(g, run.phys.get(), unmapped) {
+                if let Some(pfn) = self.whole_page(ticket.granule_lg2, run.phys.get(), unmapped) {
                     return self.unmap_page(&ticket, pfn);
                 }
             }
         }
+        let g = granule_lg2(dom.pgsize_bitmap()).unwrap_or(12);
         let (domain, iova, size) = (ticket.domain, ticket.iova, ticket.size);
         if unmapped > size {
             self.stats.unmapped_more.fetch_add(1, Relaxed);

@@ -339,9 +339,19 @@ impl PageStore {
     /// Takes up to `want` from one counter; returns what it took.
     fn take(&self, level: usize, slot: u64, want: u32) -> u32 {
         self.with_node(level, slot >> FANOUT_LG2, false, |n| {
-            match n.at(slot).fetch_update(Relaxed, Relaxed, |c| (c > 0).then(|| c - c.min(want))) {
-                Ok(prev) => prev.min(want),
-                Err(_) => 0,
+            let counter = n.at(slot);
+            // A compare-and-swap loop whose first guess is that the counter
+            // holds exactly `want` (one mapping of a page going): no load
+            // before the first attempt; a wrong guess returns the real value.
+            let mut cur = want;
+            loop {
+                if cur == 0 {
+                    return 0;
+                }
+                match counter.compare_exchange(cur, cur - cur.min(want), Relaxed, Relaxed) {
+                    Ok(_) => return cur.min(want),
+                    Err(actual) => cur = actual,
+                }
             }
         })
         .unwrap_or(0)

@@ -421,7 +421,7 @@ impl Sanitizer {
     /// Counts one CPU page mapped whole: the kernel's per-page refcount, no
     /// block machinery. Kept out of line so that the general path of its
     /// callers stays as lean as before.
-    #[inline]
+    #[inline(always)]
     fn map_page(&self, domain: DomainId, iova: Iova, size: u64, pfn: u64) -> Option<Finding> {
         match self.store.add_page(pfn, 1) {
             Some(true) => None,
@@ -434,7 +434,7 @@ impl Sanitizer {
     }
 
     /// Removes the count of one CPU page unmapped whole (see [`Self::map_page`]).
-    #[inline]
+    #[inline(always)]
     fn unmap_page(&self, ticket: &UnmapTicket, pfn: u64) -> Vec<Finding> {
         let (domain, iova, size) = (ticket.domain, ticket.iova, ticket.size);
         if self.has_identity.load(Relaxed) {

@@ -362,6 +362,7 @@ impl Sanitizer {
     /// Records `size` bytes at `iova` → `phys` just mapped in `domain`
     /// (`iommu_debug_map()`, called with the bytes actually mapped, also on
     /// the map error path).
+    #[inline]
     #[must_use]
     pub fn map(&self, domain: DomainId, dom: &dyn Translate, iova: Iova, phys: PhysAddr, size: u64) -> Vec<Finding> {
         self.stats.maps.fetch_add(1, Relaxed);
@@ -489,6 +490,7 @@ impl Sanitizer {
     /// Called before the IOMMU unmaps `[iova, iova + size)` of `domain`
     /// (`iommu_debug_unmap_begin()`). Records the translation (exact) or
     /// counts down (upstream). Pass the ticket to [`Sanitizer::unmap_end`].
+    #[inline]
     #[must_use]
     pub fn unmap_begin(
         &self,
@@ -557,6 +559,7 @@ impl Sanitizer {
     /// Called after the IOMMU unmapped `unmapped` bytes from the ticket's
     /// IOVA (`iommu_debug_unmap_end()`); `dom` is the domain after the unmap.
     /// Exact: removes exactly the bytes that went, fewer or more than asked.
+    #[inline]
     #[must_use]
     pub fn unmap_end(&self, ticket: UnmapTicket, dom: &dyn Translate, unmapped: u64) -> Vec<Finding> {
         if !ticket.valid {

@@ -122,6 +122,8 @@ pub struct UnmapTicket {
     iova: Iova,
     size: u64,
     valid: bool,
+    /// The domain's granule at `unmap_begin` (when valid).
+    granule_lg2: u32,
     /// Exact: the translation of the range and of straddling leaves.
     runs: SmallVec<[LeafRun; 2]>,
 }
@@ -179,6 +181,15 @@ impl Default for Sanitizer {
     fn default() -> Self {
         Self::new(Config::default())
     }
+}
+
+/// `missing` counts short (or over) on one page, found by a map or unmap.
+fn page_finding(kind: FindingKind, domain: DomainId, iova: Iova, size: u64, pfn: u64, missing: u32) -> Finding {
+    let mut f = Finding::pages(kind, Pfn(pfn), 1, missing);
+    f.domain = Some(domain);
+    f.iova = Some(iova);
+    f.size = size;
+    f
 }
 
 fn invalid(domain: DomainId, iova: Iova, size: u64, why: InvalidArgs) -> Vec<Finding> {
@@ -261,6 +272,9 @@ impl Sanitizer {
     fn exact_apply(&self, phys: u64, len: u64, step_lg2: u32, add: bool) -> Vec<Shortfall> {
         let page_lg2 = self.config.page_size.lg2();
         let Some((first, last)) = self.store.pages_of(PhysAddr(phys), len) else { return Vec::new() };
+        if first == last && step_lg2 >= page_lg2 {
+            return self.apply_page(first, len, add);
+        }
         let untracked = if add { self.store.untracked_pages(first, last) } else { 0 };
         if untracked > 0 {
             let bytes = untracked.saturating_mul(self.config.page_size.bytes()).min(len);
@@ -299,6 +313,29 @@ impl Sanitizer {
         out
     }
 
+    /// [`Self::exact_apply`] on a range inside page `pfn`, counted once: the
+    /// page's own counter only (out of line, as [`Self::map_page`]).
+    #[inline(never)]
+    fn apply_page(&self, pfn: u64, len: u64, add: bool) -> Vec<Shortfall> {
+        let missing = if add {
+            match self.store.add_page(pfn, 1) {
+                Some(true) => 0,
+                Some(false) => 1,
+                None => {
+                    self.stats.untracked_bytes.fetch_add(len, Relaxed);
+                    0
+                }
+            }
+        } else {
+            self.store.sub_page(pfn, 1)
+        };
+        if missing == 0 {
+            Vec::new()
+        } else {
+            alloc::vec![Shortfall { first: pfn, npages: 1, missing }]
+        }
+    }
+
     fn shortfall_findings(
         &self,
         kind: FindingKind,
@@ -307,6 +344,9 @@ impl Sanitizer {
         size: u64,
         short: Vec<Shortfall>,
     ) -> Vec<Finding> {
+        if short.is_empty() {
+            return Vec::new();
+        }
         short
             .into_iter()
             .map(|s| {
@@ -322,6 +362,7 @@ impl Sanitizer {
     /// Records `size` bytes at `iova` → `phys` just mapped in `domain`
     /// (`iommu_debug_map()`, called with the bytes actually mapped, also on
     /// the map error path).
+    #[inline]
     #[must_use]
     pub fn map(&self, domain: DomainId, dom: &dyn Translate, iova: Iova, phys: PhysAddr, size: u64) -> Vec<Finding> {
         self.stats.maps.fetch_add(1, Relaxed);
@@ -335,6 +376,18 @@ impl Sanitizer {
     }
 
     fn map_exact(&self, domain: DomainId, g: u32, iova: Iova, phys: PhysAddr, size: u64) -> Vec<Finding> {
+        // One CPU page (a 4 KiB map on 4 KiB pages), first: page-sized and
+        // aligned, so neither end wraps and every check below passes.
+        if let Some(pfn) = self.whole_page(g, phys.get(), size).filter(|_| iova.is_aligned(g)) {
+            let mut out = Vec::new();
+            if iova.get() == phys.get() && !self.allocator_seen.load(Relaxed) {
+                out.push(self.identity_window(domain, iova, phys, size));
+            }
+            if let Some(f) = self.map_page(domain, iova, size, pfn) {
+                out.push(f);
+            }
+            return out;
+        }
         if size == 0 {
             return invalid(domain, iova, size, InvalidArgs::ZeroSize);
         }
@@ -349,14 +402,58 @@ impl Sanitizer {
         }
         let mut out = Vec::new();
         if iova.get() == phys.get() && !self.allocator_seen.load(Relaxed) {
-            let (first, last) = self.store.pages_of(phys, size).unwrap_or((0, 0));
-            self.identity.write().push(IdentityWindow { domain, first, last });
-            self.has_identity.store(true, Relaxed);
-            out.push(Finding::range(FindingKind::IdentityWindow, domain, iova, size));
+            out.push(self.identity_window(domain, iova, phys, size));
         }
         let short = self.exact_apply(phys.get(), size, self.step_lg2(g), true);
         out.extend(self.shortfall_findings(FindingKind::RefcountOverflow, domain, iova, size, short));
         out
+    }
+
+    /// Records a static identity window (IOVA == phys before any page
+    /// allocation) and returns its informational finding.
+    #[cold]
+    fn identity_window(&self, domain: DomainId, iova: Iova, phys: PhysAddr, size: u64) -> Finding {
+        let (first, last) = self.store.pages_of(phys, size).unwrap_or((0, 0));
+        self.identity.write().push(IdentityWindow { domain, first, last });
+        self.has_identity.store(true, Relaxed);
+        Finding::range(FindingKind::IdentityWindow, domain, iova, size)
+    }
+
+    /// Counts one CPU page mapped whole: the kernel's per-page refcount, no
+    /// block machinery. Kept out of line so that the general path of its
+    /// callers stays as lean as before.
+    #[inline(always)]
+    fn map_page(&self, domain: DomainId, iova: Iova, size: u64, pfn: u64) -> Option<Finding> {
+        match self.store.add_page(pfn, 1) {
+            Some(true) => None,
+            Some(false) => Some(page_finding(FindingKind::RefcountOverflow, domain, iova, size, pfn, 1)),
+            None => {
+                self.stats.untracked_bytes.fetch_add(size, Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Removes the count of one CPU page unmapped whole (see [`Self::map_page`]).
+    #[inline(always)]
+    fn unmap_page(&self, ticket: &UnmapTicket, pfn: u64) -> Vec<Finding> {
+        let (domain, iova, size) = (ticket.domain, ticket.iova, ticket.size);
+        if self.has_identity.load(Relaxed) {
+            if let Some(gone) = IovaRange::from_start_len(iova, size) {
+                self.forget_identity(domain, &ticket.runs, gone);
+            }
+        }
+        match self.store.sub_page(pfn, 1) {
+            0 => Vec::new(),
+            missing => alloc::vec![page_finding(FindingKind::RefcountUnderflow, domain, iova, size, pfn, missing)],
+        }
+    }
+
+    /// The page frame when `[phys, phys + len)` is exactly one CPU page
+    /// counted once (granule == CPU page): a 4 KiB map on 4 KiB pages.
+    fn whole_page(&self, g: u32, phys: u64, len: u64) -> Option<u64> {
+        let page_lg2 = self.config.page_size.lg2();
+        (g == page_lg2 && len == 1 << page_lg2 && phys & (len - 1) == 0).then_some(phys >> page_lg2)
     }
 
     /// Steps of `granule` over `size`, or `None` beyond the upstream bound.
@@ -393,6 +490,7 @@ impl Sanitizer {
     /// Called before the IOMMU unmaps `[iova, iova + size)` of `domain`
     /// (`iommu_debug_unmap_begin()`). Records the translation (exact) or
     /// counts down (upstream). Pass the ticket to [`Sanitizer::unmap_end`].
+    #[inline]
     #[must_use]
     pub fn unmap_begin(
         &self,
@@ -402,10 +500,11 @@ impl Sanitizer {
         size: u64,
     ) -> (UnmapTicket, Vec<Finding>) {
         self.stats.unmaps.fetch_add(1, Relaxed);
-        let mut ticket = UnmapTicket { domain, iova, size, valid: false, runs: SmallVec::new() };
+        let mut ticket = UnmapTicket { domain, iova, size, valid: false, granule_lg2: 0, runs: SmallVec::new() };
         let Some(g) = granule_lg2(dom.pgsize_bitmap()) else {
             return (ticket, invalid(domain, iova, size, InvalidArgs::NoPageSizes));
         };
+        ticket.granule_lg2 = g;
         if size == 0 {
             return (ticket, invalid(domain, iova, size, InvalidArgs::ZeroSize));
         }
@@ -419,13 +518,18 @@ impl Sanitizer {
                     ticket.runs.push(run);
                     ControlFlow::Continue(())
                 });
-                let covered = ticket.mapped_bytes();
-                let mut out = Vec::new();
-                if covered == 0 {
-                    out.push(Finding::range(FindingKind::DoubleUnmap, domain, iova, size));
+                let covered = match ticket.runs.as_slice() {
+                    // Common case: one leaf holds the whole range.
+                    [r] if r.iova <= iova && r.iova_range().is_some_and(|rr| rr.last() >= range.last()) => size,
+                    _ => ticket.mapped_bytes(),
+                };
+                let out = if covered == 0 {
+                    alloc::vec![Finding::range(FindingKind::DoubleUnmap, domain, iova, size)]
                 } else if covered < size {
-                    out.push(Finding::range(FindingKind::UnmapOverlapsUnmapped, domain, iova, size));
-                }
+                    alloc::vec![Finding::range(FindingKind::UnmapOverlapsUnmapped, domain, iova, size)]
+                } else {
+                    Vec::new()
+                };
                 (ticket, out)
             }
             Semantics::Upstream => {
@@ -455,10 +559,21 @@ impl Sanitizer {
     /// Called after the IOMMU unmapped `unmapped` bytes from the ticket's
     /// IOVA (`iommu_debug_unmap_end()`); `dom` is the domain after the unmap.
     /// Exact: removes exactly the bytes that went, fewer or more than asked.
+    #[inline]
     #[must_use]
     pub fn unmap_end(&self, ticket: UnmapTicket, dom: &dyn Translate, unmapped: u64) -> Vec<Finding> {
         if !ticket.valid {
             return Vec::new();
+        }
+        if let ([run], Semantics::Exact, true) =
+            (ticket.runs.as_slice(), self.config.semantics, unmapped == ticket.size)
+        {
+            // One leaf, unmapped exactly: the common 4 KiB unmap.
+            if run.iova == ticket.iova && run.len == unmapped {
+                if let Some(pfn) = self.whole_page(ticket.granule_lg2, run.phys.get(), unmapped) {
+                    return self.unmap_page(&ticket, pfn);
+                }
+            }
         }
         let g = granule_lg2(dom.pgsize_bitmap()).unwrap_or(12);
         let (domain, iova, size) = (ticket.domain, ticket.iova, ticket.size);

@@ -253,15 +253,8 @@ impl PageStore {
         }
         if last == first {
             // One page: the common case of 4 KiB maps.
-            if self.is_tracked(first) {
-                self.with_node(0, first >> FANOUT_LG2, true, |n| {
-                    // One atomic; an overflow (4 billion mappings of one page) is undone.
-                    let c = n.at(first);
-                    if c.fetch_add(delta, Relaxed).checked_add(delta).is_none() {
-                        c.fetch_sub(delta, Relaxed);
-                        overflow.push(Shortfall { first, npages: 1, missing: delta });
-                    }
-                });
+            if self.add_page(first, delta) == Some(false) {
+                overflow.push(Shortfall { first, npages: 1, missing: delta });
             }
             return overflow;
         }
@@ -281,6 +274,42 @@ impl PageStore {
             });
         });
         overflow
+    }
+
+    /// Adds `delta` to the counter of page `pfn` alone: the kernel's per-page
+    /// refcount, no block counters. Returns `None` for a page outside
+    /// registered RAM, `Some(false)` when the counter would overflow (left
+    /// unchanged), `Some(true)` when counted.
+    pub fn add_page(&self, pfn: u64, delta: u32) -> Option<bool> {
+        if !self.is_tracked(pfn) {
+            return None;
+        }
+        self.with_node(0, pfn >> FANOUT_LG2, true, |n| {
+            // One atomic; an overflow (4 billion mappings of one page) is undone.
+            let c = n.at(pfn);
+            let ok = c.fetch_add(delta, Relaxed).checked_add(delta).is_some();
+            if !ok {
+                c.fetch_sub(delta, Relaxed);
+            }
+            ok
+        })
+    }
+
+    /// Subtracts `delta` from the count of page `pfn`; returns the counts
+    /// that were missing (0 when none was, or for a page outside registered
+    /// RAM). The page's own counter is tried first; block counters are only
+    /// looked at when it is short.
+    pub fn sub_page(&self, pfn: u64, delta: u32) -> u32 {
+        if delta == 0 || !self.is_tracked(pfn) {
+            return 0;
+        }
+        let rem = delta - self.take(0, pfn, delta);
+        if rem == 0 {
+            return 0;
+        }
+        let mut short = Vec::new();
+        self.sub_slot(0, pfn, rem, true, &mut short);
+        short.first().map_or(0, |s| s.missing)
     }
 
     /// Subtracts `delta` from the count of every tracked page in `[first, last]`,
@@ -310,9 +339,19 @@ impl PageStore {
     /// Takes up to `want` from one counter; returns what it took.
     fn take(&self, level: usize, slot: u64, want: u32) -> u32 {
         self.with_node(level, slot >> FANOUT_LG2, false, |n| {
-            match n.at(slot).fetch_update(Relaxed, Relaxed, |c| (c > 0).then(|| c - c.min(want))) {
-                Ok(prev) => prev.min(want),
-                Err(_) => 0,
+            let counter = n.at(slot);
+            // A compare-and-swap loop whose first guess is that the counter
+            // holds exactly `want` (one mapping of a page going): no load
+            // before the first attempt; a wrong guess returns the real value.
+            let mut cur = want;
+            loop {
+                if cur == 0 {
+                    return 0;
+                }
+                match counter.compare_exchange(cur, cur - cur.min(want), Relaxed, Relaxed) {
+                    Ok(_) => return cur.min(want),
+                    Err(actual) => cur = actual,
+                }
             }
         })
         .unwrap_or(0)

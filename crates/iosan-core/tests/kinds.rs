@@ -213,3 +213,38 @@ fn unmap_inside_a_superpage_that_goes_whole() {
     }
     assert!(san.check_free(Pfn(0x800), 9, &d).is_empty());
 }
+
+#[test]
+fn single_pages_unmapped_out_of_a_block_counted_mapping() {
+    // A 2 MiB map is one block counter; 4 KiB unmaps of it take the
+    // one-page path and must borrow from that block, page by page.
+    let (san, mut d) = setup();
+    assert!(map(&san, &mut d, 0x20_0000, 0x80_0000, 0x20_0000).is_empty());
+    assert!(unmap(&san, &mut d, 0x20_3000, 0x1000).is_empty());
+    assert_eq!(san.count(Pfn(0x803)), 0);
+    assert_eq!(san.count(Pfn(0x802)), 1);
+    assert_eq!(san.count(Pfn(0x804)), 1);
+    // The same page mapped again on its own, then unmapped: back to 0.
+    assert!(map(&san, &mut d, 0x20_3000, 0x80_3000, 0x1000).is_empty());
+    assert_eq!(san.count(Pfn(0x803)), 1);
+    for p in 0x800..0xa00 {
+        assert!(unmap(&san, &mut d, 0x20_0000 + ((p - 0x800) << 12), 0x1000).is_empty(), "pfn {p:#x}");
+        assert_eq!(san.count(Pfn(p)), 0, "pfn {p:#x}");
+    }
+    assert!(san.check_free(Pfn(0x800), 9, &d).is_empty());
+    assert_eq!(unmap(&san, &mut d, 0x20_0000, 0x1000), vec![FindingKind::DoubleUnmap]);
+}
+
+#[test]
+fn single_pages_outside_ram_are_tallied_not_counted() {
+    let ram = vec![PhysRange::from_start_len(PhysAddr(0x10_0000), 0x10_0000).unwrap()];
+    let san = Sanitizer::new(Config { ram, ..Config::default() });
+    let mut d = ShadowDomain::new(D, 0x1000);
+    assert!(map(&san, &mut d, 0x1000, 0x5000, 0x1000).is_empty());
+    assert!(map(&san, &mut d, 0x2000, 0x10_5000, 0x1000).is_empty());
+    assert_eq!(san.stats().untracked_bytes, 0x1000);
+    assert_eq!((san.count(Pfn(0x5)), san.count(Pfn(0x105))), (0, 1));
+    assert!(unmap(&san, &mut d, 0x1000, 0x1000).is_empty());
+    assert!(unmap(&san, &mut d, 0x2000, 0x1000).is_empty());
+    assert_eq!(san.count(Pfn(0x105)), 0);
+}

@@ -504,7 +504,10 @@ impl<'w> Kernel<'w> {
     }
 
     pub(crate) fn record(&mut self, found: Vec<Finding>) {
-        self.findings.extend(found);
+        // Most hooks find nothing: skip the extend machinery then.
+        if !found.is_empty() {
+            self.findings.extend(found);
+        }
     }
 
     // ---- page allocator ---------------------------------------------------
@@ -675,7 +678,7 @@ impl<'w> Kernel<'w> {
             if let Some(d) = self.domains.get_mut(&dom).filter(|_| self.cfg.sanitize) {
                 let found = self.san.map(DomainId(kptr), &d.pgtable, iova, paddr, mapped);
                 d.map_times.insert(iova.get(), (mapped, now));
-                self.findings.extend(found);
+                self.record(found);
             }
             self.stats.bytes_mapped += mapped;
         }
@@ -754,13 +757,18 @@ impl<'w> Kernel<'w> {
             unmapped = unmapped.saturating_add(n);
         }
         if let Some((ticket, mut found)) = begun {
-            found.extend(self.san.unmap_end(ticket, &d.pgtable, unmapped));
+            let ended = self.san.unmap_end(ticket, &d.pgtable, unmapped);
+            if !ended.is_empty() {
+                found.extend(ended);
+            }
             if unmapped > 0 && d.map_times.remove(&iova.get()).is_none_or(|(len, _)| len != unmapped) {
                 // Not one whole map call: forget every call that started inside.
                 let end = iova.get().saturating_add(unmapped);
                 d.map_times.retain(|&k, _| k < iova.get() || k >= end);
             }
-            self.findings.extend(found);
+            if !found.is_empty() {
+                self.findings.extend(found);
+            }
         }
         let (allocated, freed) = (tables.allocated, tables.freed);
         self.settle_tables(allocated, freed);

@@ -20,6 +20,7 @@
 //!
 //! Units: bytes; sizes that are powers of two are `*_lg2`.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::ops::ControlFlow;
@@ -331,6 +332,11 @@ pub struct IoPgtable {
     geo: Geometry,
     root: u64,
     tables: HashMap<u64, Box<[u64]>>,
+    /// A walk cache, like an IOMMU's paging-structure cache: the table
+    /// that held the last leaf [`IoPgtable::leaf_at`] found, as (table,
+    /// depth, first IOVA it spans); a lookup inside that span starts there.
+    /// Tables leave the tree only through `free_subtree`, which clears it.
+    walk_cache: Cell<Option<(u64, u32, u64)>>,
 }
 
 /// Bits [47:g] (ARM) or [51:12] (VT-d) of a descriptor: the output address.
@@ -351,7 +357,7 @@ impl IoPgtable {
         let root = mem.alloc_table(bytes).ok_or(ModelError::OutOfMemory { order: 0 })?.get();
         let mut tables = HashMap::new();
         tables.insert(root, vec![0u64; geo.entries(0)].into_boxed_slice());
-        Ok(Self { cfg, geo, root, tables })
+        Ok(Self { cfg, geo, root, tables, walk_cache: Cell::new(None) })
     }
 
     /// The configuration.
@@ -604,10 +610,60 @@ impl IoPgtable {
         found
     }
 
+    /// The leaf entry holding `iova`, by one descent from the root (what
+    /// the kernel's `iova_to_phys` walkers do): no visitor, no range.
+    fn leaf_at(&self, iova: u64) -> Option<Leaf> {
+        if iova > self.geo.max_iova() {
+            return None;
+        }
+        let (mut table, first_depth) = match self.walk_cache.get() {
+            Some((t, d, base)) if (iova ^ base) >> self.span_lg2(d) == 0 => (t, d),
+            _ => (self.root, 0),
+        };
+        for depth in first_depth..self.geo.levels {
+            let Some(entries) = self.tables.get(&table) else {
+                if depth == first_depth && depth > 0 {
+                    // Not expected (frees clear the cache): walk from the root.
+                    self.walk_cache.set(None);
+                    return self.leaf_at(iova);
+                }
+                return None;
+            };
+            let shift = self.geo.shift(depth);
+            // Below max_iova the top index fits the PGD; lower tables are 2^bpl entries.
+            let index = ((iova >> shift) as usize) & (entries.len() - 1);
+            let pte = entries.get(index).copied()?;
+            match self.decode(pte, depth) {
+                Pte::Invalid => return None,
+                Pte::Leaf(pa) => {
+                    let base = iova & !((1u64 << self.span_lg2(depth)) - 1);
+                    self.walk_cache.set(Some((table, depth, base)));
+                    let start = iova & !((1u64 << shift) - 1);
+                    return Some(Leaf {
+                        iova: Iova(start),
+                        phys: PhysAddr(pa),
+                        size_lg2: shift,
+                        depth,
+                        pte,
+                        table,
+                        index,
+                    });
+                }
+                Pte::Table(next) => table = next,
+            }
+        }
+        None
+    }
+
+    /// log2 of the IOVA span of one table at `depth` (at most the input size).
+    fn span_lg2(&self, depth: u32) -> u32 {
+        self.geo.shift(depth) + self.geo.entries(depth).trailing_zeros()
+    }
+
     /// `iova_to_phys()`: the physical address `iova` translates to.
     #[must_use]
     pub fn iova_to_phys(&self, iova: Iova) -> Option<PhysAddr> {
-        let leaf = self.first_leaf(iova.0, iova.0)?;
+        let leaf = self.leaf_at(iova.0)?;
         leaf.phys.checked_add(iova.0 - leaf.iova.0)
     }
 
@@ -689,6 +745,7 @@ impl IoPgtable {
     }
 
     fn free_subtree(&mut self, table: u64, depth: u32, mem: &mut dyn TableMemory) {
+        self.walk_cache.set(None);
         let Some(entries) = self.tables.remove(&table) else {
             return;
         };
@@ -879,6 +936,12 @@ impl Translate for IoPgtable {
     }
 
     fn walk_leaves(&self, range: IovaRange, visit: &mut dyn FnMut(LeafRun) -> ControlFlow<()>) {
+        // Common case (a 4 KiB unmap): one leaf holds the whole range, found
+        // by one descent.
+        if let Some(l) = self.leaf_at(range.start().0).filter(|l| l.end() > range.last().0) {
+            let _ = visit(LeafRun { iova: l.iova, phys: l.phys, len: l.size() });
+            return;
+        }
         // Leaves contiguous in both spaces are merged into one run.
         let mut run: Option<LeafRun> = None;
         let mut stopped = false;

@@ -32,7 +32,7 @@ use super::{Position, Progress, Source, SourceError, PROGRESS_STEP};
 use crate::parse::event::{parse_event, Event, FieldError};
 use crate::parse::line::{classify_line, EventLine, LineKind};
 use crate::parse::reader::ReadError;
-use crate::record::{Origin, RecordSink};
+use crate::record::{ExecContext, Origin, RecordSink};
 
 /// Bytes read for one chunk (the chunk then ends at the last line break).
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -56,7 +56,13 @@ enum Pre<'a> {
     /// `cpus=N`, `CPU N is empty`.
     Ignored,
     /// An event, with its decoded body.
-    Event { ev: EventLine<'a>, len: usize, parsed: Result<Option<Event<'a>>, FieldError> },
+    Event {
+        ev: EventLine<'a>,
+        key: Key,
+        context: ExecContext,
+        len: usize,
+        parsed: Result<Option<Event<'a>>, FieldError>,
+    },
     /// Any other line, as it reaches the sink when delivered.
     Other { len: usize, what: Oob<'a> },
 }
@@ -135,8 +141,9 @@ struct Splitter {
     max_line_len: usize,
     /// Bytes read for a chunk ([`CHUNK_BYTES`]; smaller in tests).
     chunk_bytes: usize,
-    /// Buffers of delivered chunks: bytes and (empty) lines.
-    spare: Vec<Spare>,
+    /// Delivered chunks, whose buffers a worker reuses (it also drops their
+    /// lines, away from the consumer).
+    spare: Vec<Parsed>,
 }
 
 /// Reads into `buf`, retrying when interrupted.
@@ -150,12 +157,12 @@ fn read_some(r: &mut dyn BufRead, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 impl Splitter {
-    /// The next chunk; `None` once the input has ended.
-    fn next_chunk(&mut self) -> Option<Chunk> {
+    /// The next chunk, read into `reuse`; `None` once the input has ended.
+    fn next_chunk(&mut self, reuse: Spare) -> Option<Chunk> {
         if self.done {
             return None;
         }
-        let (buf, items) = self.spare.pop().unwrap_or_default();
+        let (buf, items) = reuse;
         let mut chunk = self.fill(buf);
         chunk.items = items;
         Some(chunk)
@@ -274,7 +281,13 @@ fn pre_line(bytes: &[u8]) -> Pre<'_> {
     match kind {
         Ok(LineKind::Blank) => Pre::Blank,
         Ok(LineKind::CpusHeader(_) | LineKind::CpuEmpty(_)) => Pre::Ignored,
-        Ok(LineKind::Event(ev)) => Pre::Event { ev, len, parsed: parse_event(ev.name, ev.body) },
+        Ok(LineKind::Event(ev)) => Pre::Event {
+            ev,
+            key: Key::of(&ev),
+            context: ExecContext::from_ftrace_flags(ev.flags),
+            len,
+            parsed: parse_event(ev.name, ev.body),
+        },
         Ok(LineKind::Header(h)) => Pre::Other { len, what: Oob::Header(h) },
         Ok(LineKind::Lost { cpu, events }) => Pre::Other { len, what: Oob::Lost { cpu, events } },
         Ok(LineKind::Stack(_)) => Pre::Other { len, what: Oob::Nothing },
@@ -355,6 +368,14 @@ impl Control {
 fn worker(control: &Control, first: u64, step: u64, max_line_len: usize, out: &SyncSender<(Parsed, u64, Option<End>)>) {
     let mut seq = first;
     loop {
+        let spare = control.lock().splitter.spare.pop();
+        let reuse: Spare = spare.map_or_else(Spare::default, |mut parsed| {
+            let items = parsed.with_dependent_mut(|_, items| {
+                items.clear();
+                relifetime(std::mem::take(items))
+            });
+            (parsed.into_owner(), items)
+        });
         let chunk = {
             let mut st = control.lock();
             while st.turn != seq && !st.stop {
@@ -363,7 +384,7 @@ fn worker(control: &Control, first: u64, step: u64, max_line_len: usize, out: &S
             if st.stop {
                 return;
             }
-            let chunk = st.splitter.next_chunk();
+            let chunk = st.splitter.next_chunk(reuse);
             st.turn = st.turn.saturating_add(1);
             control.turn.notify_all();
             chunk
@@ -482,9 +503,9 @@ impl Pairing {
                 self.release_all();
             }
             Pre::Ignored => self.finish_block(batches),
-            Pre::Event { ev, len, .. } => {
+            Pre::Event { key, len, .. } => {
                 self.finish_block(batches);
-                let key = Key::of(ev);
+                let key = *key;
                 let (base, held) = (self.base, &mut self.held);
                 self.open.retain(|&seq| {
                     let Some(h) = seq.checked_sub(base).and_then(|i| held.get_mut(usize::try_from(i).ok()?)) else {
@@ -606,10 +627,10 @@ impl Pairing {
         let origin = Origin::line(h.number, h.offset);
         match h.what {
             HeldKind::Event { at, stack, .. } => {
-                if let Some(Item { pre: Pre::Event { ev, parsed, .. }, .. }) = batches.item(at) {
+                if let Some(Item { pre: Pre::Event { ev, context, parsed, .. }, .. }) = batches.item(at) {
                     let frames: Vec<&[u8]> =
                         stack.as_deref().unwrap_or_default().iter().map(|&f| batches.frame(f)).collect();
-                    emit_event(sink, ev, parsed.as_ref().map(Option::as_ref), origin, &frames);
+                    emit_event(sink, ev, *context, parsed.as_ref().map(Option::as_ref), origin, &frames);
                 }
             }
             HeldKind::Other(at) => match batches.item(at).map(|i| &i.pre) {
@@ -740,12 +761,9 @@ impl ParallelTextSource {
         while self.batches.first < keep {
             let Some(b) = self.batches.list.pop_front() else { break };
             self.batches.first = self.batches.first.saturating_add(1);
-            let mut parsed = b.parsed;
-            let items = parsed.with_dependent_mut(|_, items| relifetime(std::mem::take(items)));
-            let spare = (parsed.into_owner(), items);
             let mut st = self.control.lock();
             if st.splitter.spare.len() < 2 * QUEUE {
-                st.splitter.spare.push(spare);
+                st.splitter.spare.push(b.parsed);
             }
         }
     }
@@ -769,7 +787,6 @@ impl ParallelTextSource {
             if let Some(item) = items.get(self.next.idx) {
                 let number = batch.base_line.saturating_add(self.next.idx as u64 + 1);
                 self.lines = number;
-                self.bytes = items.get(self.next.idx + 1).map_or(batch.end_offset, |n| n.offset);
                 self.pairing.feed(&self.batches, self.next, item, number);
                 self.next.idx += 1;
                 return Ok(Step::Fed);
@@ -789,6 +806,7 @@ impl ParallelTextSource {
                     }
                 }
                 None => {
+                    self.bytes = batch.end_offset;
                     self.next = At { batch: self.next.batch.saturating_add(1), idx: 0 };
                     self.release();
                 }
@@ -829,13 +847,20 @@ impl Source for ParallelTextSource {
     }
 
     fn position(&self) -> Position {
-        Position { lines: self.lines, bytes: self.bytes }
+        // After the lines fed: the start of the next one, or the end of the
+        // last batch fed.
+        let i = usize::try_from(self.next.batch.saturating_sub(self.batches.first)).ok();
+        let bytes = i
+            .and_then(|i| self.batches.list.get(i))
+            .map_or(self.bytes, |b| b.parsed.borrow_dependent().get(self.next.idx).map_or(b.end_offset, |n| n.offset));
+        Position { lines: self.lines, bytes }
     }
 
     fn run(&mut self, sink: &mut dyn RecordSink, progress: &mut dyn Progress) -> Result<(), SourceError> {
         let mut next_progress = PROGRESS_STEP;
         while !self.pairing.ended {
             self.step()?;
+            // `bytes` moves once a batch: only then is progress worth a look.
             if self.bytes >= next_progress {
                 progress.advance(self.bytes);
                 next_progress = self.bytes.saturating_add(PROGRESS_STEP);

@@ -545,7 +545,8 @@ impl<R: BufRead> Source for TextSource<R> {
 
 fn process_event(sink: &mut dyn RecordSink, ev: &EventLine, line: u64, offset: u64, stack: &[&[u8]]) {
     let parsed = parse_event(ev.name, ev.body);
-    emit_event(sink, ev, parsed.as_ref().map(Option::as_ref), Origin::line(line, offset), stack);
+    let context = ExecContext::from_ftrace_flags(ev.flags);
+    emit_event(sink, ev, context, parsed.as_ref().map(Option::as_ref), Origin::line(line, offset), stack);
 }
 
 /// Hands an event line's parsed body to `sink` (the parallel source parses
@@ -553,22 +554,15 @@ fn process_event(sink: &mut dyn RecordSink, ev: &EventLine, line: u64, offset: u
 pub(super) fn emit_event(
     sink: &mut dyn RecordSink,
     ev: &EventLine,
+    context: ExecContext,
     parsed: Result<Option<&Event<'_>>, &FieldError>,
     origin: Origin,
     stack: &[&[u8]],
 ) {
     match parsed {
         Ok(Some(event)) => {
-            let rec = Record {
-                ts_ns: ev.ts_ns,
-                cpu: ev.cpu,
-                pid: ev.pid,
-                comm: ev.comm,
-                context: ExecContext::from_ftrace_flags(ev.flags),
-                event,
-                stack,
-                origin,
-            };
+            let rec =
+                Record { ts_ns: ev.ts_ns, cpu: ev.cpu, pid: ev.pid, comm: ev.comm, context, event, stack, origin };
             sink.record(&rec);
         }
         Ok(None) => sink.unknown_event(ev.name),

@@ -140,3 +140,29 @@ fn generated_capture_with_stacks_and_bad_lines_is_the_same_with_threads() {
     assert_eq!(status, Some(2));
     assert!(stderr.contains("read error at line"), "{stderr}");
 }
+
+/// `--merge` and `--html` read through `peek`/`pop` (a merge by time), not
+/// `run`: the same report, and the same HTML page, for every N.
+#[test]
+fn merged_and_html_reports_are_the_same_with_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generated(3 << 20);
+    let plain = dir.path().join("gen.txt");
+    std::fs::write(&plain, &data).unwrap();
+    let stacks = fixtures().join("stacks.trace.txt");
+    let mut pages = Vec::new();
+    for n in [1u32, 2, 3] {
+        let html = dir.path().join(format!("report-{n}.html"));
+        let out = Command::new(env!("CARGO_BIN_EXE_iosan"))
+            .args(["analyze", "--threads", &n.to_string(), "--format", "json", "--merge", "--html"])
+            .arg(&html)
+            .arg(&plain)
+            .arg(&stacks)
+            .output()
+            .unwrap();
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{}", String::from_utf8_lossy(&out.stderr));
+        pages.push((out.stdout, std::fs::read(&html).unwrap()));
+    }
+    assert!(!pages[0].1.is_empty());
+    assert!(pages.iter().all(|p| p == &pages[0]), "a merged report or its page differs with threads");
+}

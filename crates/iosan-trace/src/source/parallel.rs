@@ -664,7 +664,7 @@ impl Pairing {
 pub struct ParallelTextSource {
     control: Arc<Control>,
     queues: Vec<Receiver<(Parsed, u64, Option<End>)>>,
-    workers: Vec<Option<JoinHandle<()>>>,
+    workers: Vec<Result<JoinHandle<()>, String>>,
     batches: Batches,
     pairing: Pairing,
     /// Next line to feed: its batch (`batches.first + batches.list.len()`
@@ -722,7 +722,9 @@ impl ParallelTextSource {
             let spawned = std::thread::Builder::new()
                 .name(format!("iosan-parse-{w}"))
                 .spawn(move || worker(&control, w as u64, step, max_line_len, &tx));
-            handles.push(spawned.ok());
+            // A thread that could not start: its chunks never come, and
+            // reading them fails with this error.
+            handles.push(spawned.map_err(|e| format!("could not start a parse thread: {e}")));
         }
         Self {
             control,
@@ -744,14 +746,20 @@ impl ParallelTextSource {
         if let Some(Ok((parsed, end_offset, end))) = self.queues.get(w).map(Receiver::recv) {
             return Ok(Batch { parsed, end_offset, end, base_line: self.lines });
         }
-        // The worker is gone before the end of the input: it panicked.
-        if let Some(Err(panic)) = self.workers.get_mut(w).and_then(Option::take).map(JoinHandle::join) {
-            std::panic::resume_unwind(panic);
-        }
+        // The worker is gone before the end of the input: it panicked, or
+        // never started.
+        let why = match self.workers.get_mut(w).map(|h| std::mem::replace(h, Err(String::new()))) {
+            Some(Ok(h)) => match h.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(()) => "a parse thread stopped before the end of the input".to_string(),
+            },
+            Some(Err(why)) if !why.is_empty() => why,
+            _ => "a parse thread stopped before the end of the input".to_string(),
+        };
         Err(SourceError::Read(ReadError::Io {
             line: self.lines.saturating_add(1),
             offset: self.bytes,
-            source: io::Error::other("a parse thread stopped before the end of the input"),
+            source: io::Error::other(why),
         }))
     }
 

@@ -56,15 +56,43 @@ enum Pre<'a> {
     /// `cpus=N`, `CPU N is empty`.
     Ignored,
     /// An event, with its decoded body.
-    Event {
-        ev: EventLine<'a>,
-        key: Key,
-        context: ExecContext,
-        len: usize,
-        parsed: Result<Option<Event<'a>>, FieldError>,
-    },
+    Event { head: Head<'a>, parsed: Result<Option<Event<'a>>, FieldError> },
     /// Any other line, as it reaches the sink when delivered.
     Other { len: usize, what: Oob<'a> },
+}
+
+/// The columns of an event line that its delivery needs (a line is written
+/// once by a worker and read once by the consumer: small is fast).
+struct Head<'a> {
+    comm: &'a [u8],
+    name: &'a [u8],
+    ts_ns: u64,
+    pid: u32,
+    cpu: u32,
+    /// Length of the line, counted against [`MAX_HELD_BYTES`].
+    len: u32,
+    context: ExecContext,
+    /// The line has a flags column.
+    flagged: bool,
+}
+
+impl Head<'_> {
+    fn key(&self) -> Key {
+        Key { cpu: self.cpu, pid: self.pid, ctx: self.context.index(), flagged: self.flagged }
+    }
+
+    fn event_line(&self) -> EventLine<'_> {
+        EventLine {
+            comm: self.comm,
+            pid: self.pid,
+            tgid: None,
+            cpu: self.cpu,
+            flags: None,
+            ts_ns: self.ts_ns,
+            name: self.name,
+            body: &[],
+        }
+    }
 }
 
 /// What a line that is neither an event nor a stack line tells the sink.
@@ -281,12 +309,22 @@ fn pre_line(bytes: &[u8]) -> Pre<'_> {
     match kind {
         Ok(LineKind::Blank) => Pre::Blank,
         Ok(LineKind::CpusHeader(_) | LineKind::CpuEmpty(_)) => Pre::Ignored,
-        Ok(LineKind::Event(ev)) => Pre::Event {
-            ev,
-            key: Key::of(&ev),
-            context: ExecContext::from_ftrace_flags(ev.flags),
-            len,
-            parsed: parse_event(ev.name, ev.body),
+        Ok(LineKind::Event(ev)) => match u32::try_from(len) {
+            Ok(len) => Pre::Event {
+                head: Head {
+                    comm: ev.comm,
+                    name: ev.name,
+                    ts_ns: ev.ts_ns,
+                    pid: ev.pid,
+                    cpu: ev.cpu,
+                    len,
+                    context: ExecContext::from_ftrace_flags(ev.flags),
+                    flagged: ev.flags.is_some(),
+                },
+                parsed: parse_event(ev.name, ev.body),
+            },
+            // Only under a line limit of 4 GiB or more: such a line is over it.
+            Err(_) => Pre::Long,
         },
         Ok(LineKind::Header(h)) => Pre::Other { len, what: Oob::Header(h) },
         Ok(LineKind::Lost { cpu, events }) => Pre::Other { len, what: Oob::Lost { cpu, events } },
@@ -503,9 +541,9 @@ impl Pairing {
                 self.release_all();
             }
             Pre::Ignored => self.finish_block(batches),
-            Pre::Event { key, len, .. } => {
+            Pre::Event { head, .. } => {
                 self.finish_block(batches);
-                let key = *key;
+                let (key, len) = (head.key(), head.len as usize);
                 let (base, held) = (self.base, &mut self.held);
                 self.open.retain(|&seq| {
                     let Some(h) = seq.checked_sub(base).and_then(|i| held.get_mut(usize::try_from(i).ok()?)) else {
@@ -527,7 +565,7 @@ impl Pairing {
                 });
                 self.open.push(self.base.saturating_add(self.held.len() as u64));
                 let what = HeldKind::Event { at, key, stack: None, frame_bytes: 0, done: false, after: 0 };
-                self.hold(*len, number, offset, what);
+                self.hold(len, number, offset, what);
             }
             Pre::Other { len, .. } => {
                 self.finish_block(batches);
@@ -555,7 +593,7 @@ impl Pairing {
                 }
                 Some(bk) if bk.same_writer(*key) => {
                     let name = match batches.item(*at) {
-                        Some(Item { pre: Pre::Event { ev, .. }, .. }) => Some(ev.name),
+                        Some(Item { pre: Pre::Event { head, .. }, .. }) => Some(head.name),
                         _ => None,
                     };
                     if wanted.is_some_and(|w| name == Some(w)) {
@@ -607,7 +645,7 @@ impl Pairing {
                 Some(HeldKind::Event { done: false, .. }) => return None,
                 Some(HeldKind::Event { at, .. }) if stop_at_event => {
                     return match batches.item(*at) {
-                        Some(Item { pre: Pre::Event { ev, .. }, .. }) => Some(ev.ts_ns),
+                        Some(Item { pre: Pre::Event { head, .. }, .. }) => Some(head.ts_ns),
                         _ => Some(0),
                     };
                 }
@@ -627,10 +665,11 @@ impl Pairing {
         let origin = Origin::line(h.number, h.offset);
         match h.what {
             HeldKind::Event { at, stack, .. } => {
-                if let Some(Item { pre: Pre::Event { ev, context, parsed, .. }, .. }) = batches.item(at) {
+                if let Some(Item { pre: Pre::Event { head, parsed }, .. }) = batches.item(at) {
                     let frames: Vec<&[u8]> =
                         stack.as_deref().unwrap_or_default().iter().map(|&f| batches.frame(f)).collect();
-                    emit_event(sink, ev, *context, parsed.as_ref().map(Option::as_ref), origin, &frames);
+                    let ev = head.event_line();
+                    emit_event(sink, &ev, head.context, parsed.as_ref().map(Option::as_ref), origin, &frames);
                 }
             }
             HeldKind::Other(at) => match batches.item(at).map(|i| &i.pre) {

@@ -453,36 +453,39 @@ struct Held {
 }
 
 enum HeldKind {
-    Event { at: At, key: Key, stack: Option<Vec<At>>, frame_bytes: usize, done: bool, after: u8 },
+    Event { at: At, key: Key, stack: Option<Vec<Vec<u8>>>, frame_bytes: usize, done: bool, after: u8 },
     Other(At),
     Skip(&'static str),
 }
 
+/// A stack block being read. Its frames are copied (at most [`MAX_STACK`]
+/// of [`MAX_FRAME_LEN`] bytes), so that a long run of frame lines keeps no
+/// batch alive.
 struct Block {
     key: Option<Key>,
     user: bool,
-    frames: Vec<At>,
+    frames: Vec<Vec<u8>>,
     at: (u64, u64),
 }
 
-/// The batches still needed, oldest first.
+/// The batches from the oldest one a held line refers to up to the one
+/// being fed; those in between that no held line refers to are dropped
+/// (`None`), so that an event held across a long run of frame lines keeps
+/// only its own batch.
 struct Batches {
-    list: VecDeque<Batch>,
+    list: VecDeque<Option<Batch>>,
     /// Sequence number of `list[0]`.
     first: u64,
 }
 
 impl Batches {
-    fn item(&self, at: At) -> Option<&Item<'_>> {
-        let i = usize::try_from(at.batch.checked_sub(self.first)?).ok()?;
-        self.list.get(i)?.parsed.borrow_dependent().get(at.idx)
+    fn get(&self, seq: u64) -> Option<&Batch> {
+        let i = usize::try_from(seq.checked_sub(self.first)?).ok()?;
+        self.list.get(i)?.as_ref()
     }
 
-    fn frame(&self, at: At) -> &[u8] {
-        match self.item(at) {
-            Some(Item { pre: Pre::Frame(f), .. }) => f,
-            _ => &[],
-        }
+    fn item(&self, at: At) -> Option<&Item<'_>> {
+        self.get(at.batch)?.parsed.borrow_dependent().get(at.idx)
     }
 }
 
@@ -526,7 +529,9 @@ impl Pairing {
                     at: (number, offset),
                 });
                 if b.frames.len() < MAX_STACK {
-                    b.frames.push(at);
+                    if let Some(Item { pre: Pre::Frame(f), .. }) = batches.item(at) {
+                        b.frames.push(f.to_vec());
+                    }
                 }
             }
             Pre::StackHeader(h) => {
@@ -581,8 +586,7 @@ impl Pairing {
             self.hold(0, number, offset, HeldKind::Skip("user-space stack trace (not used)"));
             return;
         }
-        let frames: Vec<&[u8]> = block.frames.iter().take(8).map(|&f| batches.frame(f)).collect();
-        let wanted = traceiter_name(&frames);
+        let wanted = traceiter_name(&block.frames);
         let mut best: Option<usize> = None;
         for (i, h) in self.held.iter().enumerate().rev() {
             let HeldKind::Event { key, stack: None, at, .. } = &h.what else { continue };
@@ -610,7 +614,7 @@ impl Pairing {
         }
         match best.and_then(|i| self.held.get_mut(i)) {
             Some(Held { what: HeldKind::Event { stack, done, frame_bytes, .. }, .. }) => {
-                let bytes: usize = block.frames.iter().map(|&f| batches.frame(f).len()).sum();
+                let bytes: usize = block.frames.iter().map(Vec::len).sum();
                 *stack = Some(block.frames);
                 *frame_bytes = bytes;
                 *done = true;
@@ -666,8 +670,7 @@ impl Pairing {
         match h.what {
             HeldKind::Event { at, stack, .. } => {
                 if let Some(Item { pre: Pre::Event { head, parsed }, .. }) = batches.item(at) {
-                    let frames: Vec<&[u8]> =
-                        stack.as_deref().unwrap_or_default().iter().map(|&f| batches.frame(f)).collect();
+                    let frames: Vec<&[u8]> = stack.as_deref().unwrap_or_default().iter().map(Vec::as_slice).collect();
                     let ev = head.event_line();
                     emit_event(sink, &ev, head.context, parsed.as_ref().map(Option::as_ref), origin, &frames);
                 }
@@ -684,17 +687,12 @@ impl Pairing {
         }
     }
 
-    /// The oldest batch a held line or the block being read refers to.
-    fn oldest(&self) -> Option<u64> {
-        let held = self.held.iter().find_map(|h| match &h.what {
+    /// The batches held lines refer to, in input order (repeats included).
+    fn referenced(&self) -> impl Iterator<Item = u64> + '_ {
+        self.held.iter().filter_map(|h| match &h.what {
             HeldKind::Event { at, .. } | HeldKind::Other(at) => Some(at.batch),
             HeldKind::Skip(_) => None,
-        });
-        let block = self.block.as_ref().and_then(|b| b.frames.first()).map(|a| a.batch);
-        match (held, block) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        })
     }
 }
 
@@ -804,13 +802,28 @@ impl ParallelTextSource {
 
     /// Drops the batches no held line refers to any more.
     fn release(&mut self) {
-        let keep = self.pairing.oldest().unwrap_or(self.next.batch).min(self.next.batch);
-        while self.batches.first < keep {
-            let Some(b) = self.batches.list.pop_front() else { break };
+        let mut used = self.pairing.referenced().peekable();
+        let mut freed = Vec::new();
+        for (i, slot) in self.batches.list.iter_mut().enumerate() {
+            let seq = self.batches.first.saturating_add(i as u64);
+            if seq >= self.next.batch {
+                break;
+            }
+            while used.next_if(|&b| b < seq).is_some() {}
+            if used.peek() != Some(&seq) {
+                freed.extend(slot.take());
+            }
+        }
+        while matches!(self.batches.list.front(), Some(None)) {
+            self.batches.list.pop_front();
             self.batches.first = self.batches.first.saturating_add(1);
+        }
+        if !freed.is_empty() {
             let mut st = self.control.lock();
-            if st.splitter.spare.len() < 2 * QUEUE {
-                st.splitter.spare.push(b.parsed);
+            for b in freed {
+                if st.splitter.spare.len() < 2 * QUEUE {
+                    st.splitter.spare.push(b.parsed);
+                }
             }
         }
     }
@@ -826,10 +839,10 @@ impl ParallelTextSource {
             };
             if i >= self.batches.list.len() {
                 let b = self.receive(self.next.batch)?;
-                self.batches.list.push_back(b);
+                self.batches.list.push_back(Some(b));
                 continue;
             }
-            let Some(batch) = self.batches.list.get(i) else { return Ok(Step::End) };
+            let Some(batch) = self.batches.list.get(i).and_then(Option::as_ref) else { return Ok(Step::End) };
             let items = batch.parsed.borrow_dependent();
             if let Some(item) = items.get(self.next.idx) {
                 let number = batch.base_line.saturating_add(self.next.idx as u64 + 1);
@@ -846,7 +859,8 @@ impl ParallelTextSource {
                     return Ok(Step::End);
                 }
                 Some(End::Error { .. }) => {
-                    if let Some(End::Error { offset, source }) = self.batches.list.get_mut(i).and_then(|b| b.end.take())
+                    if let Some(End::Error { offset, source }) =
+                        self.batches.list.get_mut(i).and_then(Option::as_mut).and_then(|b| b.end.take())
                     {
                         // As LineReader: the line being read when reading failed.
                         self.failed = Some(ReadError::Io { line: self.lines.saturating_add(1), offset, source });
@@ -898,7 +912,7 @@ impl Source for ParallelTextSource {
         // last batch fed.
         let i = usize::try_from(self.next.batch.saturating_sub(self.batches.first)).ok();
         let bytes = i
-            .and_then(|i| self.batches.list.get(i))
+            .and_then(|i| self.batches.list.get(i).and_then(Option::as_ref))
             .map_or(self.bytes, |b| b.parsed.borrow_dependent().get(self.next.idx).map_or(b.end_offset, |n| n.offset));
         Position { lines: self.lines, bytes }
     }
@@ -1119,6 +1133,30 @@ mod tests {
         let mut src = ParallelTextSource::with_chunk_bytes(reader(&data, false, 1 << 16), 1000, 1, 4096);
         let (log, _) = outcome(&mut src, false);
         assert!(log.iter().any(|l| l.starts_with("skipped line longer than the limit at line 2 (byte 58)")), "{log:?}");
+    }
+
+    /// An event held across a long run of frame lines (its stack block
+    /// never ends) keeps its own batch alive, not the frames' batches.
+    #[test]
+    fn held_event_keeps_only_its_batch() {
+        let mut data = b" t-1 [000] d.h1. 1.000000: mm_page_free: page=0 pfn=0x1 order=0\n".to_vec();
+        for i in 0..5_000 {
+            data.extend_from_slice(format!(" => frame_{i}+0x1/0x2\n").as_bytes());
+        }
+        data.extend_from_slice(b" t-1 [000] d.h1. 1.000001: mm_page_free: page=0 pfn=0x2 order=0\n");
+        check_same(&data, 1 << 20, false);
+        let mut src = ParallelTextSource::with_chunk_bytes(reader(&data, false, 4096), 1 << 20, 2, 4096);
+        let mut log = Log::default();
+        let (mut most, mut span) = (0, 0);
+        while src.peek(&mut log).unwrap().is_some() {
+            most = most.max(src.batches.list.iter().filter(|b| b.is_some()).count());
+            span = span.max(src.batches.list.len());
+            src.pop(&mut log);
+        }
+        assert!(span > 10, "the frames span {span} batches");
+        assert!(most <= 3, "{most} batches alive");
+        assert_eq!(log.0.len(), 2, "{:?}", log.0.first());
+        assert!(log.0.first().is_some_and(|l| l.contains("frame_0+0x1/0x2|")), "{:?}", log.0.first());
     }
 
     /// Dropping a source part-way stops its workers.

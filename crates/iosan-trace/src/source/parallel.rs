@@ -11,7 +11,13 @@
 //! ... under one lock, so that reading stays sequential, and parses them
 //! outside it. Each worker has a bounded queue of parsed chunks, read in
 //! round-robin order, so memory is bounded by `workers × (QUEUE + 1)`
-//! chunks of [`CHUNK_BYTES`] plus the held lines. A read error ends the
+//! chunks of [`CHUNK_BYTES`] (with their decoded lines, about 2.5 times
+//! the text) plus the chunks that held lines (at most 256, waiting for
+//! their stacks) still refer to: one or two in real captures; one per held
+//! line only when an input spreads them over as many chunks by filling the
+//! gaps with frame lines, which are copied, never kept in place. A chunk
+//! dropped behind an older held line leaves an empty slot of a few dozen
+//! bytes until that line goes. A read error ends the
 //! input at its place: everything before it reaches the sink first. A
 //! worker that panics has its panic resumed on the calling thread.
 //!

@@ -81,5 +81,5 @@ pub use analyze::{
 pub use record::{ExecContext, Origin, Record, RecordSink};
 pub use replay::{fmt_ts, Options};
 pub use report::{Attribution, FindingSink, FollowUp, Layer, Report, Summary, TraceFinding};
-pub use source::open::{open_capture, open_reader, Capture, CaptureFormat};
+pub use source::open::{open_capture, open_capture_with, open_reader, Capture, CaptureFormat, OpenOptions};
 pub use source::{Progress, Source, SourceError};

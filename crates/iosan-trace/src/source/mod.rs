@@ -66,6 +66,7 @@ pub mod binary;
 pub mod format;
 pub mod kallsyms;
 pub mod open;
+pub mod parallel;
 pub mod perf_data;
 pub mod text;
 pub mod tracedat;

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use super::binary::{PerfDataSource, TraceDatSource};
 use super::perf_data::Limits as PerfLimits;
+use super::parallel::ParallelTextSource;
 use super::text::TextSource;
 use super::{read_ahead, read_full, FailOnce, Source, SourceError};
 use crate::input::{decode_reader_with, InputError, InputOptions};
@@ -100,12 +101,40 @@ pub fn looks_binary(prefix: &[u8]) -> bool {
     control * 20 > sample.len()
 }
 
-/// Opens `path` (`-` for standard input).
+/// How to open a capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Longest text line accepted; longer lines are skipped and counted
+    /// (0: [`DEFAULT_MAX_LINE_LEN`]).
+    pub max_line_len: usize,
+    /// Threads for a text capture read from a file: with 2 or more,
+    /// `threads - 1` workers tokenize and decode its lines while the calling
+    /// thread pairs stacks and replays ([`ParallelTextSource`]); the records
+    /// are the same as with 1. Pipes and binary captures use one thread.
+    pub threads: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self { max_line_len: DEFAULT_MAX_LINE_LEN, threads: 1 }
+    }
+}
+
+/// Opens `path` (`-` for standard input), on one thread.
 ///
 /// # Errors
 /// [`OpenError`] when the input cannot be opened, decompressed or, for a
 /// binary capture, its headers read.
 pub fn open_capture(path: &Path, max_line_len: usize) -> Result<Capture, OpenError> {
+    open_capture_with(path, &OpenOptions { max_line_len, threads: 1 })
+}
+
+/// Opens `path` (`-` for standard input) with `opts`.
+///
+/// # Errors
+/// As [`open_capture`].
+pub fn open_capture_with(path: &Path, opts: &OpenOptions) -> Result<Capture, OpenError> {
+    let max_line_len = opts.max_line_len;
     let name = if path.as_os_str() == "-" { "standard input".to_string() } else { path.display().to_string() };
     let io_err = |source| OpenError::Io { name: name.clone(), source };
     let src_err = |source| OpenError::Source { name: name.clone(), source };
@@ -131,7 +160,7 @@ pub fn open_capture(path: &Path, max_line_len: usize) -> Result<Capture, OpenErr
     // A pipe may stall while a test runs: never hold a decided event for it
     // (it is still read ahead, up to 4 MiB, for its page size).
     let pipe = path.as_os_str() == "-" || is_fifo(path);
-    from_reader(input.reader, &name, max_line_len, Reading::Pipe { live: pipe })
+    from_reader(input.reader, &name, max_line_len, Reading::Pipe { live: pipe }, opts.threads)
 }
 
 /// Opens an already decompressed stream (standard input, an embedded
@@ -141,7 +170,7 @@ pub fn open_capture(path: &Path, max_line_len: usize) -> Result<Capture, OpenErr
 /// As [`open_capture`].
 pub fn open_reader(reader: impl Read + Send + 'static, name: &str, max_line_len: usize) -> Result<Capture, OpenError> {
     let input = decode_reader_with(reader, &InputOptions::default())?;
-    from_reader(input.reader, name, max_line_len, Reading::Live)
+    from_reader(input.reader, name, max_line_len, Reading::Live, 1)
 }
 
 /// How an input may be read ahead.
@@ -187,6 +216,7 @@ fn from_reader(
     name: &str,
     max_line_len: usize,
     reading: Reading,
+    threads: usize,
 ) -> Result<Capture, OpenError> {
     let io_err = |source| OpenError::Io { name: name.to_string(), source };
     // One read of a chained stream may return only a few bytes: read ahead
@@ -274,14 +304,14 @@ fn from_reader(
         }
         None => {
             let max = if max_line_len == 0 { DEFAULT_MAX_LINE_LEN } else { max_line_len };
-            let text = TextSource::new(reader, max);
-            let text = if live { text.live() } else { text };
-            Ok(Capture {
-                source: Box::new(text),
-                format: CaptureFormat::Text { looks_binary },
-                events_page_size,
-                page_samples: samples,
-            })
+            let source: Box<dyn Source + Send> = if live {
+                Box::new(TextSource::new(reader, max).live())
+            } else if threads > 1 {
+                Box::new(ParallelTextSource::new(reader, max, threads - 1))
+            } else {
+                Box::new(TextSource::new(reader, max))
+            };
+            Ok(Capture { source, format: CaptureFormat::Text { looks_binary }, events_page_size, page_samples: samples })
         }
     }
 }

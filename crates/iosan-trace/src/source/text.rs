@@ -17,25 +17,25 @@ use std::collections::VecDeque;
 use std::io::BufRead;
 
 use super::{Position, Progress, Source, SourceError, PROGRESS_STEP};
-use crate::parse::event::parse_event;
+use crate::parse::event::{parse_event, Event, FieldError};
 use crate::parse::line::{classify_line, EventLine, LineError, LineKind};
 use crate::parse::reader::{Line, LineReader, ReadError};
 use crate::record::{ExecContext, Origin, Record, RecordSink};
 
 /// The most stack lines kept for one event.
-const MAX_STACK: usize = 128;
+pub(super) const MAX_STACK: usize = 128;
 /// The most lines held back waiting for stacks; past it the oldest event
 /// goes on without one.
-const MAX_HELD: usize = 256;
+pub(super) const MAX_HELD: usize = 256;
 /// The most bytes of lines and frames held back; past it every held event
 /// goes on as it is.
-const MAX_HELD_BYTES: usize = 4 << 20;
+pub(super) const MAX_HELD_BYTES: usize = 4 << 20;
 /// Longest frame kept, bytes (the kernel's symbol names are shorter).
-const MAX_FRAME_LEN: usize = 512;
+pub(super) const MAX_FRAME_LEN: usize = 512;
 /// Without a flags column (`trace-cmd report`) an interrupt cannot be told
 /// from the task it interrupted: an event waits for its stack until this
 /// many later events of its CPU have been read.
-const UNFLAGGED_WAIT: u8 = 4;
+pub(super) const UNFLAGGED_WAIT: u8 = 4;
 
 /// Reads ftrace or `trace-cmd report` text from a [`BufRead`].
 ///
@@ -126,15 +126,15 @@ impl Parts {
 /// Who wrote a line: CPU, pid, context, and whether the context is known
 /// (the flags column was printed).
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Key {
-    cpu: u32,
-    pid: u32,
-    ctx: u8,
-    flagged: bool,
+pub(super) struct Key {
+    pub(super) cpu: u32,
+    pub(super) pid: u32,
+    pub(super) ctx: u8,
+    pub(super) flagged: bool,
 }
 
 impl Key {
-    fn of(ev: &EventLine<'_>) -> Self {
+    pub(super) fn of(ev: &EventLine<'_>) -> Self {
         Self {
             cpu: ev.cpu,
             pid: ev.pid,
@@ -144,7 +144,7 @@ impl Key {
     }
 
     /// Could a stack written by `self` belong to an event written by `ev`?
-    fn same_writer(self, ev: Self) -> bool {
+    pub(super) fn same_writer(self, ev: Self) -> bool {
         self.cpu == ev.cpu && self.pid == ev.pid && (!self.flagged || !ev.flagged || self.ctx == ev.ctx)
     }
 }
@@ -231,15 +231,15 @@ fn trim_start(b: &[u8]) -> &[u8] {
 }
 
 /// A frame line (`=> func+0x1/0x2 [mod]`, `=> func (ffffffff81000000)`).
-fn is_frame(b: &[u8]) -> bool {
+pub(super) fn is_frame(b: &[u8]) -> bool {
     let t = trim_start(b);
     t.starts_with(b"=> ") || t == b"=>"
 }
 
 /// The name of the frames' `__traceiter_NAME` frame, if any.
-fn traceiter_name(frames: &[Vec<u8>]) -> Option<&[u8]> {
+pub(super) fn traceiter_name<F: AsRef<[u8]>>(frames: &[F]) -> Option<&[u8]> {
     frames.iter().take(8).find_map(|f| {
-        let t = trim_start(f);
+        let t = trim_start(f.as_ref());
         let t = t.strip_prefix(b"=>").map_or(t, trim_start);
         let name = t.strip_prefix(b"__traceiter_")?;
         let end = name.iter().position(|c| !(c.is_ascii_alphanumeric() || *c == b'_')).unwrap_or(name.len());
@@ -249,13 +249,13 @@ fn traceiter_name(frames: &[Vec<u8>]) -> Option<&[u8]> {
 
 /// The header of a stack block: the writer's columns when the line has
 /// them, and whether it is a user-space stack.
-enum Header {
+pub(super) enum Header {
     Kernel(Option<Key>),
     User,
 }
 
 /// Is this line a stack block's header?
-fn stack_header(kind: &Result<LineKind<'_>, LineError>, bytes: &[u8]) -> Option<Header> {
+pub(super) fn stack_header(kind: &Result<LineKind<'_>, LineError>, bytes: &[u8]) -> Option<Header> {
     match kind {
         Ok(LineKind::Event(ev)) if ev.name == b"kernel_stack" => Some(Header::Kernel(Some(Key::of(ev)))),
         Ok(LineKind::Event(ev)) if ev.name == b"user_stack" => Some(Header::User),
@@ -544,19 +544,25 @@ impl<R: BufRead> Source for TextSource<R> {
 }
 
 fn process_event(sink: &mut dyn RecordSink, ev: &EventLine, line: u64, offset: u64, stack: &[&[u8]]) {
-    let origin = Origin::line(line, offset);
-    match parse_event(ev.name, ev.body) {
+    let parsed = parse_event(ev.name, ev.body);
+    let context = ExecContext::from_ftrace_flags(ev.flags);
+    emit_event(sink, ev, context, parsed.as_ref().map(Option::as_ref), Origin::line(line, offset), stack);
+}
+
+/// Hands an event line's parsed body to `sink` (the parallel source parses
+/// on its workers and delivers here, so both sources say the same).
+pub(super) fn emit_event(
+    sink: &mut dyn RecordSink,
+    ev: &EventLine,
+    context: ExecContext,
+    parsed: Result<Option<&Event<'_>>, &FieldError>,
+    origin: Origin,
+    stack: &[&[u8]],
+) {
+    match parsed {
         Ok(Some(event)) => {
-            let rec = Record {
-                ts_ns: ev.ts_ns,
-                cpu: ev.cpu,
-                pid: ev.pid,
-                comm: ev.comm,
-                context: ExecContext::from_ftrace_flags(ev.flags),
-                event: &event,
-                stack,
-                origin,
-            };
+            let rec =
+                Record { ts_ns: ev.ts_ns, cpu: ev.cpu, pid: ev.pid, comm: ev.comm, context, event, stack, origin };
             sink.record(&rec);
         }
         Ok(None) => sink.unknown_event(ev.name),
@@ -565,7 +571,7 @@ fn process_event(sink: &mut dyn RecordSink, ev: &EventLine, line: u64, offset: u
 }
 
 /// A header line (`# ...`): the overwritten-entries count and iosan's metadata.
-fn header(sink: &mut dyn RecordSink, text: &[u8]) {
+pub(super) fn header(sink: &mut dyn RecordSink, text: &[u8]) {
     let t = String::from_utf8_lossy(text);
     let t = t.trim_start_matches('#').trim();
     if let Some(rest) = t.strip_prefix("entries-in-buffer/entries-written:") {

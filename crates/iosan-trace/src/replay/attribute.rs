@@ -502,5 +502,4 @@ mod tests {
         assert!(bugs.is_empty(), "{bugs:?}");
         assert_eq!(r.summary.unmaps_by.did + r.summary.unmaps_by.content, 2, "{:?}", r.summary.unmaps_by);
     }
-
 }

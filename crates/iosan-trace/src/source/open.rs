@@ -12,8 +12,8 @@ use std::io::{self, BufRead, BufReader, Cursor, Read, Seek};
 use std::path::Path;
 
 use super::binary::{PerfDataSource, TraceDatSource};
-use super::perf_data::Limits as PerfLimits;
 use super::parallel::ParallelTextSource;
+use super::perf_data::Limits as PerfLimits;
 use super::text::TextSource;
 use super::{read_ahead, read_full, FailOnce, Source, SourceError};
 use crate::input::{decode_reader_with, InputError, InputOptions};
@@ -311,7 +311,12 @@ fn from_reader(
             } else {
                 Box::new(TextSource::new(reader, max))
             };
-            Ok(Capture { source, format: CaptureFormat::Text { looks_binary }, events_page_size, page_samples: samples })
+            Ok(Capture {
+                source,
+                format: CaptureFormat::Text { looks_binary },
+                events_page_size,
+                page_samples: samples,
+            })
         }
     }
 }

@@ -325,13 +325,20 @@ fn tracedat(out: &mut Out, iterations: u64) -> Result<()> {
     let bytes = std::fs::metadata(&path)?.len();
     out.put("analyze.tracedat.file_mb", bytes as f64 / 1e6, "MB")?;
     let exe = std::env::current_exe().context("locating the iosan binary")?;
-    let mut runs = Vec::with_capacity(ROUNDS);
+    // One thread, and a reader thread beside the replaying one, alternately.
+    let (mut one, mut two) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
     for _ in 0..ROUNDS {
-        let mut cmd = Command::new(&exe);
-        cmd.args(["analyze", "--format", "json"]).arg(&path);
-        runs.push(timed(cmd)?);
+        for (threads, runs) in [("1", &mut one), ("2", &mut two)] {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["analyze", "--threads", threads, "--format", "json"]).arg(&path);
+            runs.push(timed(cmd)?);
+        }
     }
-    let (wall, peak_kb, text) = median(runs).context("no analyze run")?;
+    if one.iter().chain(&two).any(|r| r.2 != one[0].2) {
+        bail!("analyze runs of {} wrote different output with one and two threads", path.display());
+    }
+    let (wall_2t, _, _) = median(two).context("no analyze run")?;
+    let (wall, peak_kb, text) = median(one).context("no analyze run")?;
     let events = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -341,6 +348,7 @@ fn tracedat(out: &mut Out, iterations: u64) -> Result<()> {
     out.put("analyze.tracedat.events", events as f64, "events")?;
     out.put("analyze.tracedat.events_per_s", events as f64 / wall.as_secs_f64(), "events/s")?;
     out.put("analyze.tracedat.peak_rss_mb", peak_kb as f64 / 1024.0, "MB")?;
+    out.put("analyze.tracedat.events_per_s.2t", events as f64 / wall_2t.as_secs_f64(), "events/s")?;
     // The reference decoder, when present: same file, output discarded.
     if Command::new("trace-cmd").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
         // Its text goes to /dev/null, not through a pipe this process reads.

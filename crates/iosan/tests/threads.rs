@@ -166,3 +166,35 @@ fn merged_and_html_reports_are_the_same_with_threads() {
     assert!(!pages[0].1.is_empty());
     assert!(pages.iter().all(|p| p == &pages[0]), "a merged report or its page differs with threads");
 }
+
+/// trace.dat read on a second thread: a model file of many batches, and
+/// the real x86 file cut short at several points (damaged pages, a CPU
+/// range past the end), give the same bytes as one thread.
+#[test]
+fn trace_dat_is_the_same_with_a_reader_thread() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("iosan-threads-dat");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("nvme.dat");
+    let st = Command::new(env!("CARGO_BIN_EXE_iosan"))
+        .args(["simulate", "--workload", "nvme", "--ops", "3000", "--trace-format", "trace.dat", "--trace-out"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(st.status.code().is_some_and(|c| c < 2), "{}", String::from_utf8_lossy(&st.stderr));
+    let (_, stdout, _) = assert_same(&["--format", "json"], &model);
+    let events = String::from_utf8_lossy(&stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "summary")
+        .and_then(|v| v["events"].as_u64())
+        .unwrap();
+    assert!(events > 20_000, "{events} events: several batches");
+    let real = std::fs::read(fixtures().join("bug-strict.trace.dat")).unwrap();
+    for cut in [real.len() / 3, real.len() / 2, real.len() - 5000] {
+        let p = dir.join(format!("cut-{cut}.dat"));
+        std::fs::write(&p, &real[..cut]).unwrap();
+        assert_same(&["--format", "json"], &p);
+        assert_same(&[], &p);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -207,11 +207,12 @@ impl<R: BufRead> LineReader<R> {
         ReadError::Io { line: self.line_no.saturating_add(1), offset: at, source }
     }
 
-    /// Fills the inner buffer, retrying on `Interrupted`.
-    fn fill(&mut self) -> io::Result<usize> {
+    /// Fills the inner buffer, retrying on `Interrupted`: the bytes
+    /// buffered and where the first line break is among them.
+    fn fill(&mut self) -> io::Result<(usize, Option<usize>)> {
         loop {
             match self.inner.fill_buf() {
-                Ok(b) => return Ok(b.len()),
+                Ok(b) => return Ok((b.len(), memchr::memchr(b'\n', b))),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -229,18 +230,14 @@ impl<R: BufRead> LineReader<R> {
         let start = self.offset;
 
         // Fast path: the whole line is inside the inner buffer.
-        let avail = match self.fill() {
-            Ok(n) => n,
+        let (avail, found) = match self.fill() {
+            Ok(r) => r,
             Err(e) => return Some(Err(self.io_error(e, start))),
         };
         if avail == 0 {
             self.done = true;
             return None;
         }
-        let found = match self.inner.fill_buf() {
-            Ok(buf) => memchr::memchr(b'\n', buf),
-            Err(e) => return Some(Err(self.io_error(e, start))),
-        };
         if let Some(pos) = found {
             let used = pos.saturating_add(1);
             self.pending = used;

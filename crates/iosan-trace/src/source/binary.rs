@@ -17,7 +17,7 @@ use crate::record::{ExecContext, Origin, Record, RecordSink};
 
 /// Decodes one record's fields and delivers it (or counts why not).
 #[allow(clippy::too_many_arguments)]
-fn deliver(
+pub(super) fn deliver(
     sink: &mut dyn RecordSink,
     name: &str,
     fields: &RecordFields<'_>,
@@ -82,6 +82,16 @@ impl<R: Read + Seek> TraceDatSource<R> {
         }
         if self.dat.overrun() > 0 {
             sink.overwritten(self.dat.overrun());
+        }
+    }
+
+    /// The event [`Source::peek`] announced, as the reader's view (what
+    /// [`Source::pop`] would decode and deliver).
+    pub(super) fn pop_view(&mut self) -> Option<super::tracedat::EventView<'_>> {
+        self.pending.take()?;
+        match self.dat.current() {
+            Some(Item::Event(v)) => Some(v),
+            _ => None,
         }
     }
 

@@ -67,6 +67,7 @@ pub mod format;
 pub mod kallsyms;
 pub mod open;
 pub mod parallel;
+pub mod parallel_dat;
 pub mod perf_data;
 pub mod text;
 pub mod tracedat;

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use super::binary::{PerfDataSource, TraceDatSource};
 use super::parallel::ParallelTextSource;
+use super::parallel_dat::ParallelTraceDatSource;
 use super::perf_data::Limits as PerfLimits;
 use super::text::TextSource;
 use super::{read_ahead, read_full, FailOnce, Source, SourceError};
@@ -145,7 +146,7 @@ pub fn open_capture_with(path: &Path, opts: &OpenOptions) -> Result<Capture, Ope
         let n = read_full(&mut f, &mut head).map_err(io_err)?;
         if let Some(fmt) = sniff(head.get(..n).unwrap_or(&[])) {
             f.rewind().map_err(io_err)?;
-            let mut c = binary(fmt, BufReader::with_capacity(256 << 10, f), &head).map_err(src_err)?;
+            let mut c = binary(fmt, BufReader::with_capacity(256 << 10, f), &head, opts.threads).map_err(src_err)?;
             // perf.data does not say its page size (a trace.dat header does):
             // its first records, read by a second reader, show it.
             if fmt == CaptureFormat::PerfData {
@@ -295,7 +296,7 @@ fn from_reader(
             }
             let all = Shared(std::sync::Arc::new(all));
             let scan = Shared(all.0.clone());
-            let mut c = binary(fmt, Cursor::new(all), &head)
+            let mut c = binary(fmt, Cursor::new(all), &head, 1)
                 .map_err(|source| OpenError::Source { name: name.to_string(), source })?;
             if reading != Reading::Live && fmt == CaptureFormat::PerfData {
                 c.set_samples(perf_scan(Cursor::new(scan), &head));
@@ -506,8 +507,12 @@ fn binary<R: io::Read + io::Seek + Send + 'static>(
     fmt: CaptureFormat,
     reader: R,
     head: &[u8],
+    threads: usize,
 ) -> Result<Capture, SourceError> {
     let source: Box<dyn Source + Send> = match fmt {
+        CaptureFormat::TraceDat if threads > 1 => {
+            Box::new(ParallelTraceDatSource::start(TraceDatSource::open(reader)?)?)
+        }
         CaptureFormat::TraceDat => Box::new(TraceDatSource::open(reader)?),
         _ if is_pipe_mode(head) => Box::new(PerfDataSource::open_pipe(reader)?),
         _ => Box::new(PerfDataSource::open_file(reader)?),

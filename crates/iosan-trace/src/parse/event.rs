@@ -17,7 +17,7 @@
 //! field set and flagged with [`ProbeInfo::by_fields`].
 
 use super::collect::Got;
-use super::kinds::{probe_event, spec, TextLayout, PROBE_FIELDS};
+use super::kinds::{probe_event, spec, EventSpec, TextLayout, PROBE_FIELDS};
 use super::num::NumError;
 use super::text;
 use crate::field::{FieldLookup, FieldValue};
@@ -806,9 +806,20 @@ pub fn event_from_fields<'a>(
     name: &[u8],
     fields: &dyn FieldLookup<'a>,
 ) -> Result<Option<Event<'a>>, FieldError> {
-    let func = fields.field("__probe_func");
-    let ip = fields.field("__probe_ip");
-    let ret_ip = fields.field("__probe_ret_ip");
+    let sites = [fields.field("__probe_func"), fields.field("__probe_ip"), fields.field("__probe_ret_ip")];
+    build_event(sites, || spec(system, name), |g, _| g.fill(fields))
+}
+
+/// The event of a binary record from its probe-site fields (`__probe_func`,
+/// `__probe_ip`, `__probe_ret_ip`): a probe when any is there, else the
+/// kind `spec` names. `fill` puts the record's values into the fields of
+/// the kind (`true`: [`PROBE_FIELDS`]); shared by the by-name and the
+/// by-position ([`super::plan`]) readers.
+pub(crate) fn build_event<'a>(
+    [func, ip, ret_ip]: [Option<FieldValue<'a>>; 3],
+    spec: impl FnOnce() -> Option<(&'static EventSpec, &'static str)>,
+    mut fill: impl FnMut(&mut Got<'a>, bool),
+) -> Result<Option<Event<'a>>, FieldError> {
     if func.is_some() || ip.is_some() || ret_ip.is_some() {
         let site_of = |v: Option<FieldValue<'a>>| match v {
             Some(FieldValue::Str(f) | FieldValue::Text(f)) => {
@@ -821,12 +832,12 @@ pub fn event_from_fields<'a>(
         let Some(site) = site_of(func).or_else(|| site_of(ip)) else { return Ok(None) };
         let caller = ret_ip.map(|v| site_of(Some(v)).unwrap_or(ProbeSite::Address(0)));
         let mut g = Got::new("kprobe", PROBE_FIELDS);
-        g.fill(fields);
+        fill(&mut g, true);
         return probe_event(site, caller, &mut g);
     }
-    let Some((kind, event)) = spec(system, name) else { return Ok(None) };
+    let Some((kind, event)) = spec() else { return Ok(None) };
     let mut g = Got::new(event, kind.fields);
-    g.fill(fields);
+    fill(&mut g, false);
     g.check_required()?;
     (kind.build)(&g).map(Some)
 }

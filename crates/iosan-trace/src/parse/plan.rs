@@ -11,8 +11,8 @@
 //! [`event_from_fields`]: super::event::event_from_fields
 
 use super::collect::{FieldSpec, Got, MAX_FIELDS};
-use super::event::{Event, FieldError, ProbeSite};
-use super::kinds::{probe_event, spec, EventSpec, PROBE_FIELDS};
+use super::event::{build_event, Event, FieldError};
+use super::kinds::{spec, EventSpec, PROBE_FIELDS};
 use crate::field::FieldValue;
 
 /// Most names one field is looked up by (its spec name and other names).
@@ -128,25 +128,17 @@ fn fill<'a>(g: &mut Got<'a>, names: &[Names; MAX_FIELDS], n: usize, fields: &dyn
 /// # Errors
 /// As [`super::event_from_fields`].
 pub fn event_from_plan<'a>(plan: &FormatPlan, fields: &dyn IndexedFields<'a>) -> Result<Option<Event<'a>>, FieldError> {
-    let [func, ip, ret_ip] = plan.site_at.map(|at| value(at, fields));
-    if func.is_some() || ip.is_some() || ret_ip.is_some() {
-        let site_of = |v: Option<FieldValue<'a>>| match v {
-            Some(FieldValue::Str(f) | FieldValue::Text(f)) => {
-                Some(ProbeSite::Symbol { func: f, offset: None, size: None })
-            }
-            Some(FieldValue::Unsigned(a)) => Some(ProbeSite::Address(a)),
-            Some(FieldValue::Signed(a)) => Some(ProbeSite::Address(a as u64)),
-            _ => None,
-        };
-        let Some(site) = site_of(func).or_else(|| site_of(ip)) else { return Ok(None) };
-        let caller = ret_ip.map(|v| site_of(Some(v)).unwrap_or(ProbeSite::Address(0)));
-        let mut g = Got::new("kprobe", PROBE_FIELDS);
-        fill(&mut g, &plan.probe_at, PROBE_FIELDS.len(), fields);
-        return probe_event(site, caller, &mut g);
-    }
-    let Some((kind, event)) = plan.spec else { return Ok(None) };
-    let mut g = Got::new(event, kind.fields);
-    fill(&mut g, &plan.spec_at, kind.fields.len(), fields);
-    g.check_required()?;
-    (kind.build)(&g).map(Some)
+    let sites = plan.site_at.map(|at| value(at, fields));
+    build_event(
+        sites,
+        || plan.spec,
+        |g, probe| {
+            let (names, n) = match (probe, plan.spec) {
+                (true, _) => (&plan.probe_at, PROBE_FIELDS.len()),
+                (false, Some((kind, _))) => (&plan.spec_at, kind.fields.len()),
+                (false, None) => return,
+            };
+            fill(g, names, n, fields);
+        },
+    )
 }

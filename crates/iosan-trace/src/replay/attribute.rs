@@ -190,14 +190,7 @@ impl Analyzer {
                             let here =
                                 self.domains.slot(a).shadow.overlapping(iova).any(|m| m.iova == iova && m.meta == meta);
                             if here {
-                                self.domains.slot_mut(a).shadow.unmap(iova);
-                                self.summary.maps_by.anonymous = self.summary.maps_by.anonymous.saturating_sub(1);
-                                if via_dev {
-                                    self.summary.maps_by.device += 1;
-                                } else {
-                                    self.summary.maps_by.did += 1;
-                                }
-                                self.insert_map(target, iova, phys, meta);
+                                self.adopt(a, target, [iosan_core::ShadowMapping { iova, phys, meta }], via_dev);
                             }
                             kept.push(Item::Map { iova, phys, meta, slot: Some(target) });
                         }
@@ -306,12 +299,18 @@ impl Analyzer {
             .filter_map(|&i| self.domains.slot(i).shadow.overlapping(range).find(exact).map(|m| (i, m)))
             .collect();
         if let [(i, m)] = holders[..] {
-            self.adopt(i, t, vec![m], via_dev);
+            self.adopt(i, t, [m], via_dev);
         }
     }
 
     /// Moves mappings `ms` of anonymous layer `from` into domain `to`.
-    fn adopt(&mut self, from: usize, to: usize, ms: Vec<iosan_core::ShadowMapping>, via_dev: bool) {
+    fn adopt(
+        &mut self,
+        from: usize,
+        to: usize,
+        ms: impl IntoIterator<Item = iosan_core::ShadowMapping>,
+        via_dev: bool,
+    ) {
         for m in ms {
             self.domains.slot_mut(from).shadow.unmap(m.iova);
             self.summary.maps_by.anonymous = self.summary.maps_by.anonymous.saturating_sub(1);

@@ -31,8 +31,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use super::text::{
-    emit_event, header, is_frame, stack_header, traceiter_name, Header, Key, MAX_FRAME_LEN, MAX_HELD, MAX_HELD_BYTES,
-    MAX_STACK, UNFLAGGED_WAIT,
+    emit_event, header, is_frame, stack_header, still_waiting, traceiter_name, Header, Key, MAX_FRAME_LEN, MAX_HELD,
+    MAX_HELD_BYTES, MAX_STACK,
 };
 use super::{Position, Progress, Source, SourceError, PROGRESS_STEP};
 use crate::parse::event::{parse_event, Event, FieldError};
@@ -561,18 +561,7 @@ impl Pairing {
                         return false;
                     };
                     let HeldKind::Event { key: k, done, after, .. } = &mut h.what else { return false };
-                    if *done {
-                        return false;
-                    }
-                    if k.cpu == key.cpu {
-                        if k.flagged && key.flagged {
-                            *done = key.ctx <= k.ctx;
-                        } else {
-                            *after = after.saturating_add(1);
-                            *done = *after >= UNFLAGGED_WAIT;
-                        }
-                    }
-                    !*done
+                    still_waiting(*k, key, done, after)
                 });
                 self.open.push(self.base.saturating_add(self.held.len() as u64));
                 let what = HeldKind::Event { at, key, stack: None, frame_bytes: 0, done: false, after: 0 };

@@ -35,7 +35,7 @@ pub(super) const MAX_FRAME_LEN: usize = 512;
 /// Without a flags column (`trace-cmd report`) an interrupt cannot be told
 /// from the task it interrupted: an event waits for its stack until this
 /// many later events of its CPU have been read.
-pub(super) const UNFLAGGED_WAIT: u8 = 4;
+const UNFLAGGED_WAIT: u8 = 4;
 
 /// Reads ftrace or `trace-cmd report` text from a [`BufRead`].
 ///
@@ -147,6 +147,26 @@ impl Key {
     pub(super) fn same_writer(self, ev: Self) -> bool {
         self.cpu == ev.cpu && self.pid == ev.pid && (!self.flagged || !ev.flagged || self.ctx == ev.ctx)
     }
+}
+
+/// A held event of writer `held` (completed yet: `done`; later events of
+/// its CPU without a flags column: `after`) meets an event of `next`:
+/// whether it still waits for its stack.
+pub(super) fn still_waiting(held: Key, next: Key, done: &mut bool, after: &mut u8) -> bool {
+    if *done {
+        return false;
+    }
+    if held.cpu == next.cpu {
+        if held.flagged && next.flagged {
+            // A later event of the same CPU in the same or an outer context:
+            // the event's own context has moved on, so its trigger has finished.
+            *done = next.ctx <= held.ctx;
+        } else {
+            *after = after.saturating_add(1);
+            *done = *after >= UNFLAGGED_WAIT;
+        }
+    }
+    !*done
 }
 
 /// A stack block being read: its header's writer (`None` for frames with
@@ -345,21 +365,7 @@ impl State {
                         return false;
                     };
                     let HeldKind::Event { key: k, done, after, .. } = &mut h.what else { return false };
-                    if *done {
-                        return false;
-                    }
-                    if k.cpu == key.cpu {
-                        if k.flagged && key.flagged {
-                            // A later event of the same CPU in the same or an outer
-                            // context: the event's own context has moved on, so its
-                            // trigger has finished.
-                            *done = key.ctx <= k.ctx;
-                        } else {
-                            *after = after.saturating_add(1);
-                            *done = *after >= UNFLAGGED_WAIT;
-                        }
-                    }
-                    !*done
+                    still_waiting(*k, key, done, after)
                 });
                 let wait = !self.live || self.stacks || ev.name == b"kernel_stack";
                 if wait {

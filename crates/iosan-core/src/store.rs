@@ -21,11 +21,11 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::hash::BuildHasherDefault;
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use hashbrown::HashMap;
 
-use crate::sync::{AtomicU32, AtomicU64, Mutex, RwLock};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Mutex, RwLock};
 
 use crate::addr::{PageSize, PhysAddr, PhysRange};
 
@@ -56,6 +56,11 @@ impl Node {
 #[derive(Default)]
 struct Level {
     nodes: RwLock<HashMap<u64, Box<Node>, BuildHasherDefault<crate::hash::FastHasher>>>,
+    /// The level has had a node: until then its counters all read 0 without
+    /// taking its lock (block levels stay empty while every mapping is
+    /// smaller than 2 MiB, so most checks skip them). Set before the first
+    /// node is inserted, never cleared (nodes are never removed).
+    used: AtomicBool,
 }
 
 /// An inclusive span of page frame numbers.
@@ -181,6 +186,11 @@ impl PageStore {
 
     fn with_node<R>(&self, level: usize, key: u64, create: bool, f: impl FnOnce(&Node) -> R) -> Option<R> {
         let lvl = self.levels.get(level)?;
+        // A reader that finds the level unused reads it as if before the
+        // first node: as a reader just before the lock would.
+        if !create && !lvl.used.load(Acquire) {
+            return None;
+        }
         {
             let g = lvl.nodes.read();
             if let Some(n) = g.get(&key) {
@@ -191,6 +201,7 @@ impl PageStore {
             return None;
         }
         let mut g = lvl.nodes.write();
+        lvl.used.store(true, Release);
         let n = g.entry(key).or_insert_with(|| {
             self.nodes.fetch_add(1, Relaxed);
             Node::new()

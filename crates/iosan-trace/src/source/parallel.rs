@@ -7,26 +7,30 @@
 //! line numbers, byte offsets and errors, as from a `TextSource` over the
 //! same bytes (the tests compare the two).
 //!
-//! Chunks are taken in turn: worker `w` of `n` reads chunks `w`, `w + n`,
-//! ... under one lock, so that reading stays sequential, and parses them
-//! outside it. Each worker has a bounded queue of parsed chunks, read in
-//! round-robin order, so memory is bounded by `workers × (QUEUE + 1)`
-//! chunks of [`CHUNK_BYTES`] (with their decoded lines, about 2.5 times
-//! the text) plus the chunks that held lines (at most 256, waiting for
+//! Chunks are read in turn under one lock, so that reading stays
+//! sequential, and parsed outside it by whichever thread read them: the
+//! workers, and the calling thread itself whenever the chunk it needs next
+//! is still being parsed (it would otherwise wait), so that the two halves
+//! of the work balance on their own, whatever their costs on a capture. At
+//! most [`AHEAD`] chunks per worker are read and not yet taken, so memory
+//! is bounded by that many chunks of [`CHUNK_BYTES`] (with their decoded
+//! lines, about 2.5 times the text) plus the chunks that held lines (at
+//! most 256, waiting for
 //! their stacks) still refer to: one or two in real captures; one per held
 //! line only when an input spreads them over as many chunks by filling the
 //! gaps with frame lines, which are copied, never kept in place. A chunk
 //! dropped behind an older held line leaves an empty slot of a few dozen
 //! bytes until that line goes. A read error ends the
 //! input at its place: everything before it reaches the sink first. A
-//! worker that panics has its panic resumed on the calling thread.
+//! worker that panics has its panic resumed on the calling thread; one that
+//! could not start leaves its share to the others.
 //!
 //! Only for inputs read to their end (files): a live input (a pipe,
 //! `iosan watch`) uses the plain `TextSource`.
 
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::io::{self, BufRead};
-use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -42,8 +46,8 @@ use crate::record::{ExecContext, Origin, RecordSink};
 
 /// Bytes read for one chunk (the chunk then ends at the last line break).
 pub const CHUNK_BYTES: usize = 1 << 20;
-/// Parsed chunks queued per worker.
-const QUEUE: usize = 3;
+/// Chunks read and not yet taken by the calling thread, per worker.
+const AHEAD: u64 = 4;
 
 /// One line of a chunk, tokenized and decoded by a worker: what
 /// `TextSource`'s `State::feed` and `deliver` need of it.
@@ -386,18 +390,53 @@ fn relifetime<'b>(items: Vec<Item<'_>>) -> Vec<Item<'b>> {
 /// The buffers of a delivered chunk, for the next.
 type Spare = (Vec<u8>, Vec<Item<'static>>);
 
+/// A chunk as parsed: its lines, the stream offset just past it, and how
+/// it ends the input.
+type Out = (Parsed, u64, Option<End>);
+
 /// What the reading threads share.
 struct Shared {
     splitter: Splitter,
     /// Sequence number of the next chunk to read.
     turn: u64,
+    /// Sequence number of the next chunk the calling thread takes: chunks
+    /// `taken..turn` are being parsed or wait in `parsed`.
+    taken: u64,
+    /// Parsed chunks not taken yet, by sequence number.
+    parsed: BTreeMap<u64, Out>,
+    /// Most chunks read ahead of `taken`.
+    ahead: u64,
+    /// A worker panicked: the chunk it had never comes.
+    panicked: bool,
     /// The source was dropped: workers stop.
     stop: bool,
 }
 
+impl Shared {
+    /// Reads the next chunk, with its sequence number, into `reuse`;
+    /// `None` once the input has ended.
+    fn read_next(&mut self, reuse: Spare) -> Option<(u64, Chunk)> {
+        let chunk = self.splitter.next_chunk(reuse)?;
+        let seq = self.turn;
+        self.turn = self.turn.saturating_add(1);
+        Some((seq, chunk))
+    }
+
+    /// Room to read one more chunk ahead.
+    fn may_read(&self) -> bool {
+        !self.splitter.done && self.turn < self.taken.saturating_add(self.ahead)
+    }
+
+    /// Buffers of a delivered chunk, to read the next into.
+    fn spare(&mut self) -> Option<Parsed> {
+        self.splitter.spare.pop()
+    }
+}
+
 struct Control {
     state: Mutex<Shared>,
-    turn: Condvar,
+    /// Signalled when a chunk is parsed, taken, or the source stops.
+    changed: Condvar,
 }
 
 impl Control {
@@ -406,38 +445,70 @@ impl Control {
         // the panic itself is resumed by the consumer.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    fn wait<'a>(&self, st: MutexGuard<'a, Shared>) -> MutexGuard<'a, Shared> {
+        self.changed.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Parses `chunk` (outside the lock) and files it under `seq`.
+    fn parse_and_file(&self, seq: u64, chunk: Chunk, max_line_len: usize) {
+        let out = parse_chunk(chunk, max_line_len);
+        let mut st = self.lock();
+        st.parsed.insert(seq, out);
+        drop(st);
+        self.changed.notify_all();
+    }
 }
 
-/// One parse worker: chunks `first`, `first + step`, ...
-fn worker(control: &Control, first: u64, step: u64, max_line_len: usize, out: &SyncSender<(Parsed, u64, Option<End>)>) {
-    let mut seq = first;
-    loop {
-        let spare = control.lock().splitter.spare.pop();
-        let reuse: Spare = spare.map_or_else(Spare::default, |mut parsed| {
-            let items = parsed.with_dependent_mut(|_, items| {
-                items.clear();
-                relifetime(std::mem::take(items))
-            });
-            (parsed.into_owner(), items)
+/// The buffers of a delivered chunk, emptied for reuse (its lines are
+/// dropped here, by the thread that reads next).
+fn reuse(spare: Option<Parsed>) -> Spare {
+    spare.map_or_else(Spare::default, |mut parsed| {
+        let items = parsed.with_dependent_mut(|_, items| {
+            items.clear();
+            relifetime(std::mem::take(items))
         });
-        let chunk = {
-            let mut st = control.lock();
-            while st.turn != seq && !st.stop {
-                st = control.turn.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
-            if st.stop {
-                return;
-            }
-            let chunk = st.splitter.next_chunk(reuse);
-            st.turn = st.turn.saturating_add(1);
-            control.turn.notify_all();
-            chunk
-        };
-        let Some(chunk) = chunk else { return };
-        if out.send(parse_chunk(chunk, max_line_len)).is_err() {
-            return;
+        (parsed.into_owner(), items)
+    })
+}
+
+/// Tells the calling thread when a worker dies by a panic (its chunk would
+/// otherwise be waited for forever).
+struct PanicFlag<'a>(&'a Control);
+
+impl Drop for PanicFlag<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.lock().panicked = true;
+            self.0.changed.notify_all();
         }
-        seq = seq.saturating_add(step);
+    }
+}
+
+/// One parse worker: reads the next chunk whenever there is room ahead,
+/// until the input ends or the source is dropped.
+fn worker(control: &Control, max_line_len: usize) {
+    let _flag = PanicFlag(control);
+    loop {
+        let spare = control.lock().spare();
+        let buffers = reuse(spare);
+        let (seq, chunk) = {
+            let mut st = control.lock();
+            loop {
+                if st.stop || st.splitter.done {
+                    return;
+                }
+                if st.may_read() {
+                    break;
+                }
+                st = control.wait(st);
+            }
+            match st.read_next(buffers) {
+                Some(next) => next,
+                None => return,
+            }
+        };
+        control.parse_and_file(seq, chunk, max_line_len);
     }
 }
 
@@ -695,8 +766,11 @@ impl Pairing {
 /// [module docs](self).
 pub struct ParallelTextSource {
     control: Arc<Control>,
-    queues: Vec<Receiver<(Parsed, u64, Option<End>)>>,
-    workers: Vec<Result<JoinHandle<()>, String>>,
+    workers: Vec<JoinHandle<()>>,
+    max_line_len: usize,
+    /// Buffers to read a chunk into on this thread, taken ahead so that
+    /// they are emptied outside the lock.
+    buffers: Option<Spare>,
     batches: Batches,
     pairing: Pairing,
     /// Next line to feed: its batch (`batches.first + batches.list.len()`
@@ -717,8 +791,9 @@ enum Step {
 }
 
 impl ParallelTextSource {
-    /// A source over `input`, with `workers` parse threads (at least one);
-    /// lines longer than `max_line_len` are skipped and counted.
+    /// A source over `input`, with `workers` parse threads besides the
+    /// calling one (which parses too, whenever it would wait); lines longer
+    /// than `max_line_len` are skipped and counted.
     #[must_use]
     pub fn new(input: Box<dyn BufRead + Send>, max_line_len: usize, workers: usize) -> Self {
         Self::with_chunk_bytes(input, max_line_len, workers, CHUNK_BYTES)
@@ -731,7 +806,6 @@ impl ParallelTextSource {
         workers: usize,
         chunk_bytes: usize,
     ) -> Self {
-        let workers = workers.max(1);
         let max_line_len = max_line_len.max(1);
         let splitter = Splitter {
             reader: input,
@@ -742,26 +816,32 @@ impl ParallelTextSource {
             chunk_bytes: chunk_bytes.max(1),
             spare: Vec::new(),
         };
-        let control =
-            Arc::new(Control { state: Mutex::new(Shared { splitter, turn: 0, stop: false }), turn: Condvar::new() });
-        let mut queues = Vec::with_capacity(workers);
-        let mut handles = Vec::with_capacity(workers);
-        let step = workers as u64;
-        for w in 0..workers {
-            let (tx, rx) = mpsc::sync_channel(QUEUE);
-            let control = Arc::clone(&control);
-            queues.push(rx);
-            let spawned = std::thread::Builder::new()
-                .name(format!("iosan-parse-{w}"))
-                .spawn(move || worker(&control, w as u64, step, max_line_len, &tx));
-            // A thread that could not start: its chunks never come, and
-            // reading them fails with this error.
-            handles.push(spawned.map_err(|e| format!("could not start a parse thread: {e}")));
-        }
+        let shared = Shared {
+            splitter,
+            turn: 0,
+            taken: 0,
+            parsed: BTreeMap::new(),
+            ahead: AHEAD.saturating_mul(workers.max(1) as u64),
+            panicked: false,
+            stop: false,
+        };
+        let control = Arc::new(Control { state: Mutex::new(shared), changed: Condvar::new() });
+        // A thread that could not start leaves its chunks to the others
+        // (the calling thread parses whatever no worker takes).
+        let handles = (0..workers)
+            .filter_map(|w| {
+                let control = Arc::clone(&control);
+                std::thread::Builder::new()
+                    .name(format!("iosan-parse-{w}"))
+                    .spawn(move || worker(&control, max_line_len))
+                    .ok()
+            })
+            .collect();
         Self {
             control,
-            queues,
             workers: handles,
+            max_line_len,
+            buffers: None,
             batches: Batches { list: VecDeque::new(), first: 0 },
             pairing: Pairing::default(),
             next: At { batch: 0, idx: 0 },
@@ -771,28 +851,68 @@ impl ParallelTextSource {
         }
     }
 
-    /// Receives batch `seq` from its worker.
+    /// Takes batch `seq`: parsed by a worker, or by this thread when it
+    /// would otherwise wait (it then parses the next chunk to read, `seq`
+    /// itself if no worker has it).
     fn receive(&mut self, seq: u64) -> Result<Batch, SourceError> {
-        let n = self.queues.len() as u64;
-        let w = usize::try_from(seq % n.max(1)).unwrap_or(0);
-        if let Some(Ok((parsed, end_offset, end))) = self.queues.get(w).map(Receiver::recv) {
-            return Ok(Batch { parsed, end_offset, end, base_line: self.lines });
+        let control = Arc::clone(&self.control);
+        let mut st = control.lock();
+        loop {
+            if let Some((parsed, end_offset, end)) = st.parsed.remove(&seq) {
+                st.taken = seq.saturating_add(1);
+                drop(st);
+                control.changed.notify_all();
+                return Ok(Batch { parsed, end_offset, end, base_line: self.lines });
+            }
+            if st.panicked {
+                drop(st);
+                return Err(self.worker_died());
+            }
+            if st.may_read() {
+                let buffers = match self.buffers.take() {
+                    Some(b) => b,
+                    None => {
+                        let spare = st.spare();
+                        drop(st);
+                        self.buffers = Some(reuse(spare));
+                        st = control.lock();
+                        continue;
+                    }
+                };
+                let Some((read, chunk)) = st.read_next(buffers) else { continue };
+                drop(st);
+                let out = parse_chunk(chunk, self.max_line_len);
+                st = control.lock();
+                st.parsed.insert(read, out);
+                continue;
+            }
+            if st.turn <= seq {
+                // Nobody has `seq` and there is nothing more to read: only
+                // when a chunk before it did not say that the input ended.
+                drop(st);
+                return Err(self.read_error("the input ended before its last chunk"));
+            }
+            st = control.wait(st);
         }
-        // The worker is gone before the end of the input: it panicked, or
-        // never started.
-        let why = match self.workers.get_mut(w).map(|h| std::mem::replace(h, Err(String::new()))) {
-            Some(Ok(h)) => match h.join() {
-                Err(panic) => std::panic::resume_unwind(panic),
-                Ok(()) => "a parse thread stopped before the end of the input".to_string(),
-            },
-            Some(Err(why)) if !why.is_empty() => why,
-            _ => "a parse thread stopped before the end of the input".to_string(),
-        };
-        Err(SourceError::Read(ReadError::Io {
+    }
+
+    /// A worker panicked: its panic is resumed here.
+    fn worker_died(&mut self) -> SourceError {
+        for h in std::mem::take(&mut self.workers) {
+            if let Err(panic) = h.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        self.read_error("a parse thread stopped before the end of the input")
+    }
+
+    /// An error of reading at the next line.
+    fn read_error(&self, why: &str) -> SourceError {
+        SourceError::Read(ReadError::Io {
             line: self.lines.saturating_add(1),
             offset: self.bytes,
-            source: io::Error::other(why),
-        }))
+            source: io::Error::other(why.to_string()),
+        })
     }
 
     /// Drops the batches no held line refers to any more.
@@ -816,7 +936,7 @@ impl ParallelTextSource {
         if !freed.is_empty() {
             let mut st = self.control.lock();
             for b in freed {
-                if st.splitter.spare.len() < 2 * QUEUE {
+                if st.splitter.spare.len() < 2 * AHEAD as usize {
                     st.splitter.spare.push(b.parsed);
                 }
             }
@@ -874,10 +994,8 @@ impl ParallelTextSource {
 impl Drop for ParallelTextSource {
     fn drop(&mut self) {
         self.control.lock().stop = true;
-        self.control.turn.notify_all();
-        // Workers blocked on a full queue see it closed.
-        self.queues.clear();
-        for h in self.workers.drain(..).flatten() {
+        self.control.changed.notify_all();
+        for h in self.workers.drain(..) {
             let _ = h.join();
         }
     }
@@ -1014,13 +1132,13 @@ mod tests {
         (log.0, end)
     }
 
-    /// A TextSource and parallel sources of 1 to 3 workers and several
+    /// A TextSource and parallel sources of 0 to 3 workers and several
     /// chunk sizes say the same, running and stepping.
     fn check_same(data: &[u8], max_line_len: usize, fail: bool) {
         let want = outcome(&mut TextSource::new(reader(data, fail, 1000), max_line_len), false);
         let stepped = outcome(&mut TextSource::new(reader(data, fail, 1000), max_line_len), true);
         assert_eq!(want, stepped);
-        for workers in 1..=3 {
+        for workers in 0..=3 {
             for chunk in [1, 7, 64, 200, 4096, 1 << 20] {
                 for step in [13, 4096] {
                     for stepped in [false, true] {

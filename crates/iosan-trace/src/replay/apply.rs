@@ -35,7 +35,10 @@ impl Analyzer {
         }
         for k in self.seqs.pending() {
             let Some(seq) = self.seqs.existing(k) else { continue };
-            let items = std::mem::take(&mut seq.items);
+            if seq.items.waiting_unmaps() == 0 {
+                continue;
+            }
+            let items = seq.items.take();
             let (earlier, rest): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| match i {
                 Item::Unmap { u, slot: None } => {
                     u.ts_ns <= map_ns
@@ -45,7 +48,7 @@ impl Analyzer {
                 _ => false,
             });
             if let Some(seq) = self.seqs.existing(k) {
-                seq.items = rest;
+                seq.items.set(rest);
             }
             for it in earlier {
                 if let Item::Unmap { u, .. } = it {

@@ -129,10 +129,12 @@ impl Analyzer {
             None
         };
         // An unmap of what this very sequence mapped and has not attributed (a map error path).
-        let overlaps_pending = self.seqs.get(key).items.iter().any(|it| match it {
-            Item::Map { iova: r, slot: None, .. } => r.contains(Iova(iova)),
-            _ => false,
-        });
+        let items = &self.seqs.get(key).items;
+        let overlaps_pending = items.waiting_maps() > 0
+            && items.iter().any(|it| match it {
+                Item::Map { iova: r, slot: None, .. } => r.contains(Iova(iova)),
+                _ => false,
+            });
         if slot.is_none() && overlaps_pending {
             self.finish_seq(key);
         }
@@ -173,7 +175,7 @@ impl Analyzer {
             Resolver::Dev(_, ranges) => ranges.iter().any(|&(lo, hi)| a <= hi && b >= lo),
         };
         let via_dev = matches!(r, Resolver::Dev(..));
-        let mut items = std::mem::take(&mut self.seqs.get(key).items);
+        let mut items = self.seqs.get(key).items.take();
         if items.is_empty() {
             return;
         }
@@ -241,8 +243,8 @@ impl Analyzer {
             kept.retain(|i| matches!(i, Item::Map { slot: None, .. } | Item::Unmap { slot: None, .. }));
         }
         let seq = self.seqs.get(key);
-        kept.append(&mut seq.items);
-        seq.items = kept;
+        kept.append(&mut seq.items.take());
+        seq.items.set(kept);
         self.spare_items = items;
     }
 

@@ -61,14 +61,16 @@ impl Analyzer {
     fn settle_unmaps_before(&mut self, before_ns: u64) {
         for k in self.seqs.pending() {
             let Some(seq) = self.seqs.existing(k) else { continue };
-            if !seq.items.iter().any(|i| matches!(i, Item::Unmap { u, slot: None } if u.ts_ns <= before_ns)) {
+            if seq.items.waiting_unmaps() == 0
+                || !seq.items.iter().any(|i| matches!(i, Item::Unmap { u, slot: None } if u.ts_ns <= before_ns))
+            {
                 continue;
             }
-            let items = std::mem::take(&mut seq.items);
+            let items = seq.items.take();
             let (old, rest): (Vec<Item>, Vec<Item>) =
                 items.into_iter().partition(|i| matches!(i, Item::Unmap { u, slot: None } if u.ts_ns <= before_ns));
             if let Some(seq) = self.seqs.existing(k) {
-                seq.items = rest;
+                seq.items.set(rest);
             }
             for it in old {
                 if let Item::Unmap { u, .. } = it {

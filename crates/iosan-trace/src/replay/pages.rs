@@ -29,16 +29,16 @@ impl Analyzer {
         }
         for k in self.seqs.pending() {
             let Some(seq) = self.seqs.existing(k) else { continue };
-            if !seq.items.iter().any(|i| matches!(i, Item::Unmap { slot: None, .. })) {
+            if seq.items.waiting_unmaps() == 0 {
                 continue;
             }
-            let items = std::mem::take(&mut seq.items);
+            let items = seq.items.take();
             let (touching, rest): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| match i {
                 Item::Unmap { u, slot: None } => self.unmap_touches(u.iova, u.size.max(u.unmapped), pfn, n.max(1)),
                 _ => false,
             });
             if let Some(seq) = self.seqs.existing(k) {
-                seq.items = rest;
+                seq.items.set(rest);
             }
             for it in touching {
                 if let Item::Unmap { u, .. } = it {

@@ -51,6 +51,78 @@ pub(super) enum Item {
     Unmap { u: Unmap, slot: Option<usize> },
 }
 
+impl Item {
+    fn waits(&self) -> (usize, usize) {
+        match self {
+            Item::Map { slot: None, .. } => (1, 0),
+            Item::Unmap { slot: None, .. } => (0, 1),
+            _ => (0, 0),
+        }
+    }
+}
+
+/// A sequence's items, with counts of those still unattributed: a CPU's
+/// sequence can hold thousands of attributed items (up to
+/// [`MAX_SEQ_ITEMS`]), and every page event, unmap and push asks whether
+/// it waits for anything. Read through `Deref`; every change goes through
+/// a method that keeps the counts.
+#[derive(Default, Debug)]
+pub(super) struct Items {
+    v: Vec<Item>,
+    /// Unattributed maps in `v`.
+    waiting_maps: usize,
+    /// Unattributed unmaps in `v`.
+    waiting_unmaps: usize,
+    /// `v[..clean]` holds no unattributed map: those aged out
+    /// ([`PENDING_MAP_WINDOW`]) were taken, so a push looks only past it.
+    clean: usize,
+}
+
+impl std::ops::Deref for Items {
+    type Target = [Item];
+    fn deref(&self) -> &[Item] {
+        &self.v
+    }
+}
+
+impl Items {
+    /// Unattributed maps held.
+    pub(super) fn waiting_maps(&self) -> usize {
+        self.waiting_maps
+    }
+
+    /// Unattributed unmaps held.
+    pub(super) fn waiting_unmaps(&self) -> usize {
+        self.waiting_unmaps
+    }
+
+    /// Takes every item out.
+    pub(super) fn take(&mut self) -> Vec<Item> {
+        let v = std::mem::take(&mut self.v);
+        *self = Self::default();
+        v
+    }
+
+    /// Holds `v` instead of the items.
+    pub(super) fn set(&mut self, v: Vec<Item>) {
+        let (m, u) = v.iter().map(Item::waits).fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+        *self = Self { v, waiting_maps: m, waiting_unmaps: u, clean: 0 };
+    }
+
+    fn push(&mut self, item: Item) {
+        let (m, u) = item.waits();
+        self.waiting_maps += m;
+        self.waiting_unmaps += u;
+        self.v.push(item);
+    }
+
+    fn retain(&mut self, f: impl FnMut(&Item) -> bool) {
+        let mut v = std::mem::take(&mut self.v);
+        v.retain(f);
+        self.set(v);
+    }
+}
+
 /// A kprobe on `__iommu_map`/`__iommu_unmap`: (domain, iova, size, domain type).
 pub(super) type ProbeCall = (u64, u64, u64, Option<u64>);
 
@@ -73,7 +145,7 @@ pub(super) struct MapCall {
 #[derive(Default, Debug)]
 pub(super) struct Seq {
     pub(super) pid: u32,
-    pub(super) items: Vec<Item>,
+    pub(super) items: Items,
     pub(super) kp_map: Option<ProbeCall>,
     pub(super) kp_unmap: Option<ProbeCall>,
     /// The device of a `dma_unmap_sg`/coherent free that the unmaps follow.
@@ -169,9 +241,10 @@ impl Sequences {
         self.seqs
             .iter()
             .filter(|(_, s)| {
-                s.items
-                    .iter()
-                    .any(|i| matches!(i, Item::Map { iova: r, slot: None, .. } if r.intersect(range).is_some()))
+                s.items.waiting_maps > 0
+                    && s.items
+                        .iter()
+                        .any(|i| matches!(i, Item::Map { iova: r, slot: None, .. } if r.intersect(range).is_some()))
             })
             .map(|(k, _)| *k)
             .collect()
@@ -180,7 +253,7 @@ impl Sequences {
     /// Does a sequence hold an unattributed map that intersects `range` and
     /// covers a page of `[pfn, last_pfn]` (pages of `1 << page_lg2` bytes)?
     pub(super) fn waiting_map_touches(&self, range: IovaRange, pfn: u64, last_pfn: u64, page_lg2: u32) -> bool {
-        self.seqs.values().any(|s| {
+        self.seqs.values().filter(|s| s.items.waiting_maps > 0).any(|s| {
             s.items.iter().any(|i| match i {
                 Item::Map { iova, phys, slot: None, .. } if iova.intersect(range).is_some() => {
                     let a = phys.get() >> page_lg2;
@@ -225,7 +298,7 @@ impl Sequences {
             self.pending.remove(i);
         }
         let Some(seq) = self.seqs.get_mut(&key) else { return Vec::new() };
-        let items = std::mem::take(&mut seq.items);
+        let items = seq.items.take();
         seq.kp_map = None;
         seq.kp_unmap = None;
         seq.unmap_sg_dev = None;
@@ -241,10 +314,14 @@ impl Sequences {
         let mut aged = Vec::new();
         let seq = self.get(key);
         seq.items.push(item);
-        if seq.items.len() > PENDING_MAP_WINDOW {
+        let items = &mut seq.items;
+        if items.len() > PENDING_MAP_WINDOW && items.waiting_maps > 0 {
             // Unattributed maps this old will get no identity from this call any more.
-            let cut = seq.items.len() - PENDING_MAP_WINDOW;
-            aged = seq.items[..cut]
+            let cut = items.len() - PENDING_MAP_WINDOW;
+            aged = items
+                .v
+                .get(items.clean.min(cut)..cut)
+                .unwrap_or_default()
                 .iter()
                 .filter_map(|i| match i {
                     Item::Map { iova, phys, meta, slot: None } => Some((*iova, *phys, *meta)),
@@ -253,11 +330,13 @@ impl Sequences {
                 .collect();
             if !aged.is_empty() {
                 let mut n = 0usize;
-                seq.items.retain(|i| {
+                items.v.retain(|i| {
                     n += 1;
                     n > cut || !matches!(i, Item::Map { slot: None, .. })
                 });
+                items.waiting_maps -= aged.len();
             }
+            items.clean = cut - aged.len();
         }
         aged
     }
@@ -270,7 +349,7 @@ impl Sequences {
         let seq = self.get(key);
         if seq.items.len() > MAX_SEQ_ITEMS {
             let resolved = |i: &Item| matches!(i, Item::Map { slot: Some(_), .. } | Item::Unmap { slot: Some(_), .. });
-            let n_resolved = seq.items.iter().filter(|i| resolved(i)).count();
+            let n_resolved = seq.items.len() - seq.items.waiting_maps - seq.items.waiting_unmaps;
             let mut drop = n_resolved.saturating_sub(KEEP_RESOLVED);
             seq.items.retain(|i| {
                 if drop > 0 && resolved(i) {
@@ -383,5 +462,81 @@ mod tests {
         assert_eq!(s.evict_for((9999, 0)), Some((0, 0)));
         let _ = s.end((1, 0));
         assert!(!s.pending().contains(&(1, 0)), "an ended sequence no longer waits");
+    }
+
+    /// The counts and the aging of [`Items`] against a plain vector that is
+    /// rescanned after every step, over random pushes, prunes, takes and
+    /// re-sets of mixed items.
+    #[test]
+    fn item_counts_and_aging_match_a_rescan() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let unmap = |slot| {
+            let u = Unmap {
+                iova: Iova(0x1000),
+                size: 0x1000,
+                unmapped: 0x1000,
+                ts_ns: 0,
+                line: 0,
+                meta: MapMeta::default(),
+            };
+            Item::Unmap { u, slot }
+        };
+        let mut s = Sequences::default();
+        let mut plain: Vec<Item> = Vec::new();
+        let mut pruned = 0;
+        for step in 0..30_000u64 {
+            let r = next();
+            // Rare ends and re-sets, so that sequences outgrow both the
+            // window and the prune size.
+            match r % 8000 {
+                0 if r % 16000 == 0 => {
+                    assert_eq!(s.end((0, 0)).len(), plain.len());
+                    plain.clear();
+                }
+                1 => {
+                    // A resolve-like re-set: keep the waiting items only.
+                    let kept: Vec<Item> =
+                        s.get((0, 0)).items.take().into_iter().filter(|i| i.waits() != (0, 0)).collect();
+                    plain.retain(|i| i.waits() != (0, 0));
+                    s.get((0, 0)).items.set(kept);
+                }
+                _ => {
+                    let slot = (r % 7 != 0).then_some(0);
+                    let item = if r % 3 == 0 { unmap(slot) } else { map_item(step << 12, slot) };
+                    plain.push(item.clone());
+                    let aged = s.push((0, 0), item);
+                    let cut = plain.len().saturating_sub(PENDING_MAP_WINDOW);
+                    let want: Vec<_> = plain[..cut]
+                        .iter()
+                        .filter_map(|i| match i {
+                            Item::Map { iova, phys, meta, slot: None } => Some((*iova, *phys, *meta)),
+                            _ => None,
+                        })
+                        .collect();
+                    let mut n = 0;
+                    plain.retain(|i| {
+                        n += 1;
+                        n > cut || !matches!(i, Item::Map { slot: None, .. })
+                    });
+                    assert_eq!(aged, want, "step {step}");
+                    if plain.len() > MAX_SEQ_ITEMS {
+                        assert!(!s.prune((0, 0)), "pruned to a settled size");
+                        plain = s.get((0, 0)).items.to_vec();
+                        pruned += 1;
+                    }
+                }
+            }
+            let items = &s.get((0, 0)).items;
+            let count = |w| plain.iter().filter(|i| i.waits() == w).count();
+            assert_eq!((items.waiting_maps(), items.waiting_unmaps()), (count((1, 0)), count((0, 1))), "step {step}");
+            assert_eq!(items.len(), plain.len(), "step {step}");
+        }
+        assert!(pruned > 0, "the prune path ran");
     }
 }

@@ -495,7 +495,9 @@ fn worker(control: &Control, max_line_len: usize) {
         let (seq, chunk) = {
             let mut st = control.lock();
             loop {
-                if st.stop || st.splitter.done {
+                // After a panic (this lock poisoned by one while reading) the
+                // splitter may be half-way through a chunk: nothing reads on.
+                if st.stop || st.splitter.done || st.panicked || control.state.is_poisoned() {
                     return;
                 }
                 if st.may_read() {
@@ -864,7 +866,9 @@ impl ParallelTextSource {
                 control.changed.notify_all();
                 return Ok(Batch { parsed, end_offset, end, base_line: self.lines });
             }
-            if st.panicked {
+            // A worker that panicked while reading poisons the lock before
+            // its flag is up: either way, nothing more is read.
+            if st.panicked || control.state.is_poisoned() {
                 drop(st);
                 return Err(self.worker_died());
             }
@@ -898,6 +902,9 @@ impl ParallelTextSource {
 
     /// A worker panicked: its panic is resumed here.
     fn worker_died(&mut self) -> SourceError {
+        // The others may wait for room: they stop first, or joining them waits forever.
+        self.control.lock().stop = true;
+        self.control.changed.notify_all();
         for h in std::mem::take(&mut self.workers) {
             if let Err(panic) = h.join() {
                 std::panic::resume_unwind(panic);
@@ -1053,6 +1060,7 @@ mod tests {
     use crate::record::Record;
     use crate::source::text::TextSource;
     use std::io::{Cursor, Read};
+    use std::sync::atomic::Ordering::Relaxed;
 
     /// Every sink call as a line of text, stacks included.
     #[derive(Default)]
@@ -1284,5 +1292,58 @@ mod tests {
             }
         }
         drop(src);
+    }
+
+    /// Panics once, on the first read on a worker after `after` bytes, and
+    /// then reads on.
+    struct Exploding {
+        data: Cursor<Vec<u8>>,
+        after: u64,
+        exploded: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Read for Exploding {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let on_worker = std::thread::current().name().is_some_and(|n| n.starts_with("iosan-parse"));
+            if on_worker && self.data.position() >= self.after && !self.exploded.swap(true, Relaxed) {
+                panic!("reader exploded");
+            }
+            let n = buf.len().min(512);
+            self.data.read(buf.get_mut(..n).unwrap_or_default())
+        }
+    }
+
+    /// A panic on a worker reaches the calling thread (whichever thread
+    /// was reading when it came): the run panics; it neither waits forever
+    /// nor reads on past the lost chunk.
+    #[test]
+    fn a_panic_while_reading_reaches_the_caller() {
+        let data = mixed(5, 4000);
+        let mut tried = 0;
+        for workers in [1, 2] {
+            for after in [0, 3000, data.len() as u64 / 2] {
+                let exploded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let input = Exploding { data: Cursor::new(data.clone()), after, exploded: Arc::clone(&exploded) };
+                let reader: Box<dyn BufRead + Send> = Box::new(io::BufReader::with_capacity(512, input));
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let mut src = ParallelTextSource::with_chunk_bytes(reader, 1 << 20, workers, 700);
+                    let mut log = Log::default();
+                    // A slow first delivery: the workers read ahead meanwhile.
+                    while let Ok(Some(_)) = src.peek(&mut log) {
+                        if log.0.len() == 1 {
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        }
+                        src.pop(&mut log);
+                    }
+                }));
+                // The calling thread may have read past `after` first: then
+                // nothing exploded, and the run ends normally.
+                if exploded.load(Relaxed) {
+                    tried += 1;
+                    assert!(run.is_err(), "workers {workers} after {after}: no panic");
+                }
+            }
+        }
+        assert!(tried > 0, "no worker read where the reader explodes");
     }
 }

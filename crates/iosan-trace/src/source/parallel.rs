@@ -1328,10 +1328,16 @@ mod tests {
                 let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     let mut src = ParallelTextSource::with_chunk_bytes(reader, 1 << 20, workers, 700);
                     let mut log = Log::default();
-                    // A slow first delivery: the workers read ahead meanwhile.
+                    // A slow first delivery: the workers read ahead meanwhile
+                    // (until one explodes, when it is the first read there).
+                    let mut first = true;
                     while let Ok(Some(_)) = src.peek(&mut log) {
-                        if log.0.len() == 1 {
-                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        if std::mem::take(&mut first) {
+                            let start = std::time::Instant::now();
+                            let wait = if after == 0 { 5000 } else { 50 };
+                            while !exploded.load(Relaxed) && start.elapsed().as_millis() < wait {
+                                std::thread::sleep(std::time::Duration::from_millis(5));
+                            }
                         }
                         src.pop(&mut log);
                     }

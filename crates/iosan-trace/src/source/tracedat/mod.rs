@@ -587,6 +587,7 @@ impl<R: Read + Seek> TraceDat<R> {
     /// reader keeps it until the next call): lets a source announce a
     /// record's time and deliver it later.
     #[must_use]
+    #[inline]
     pub fn current(&self) -> Option<Item<'_>> {
         let i = self.last?;
         match self.verdict(i) {
@@ -608,6 +609,17 @@ impl<R: Read + Seek> TraceDat<R> {
         Some(Lost { cpu: s.cpu.cpu, buffer, count: h.count, ts_ns: self.ts_ns(h.ts), offset: h.offset })
     }
 
+    /// [`Self::current`] when it is an event.
+    #[inline]
+    pub(crate) fn current_event(&self) -> Option<EventView<'_>> {
+        let i = self.last?;
+        match self.verdict(i) {
+            Verdict::Event(id) => self.event_view(i, id),
+            _ => None,
+        }
+    }
+
+    #[inline]
     fn event_view(&self, i: usize, id: u32) -> Option<EventView<'_>> {
         let s = self.streams.get(i)?;
         let h = s.head();

@@ -439,7 +439,7 @@ impl<R: Read + Seek> TraceDat<R> {
                 let data = cpu.buf.get(start..end).unwrap_or_default();
                 let be = self.header.big_endian;
                 let c = &self.common;
-                let id = data.get(c.type_off..c.type_off + c.type_size).map(|b| read_uint(b, be));
+                let id = uint_at(data, c.type_off, c.type_size, be);
                 let who = pid_ctx(c, be, data);
                 a.full = true;
                 a.lost = false;
@@ -628,7 +628,7 @@ impl<R: Read + Seek> TraceDat<R> {
         let be = self.header.big_endian;
         let (pid, _) = h.who?;
         let fields = format.fields_of(&h.data, be);
-        let probe = if self.kinds.get(id as usize).is_some_and(|k| k & KIND_PROBE != 0) {
+        let probe = if h.kind & KIND_PROBE != 0 {
             fields.probe_ip().and_then(|ip| self.data.kallsyms.name_cached(ip, &self.probe_cache))
         } else {
             None
@@ -657,8 +657,20 @@ impl<R: Read + Seek> TraceDat<R> {
 /// `common_pid` and the context bits of `common_flags`.
 #[inline]
 fn pid_ctx(c: &Common, be: bool, data: &[u8]) -> Option<(u64, u8)> {
-    let pid = read_uint(data.get(c.pid_off..c.pid_off + c.pid_size)?, be);
+    let pid = uint_at(data, c.pid_off, c.pid_size, be)?;
     Some((pid, data.get(c.flags_off)? & CONTEXT_FLAGS))
+}
+
+/// The `size`-byte unsigned integer at `off` of `data`, if it holds one.
+#[inline]
+fn uint_at(data: &[u8], off: usize, size: usize, be: bool) -> Option<u64> {
+    let at = data.get(off..)?;
+    // The common fields' sizes, as single loads.
+    match size {
+        2 => at.first_chunk::<2>().map(|&a| u64::from(if be { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) })),
+        4 => at.first_chunk::<4>().map(|&a| u64::from(if be { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) })),
+        _ => at.get(..size).map(|b| read_uint(b, be)),
+    }
 }
 
 fn pid_signed(v: u64, size: usize) -> i32 {

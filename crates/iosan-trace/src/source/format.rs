@@ -435,7 +435,10 @@ fn is_signed_type(ty: &str) -> bool {
 }
 
 fn trim_nul(b: &[u8]) -> &[u8] {
-    match memchr::memchr(0, b) {
+    // Most are short (device names, task names): a plain scan costs less
+    // than memchr's vector set-up.
+    let nul = if b.len() <= 32 { b.iter().position(|&c| c == 0) } else { memchr::memchr(0, b) };
+    match nul {
         Some(i) => b.get(..i).unwrap_or(b),
         None => b,
     }

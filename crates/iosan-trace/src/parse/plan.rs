@@ -33,6 +33,9 @@ enum At {
 /// format lacks are dropped when the plan is made).
 type Look = (u8, At);
 
+// `fill` keeps which spec fields have a value in a u16.
+const _: () = assert!(MAX_FIELDS <= 16);
+
 /// A binary format's event kind and field positions.
 #[derive(Clone, Debug)]
 pub struct FormatPlan {
@@ -125,7 +128,7 @@ fn value<'a, F: IndexedFields<'a> + ?Sized>(at: Option<At>, fields: &F) -> Optio
 fn fill<'a, F: IndexedFields<'a> + ?Sized>(g: &mut Got<'a>, looks: &[Look], fields: &F) {
     let mut done = 0u16;
     for &(slot, at) in looks {
-        let bit = 1u16 << (slot & 15);
+        let bit = 1u16 << (slot % 16);
         if done & bit != 0 {
             continue;
         }

@@ -28,18 +28,24 @@ enum At {
     ProbeFunc(Option<u16>),
 }
 
-/// The positions of one field's names, in order of preference.
-type Names = [Option<At>; MAX_NAMES];
+/// Where one spec field's value is looked for: its position in the spec and
+/// one of its names the format has, in order of preference (names the
+/// format lacks are dropped when the plan is made).
+type Look = (u8, At);
+
+// `fill` keeps which spec fields have a value in a u16.
+const _: () = assert!(MAX_FIELDS <= 16);
 
 /// A binary format's event kind and field positions.
 #[derive(Clone, Debug)]
 pub struct FormatPlan {
     /// The kind its system and name describe, with the name errors use.
     spec: Option<(&'static EventSpec, &'static str)>,
-    /// Per field of the spec.
-    spec_at: [Names; MAX_FIELDS],
-    /// Per field of [`PROBE_FIELDS`] (a record with probe fields is a probe).
-    probe_at: [Names; MAX_FIELDS],
+    /// The spec's fields the format has.
+    spec_at: Box<[Look]>,
+    /// The fields of [`PROBE_FIELDS`] the format has (a record with probe
+    /// fields is a probe).
+    probe_at: Box<[Look]>,
     /// `__probe_func`, `__probe_ip`, `__probe_ret_ip`.
     site_at: [Option<At>; 3],
 }
@@ -75,14 +81,14 @@ fn at_of(name: &str, index_of: &dyn Fn(&str) -> Option<usize>) -> Option<At> {
     }
 }
 
-fn names_of(fields: &[FieldSpec], index_of: &dyn Fn(&str) -> Option<usize>) -> [Names; MAX_FIELDS] {
-    let mut out = [[None; MAX_NAMES]; MAX_FIELDS];
-    for (f, slot) in fields.iter().zip(out.iter_mut()) {
-        for (name, s) in core::iter::once(&f.name).chain(f.also).zip(slot.iter_mut()) {
-            *s = at_of(name, index_of);
-        }
+fn names_of(fields: &[FieldSpec], index_of: &dyn Fn(&str) -> Option<usize>) -> Box<[Look]> {
+    let mut out = Vec::new();
+    for (slot, f) in fields.iter().take(MAX_FIELDS).enumerate() {
+        let names = core::iter::once(&f.name).chain(f.also).take(MAX_NAMES);
+        // `slot` < MAX_FIELDS, which fits a u8.
+        out.extend(names.filter_map(|name| at_of(name, index_of)).map(|at| (slot as u8, at)));
     }
-    out
+    out.into_boxed_slice()
 }
 
 impl FormatPlan {
@@ -91,7 +97,7 @@ impl FormatPlan {
     #[must_use]
     pub fn new(system: Option<&[u8]>, name: &[u8], index_of: &dyn Fn(&str) -> Option<usize>) -> Self {
         let spec = spec(system, name);
-        let spec_at = spec.map_or([[None; MAX_NAMES]; MAX_FIELDS], |(k, _)| names_of(k.fields, index_of));
+        let spec_at = spec.map_or_else(Box::default, |(k, _)| names_of(k.fields, index_of));
         Self {
             spec,
             spec_at,
@@ -105,7 +111,8 @@ impl FormatPlan {
     }
 }
 
-fn value<'a>(at: Option<At>, fields: &dyn IndexedFields<'a>) -> Option<FieldValue<'a>> {
+#[inline]
+fn value<'a, F: IndexedFields<'a> + ?Sized>(at: Option<At>, fields: &F) -> Option<FieldValue<'a>> {
     match at? {
         At::Index(i) => fields.at(usize::from(i)),
         At::ProbeFunc(i) => match fields.probe_func() {
@@ -115,10 +122,19 @@ fn value<'a>(at: Option<At>, fields: &dyn IndexedFields<'a>) -> Option<FieldValu
     }
 }
 
-fn fill<'a>(g: &mut Got<'a>, names: &[Names; MAX_FIELDS], n: usize, fields: &dyn IndexedFields<'a>) {
-    for (i, names) in names.iter().take(n).enumerate() {
-        if let Some(v) = names.iter().find_map(|&at| value(at, fields)) {
-            g.put(i, v);
+/// Puts in each spec field the value of the first of its names that
+/// decodes (a later name is not decoded once a field has a value).
+#[inline]
+fn fill<'a, F: IndexedFields<'a> + ?Sized>(g: &mut Got<'a>, looks: &[Look], fields: &F) {
+    let mut done = 0u16;
+    for &(slot, at) in looks {
+        let bit = 1u16 << (slot % 16);
+        if done & bit != 0 {
+            continue;
+        }
+        if let Some(v) = value(Some(at), fields) {
+            g.put(usize::from(slot), v);
+            done |= bit;
         }
     }
 }
@@ -127,18 +143,22 @@ fn fill<'a>(g: &mut Got<'a>, names: &[Names; MAX_FIELDS], n: usize, fields: &dyn
 ///
 /// # Errors
 /// As [`super::event_from_fields`].
-pub fn event_from_plan<'a>(plan: &FormatPlan, fields: &dyn IndexedFields<'a>) -> Result<Option<Event<'a>>, FieldError> {
+#[inline]
+pub fn event_from_plan<'a, F: IndexedFields<'a> + ?Sized>(
+    plan: &FormatPlan,
+    fields: &F,
+) -> Result<Option<Event<'a>>, FieldError> {
     let sites = plan.site_at.map(|at| value(at, fields));
     build_event(
         sites,
         || plan.spec,
         |g, probe| {
-            let (names, n) = match (probe, plan.spec) {
-                (true, _) => (&plan.probe_at, PROBE_FIELDS.len()),
-                (false, Some((kind, _))) => (&plan.spec_at, kind.fields.len()),
+            let looks = match (probe, plan.spec) {
+                (true, _) => &plan.probe_at,
+                (false, Some(_)) => &plan.spec_at,
                 (false, None) => return,
             };
-            fill(g, names, n, fields);
+            fill(g, looks, fields);
         },
     )
 }

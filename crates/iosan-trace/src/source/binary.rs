@@ -29,9 +29,10 @@ pub(super) fn deliver(
     stack: &[&[u8]],
     origin: Origin,
 ) {
-    match fields.event() {
+    // Matched in place: an event is large, and moving it out costs a copy.
+    match &fields.event() {
         Ok(Some(event)) => {
-            sink.record(&Record { ts_ns, cpu, pid, comm, context, event: &event, stack, origin });
+            sink.record(&Record { ts_ns, cpu, pid, comm, context, event, stack, origin });
         }
         Ok(None) => sink.unknown_event(name.as_bytes()),
         Err(e) => sink.skipped(&format!("bad field: event `{}` field `{}`: {}", e.event, e.field, e.problem), origin),
@@ -89,10 +90,7 @@ impl<R: Read + Seek> TraceDatSource<R> {
     /// [`Source::pop`] would decode and deliver).
     pub(super) fn pop_view(&mut self) -> Option<super::tracedat::EventView<'_>> {
         self.pending.take()?;
-        match self.dat.current() {
-            Some(Item::Event(v)) => Some(v),
-            _ => None,
-        }
+        self.dat.current_event()
     }
 
     fn report_skipped(&mut self, sink: &mut dyn RecordSink) {
@@ -146,7 +144,8 @@ impl<R: Read + Seek> Source for TraceDatSource<R> {
         if self.pending.take().is_none() {
             return;
         }
-        let Some(Item::Event(v)) = self.dat.current() else { return };
+        // Matched in place, as in `deliver`.
+        let Some(v) = &self.dat.current_event() else { return };
         let frames: Vec<&[u8]> = v.stack.frames().collect();
         let pid = u32::try_from(v.pid).unwrap_or(0);
         deliver(

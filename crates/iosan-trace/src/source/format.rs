@@ -257,6 +257,21 @@ fn classify(ty: &str, count: Option<Option<u32>>, size: u32, long_size: u8) -> F
 #[inline]
 #[must_use]
 pub fn read_uint(b: &[u8], big_endian: bool) -> u64 {
+    // The sizes fields have, as single loads.
+    macro_rules! whole {
+        ($t:ty) => {
+            if let Ok(a) = b.try_into() {
+                return u64::from(if big_endian { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) });
+            }
+        };
+    }
+    match b.len() {
+        8 => whole!(u64),
+        4 => whole!(u32),
+        2 => whole!(u16),
+        1 => whole!(u8),
+        _ => {}
+    }
     let mut v = 0u64;
     if big_endian {
         for &x in b {
@@ -297,8 +312,50 @@ impl<'a> RecordFields<'a> {
     /// Decodes field `f` (of this record's format). `None` when the record
     /// is too short for it or a locator points outside the record.
     #[must_use]
+    #[inline]
     pub fn decode(&self, f: &FieldFormat) -> Option<FieldValue<'a>> {
         let start = usize::try_from(f.offset).ok()?;
+        if f.kind == FieldKind::Int {
+            // Most fields: one load of a fixed size.
+            let be = self.big_endian;
+            let (v, bits) = match f.size {
+                8 => (
+                    self.word::<8>(start).map(|a| if be { u64::from_be_bytes(a) } else { u64::from_le_bytes(a) })?,
+                    64,
+                ),
+                4 => (
+                    self.word::<4>(start)
+                        .map(|a| if be { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) })?
+                        .into(),
+                    32,
+                ),
+                2 => (
+                    self.word::<2>(start)
+                        .map(|a| if be { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) })?
+                        .into(),
+                    16,
+                ),
+                1 => (u8::from_ne_bytes(self.word::<1>(start)?).into(), 8),
+                _ => return self.decode_any(f, start),
+            };
+            return Some(if f.signed {
+                let shift = 64 - bits;
+                FieldValue::Signed(((v << shift) as i64) >> shift)
+            } else {
+                FieldValue::Unsigned(v)
+            });
+        }
+        self.decode_any(f, start)
+    }
+
+    /// `N` bytes at `start`, if the record holds them.
+    #[inline]
+    fn word<const N: usize>(&self, start: usize) -> Option<[u8; N]> {
+        self.data.get(start..)?.first_chunk::<N>().copied()
+    }
+
+    /// [`Self::decode`] of any kind of field starting at `start`.
+    fn decode_any(&self, f: &FieldFormat, start: usize) -> Option<FieldValue<'a>> {
         // A flexible array (`char buf[]`, size 0) runs to the record's end.
         let flexible = f.size == 0 && matches!(f.kind, FieldKind::CharArray | FieldKind::FixedArray { .. });
         let end =
@@ -378,7 +435,10 @@ fn is_signed_type(ty: &str) -> bool {
 }
 
 fn trim_nul(b: &[u8]) -> &[u8] {
-    match memchr::memchr(0, b) {
+    // Most are short (device names, task names): a plain scan costs less
+    // than memchr's vector set-up.
+    let nul = if b.len() <= 32 { b.iter().position(|&c| c == 0) } else { memchr::memchr(0, b) };
+    match nul {
         Some(i) => b.get(..i).unwrap_or(b),
         None => b,
     }

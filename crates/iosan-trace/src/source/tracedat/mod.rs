@@ -67,7 +67,9 @@ pub fn is_trace_dat(prefix: &[u8]) -> bool {
 const CONTEXT_FLAGS: u8 = 0x04 | 0x08 | 0x10;
 
 /// What the head of a stream is.
+#[derive(Clone, Copy, Default)]
 enum Verdict {
+    #[default]
     Gone,
     Short,
     Unknown,
@@ -83,6 +85,12 @@ const KIND_STACK: u8 = 2;
 struct Slot {
     full: bool,
     lost: bool,
+    /// What the record is, decided once when it is read.
+    verdict: Verdict,
+    /// Its `KIND_*` flags.
+    kind: u8,
+    /// Its `common_pid` and context flags.
+    who: Option<(u64, u8)>,
     ts: u64,
     offset: u64,
     count: Option<u64>,
@@ -94,8 +102,49 @@ struct Slot {
 
 struct Stream {
     cpu: CpuStream,
-    head: Slot,
-    ahead: Slot,
+    /// The head and the record after it (`ahead`), which trade places by
+    /// `flip` rather than by moving their buffers.
+    slots: [Slot; 2],
+    flip: bool,
+}
+
+impl Stream {
+    #[inline]
+    fn head(&self) -> &Slot {
+        let [a, b] = &self.slots;
+        if self.flip {
+            b
+        } else {
+            a
+        }
+    }
+
+    #[inline]
+    fn ahead(&self) -> &Slot {
+        let [a, b] = &self.slots;
+        if self.flip {
+            a
+        } else {
+            b
+        }
+    }
+
+    /// The head and `ahead`, both writable.
+    #[inline]
+    fn both_mut(&mut self) -> (&mut Slot, &mut Slot) {
+        pair_mut(&mut self.slots, self.flip)
+    }
+}
+
+/// The head and `ahead` of a stream's `slots`.
+#[inline]
+fn pair_mut(slots: &mut [Slot; 2], flip: bool) -> (&mut Slot, &mut Slot) {
+    let [a, b] = slots;
+    if flip {
+        (b, a)
+    } else {
+        (a, b)
+    }
 }
 
 /// Offsets of the common fields (the same for every event of a kernel).
@@ -221,7 +270,8 @@ pub struct TraceDat<R> {
     common: Common,
     kinds: Vec<u8>,
     streams: Vec<Stream>,
-    heap: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Merge keys of the streams with a head, but the one last taken.
+    heap: BinaryHeap<Reverse<Key>>,
     last: Option<usize>,
     scratch: Vec<u8>,
     skipped: Skipped,
@@ -230,6 +280,9 @@ pub struct TraceDat<R> {
     /// Last `__probe_ip` resolved and its symbol.
     probe_cache: SymbolCache,
 }
+
+/// A stream's place in the merge: its head's raw timestamp, then its index.
+type Key = (u64, u32);
 
 /// Most CPU streams (all buffers together).
 const STREAM_LIMIT: usize = 16384;
@@ -308,12 +361,14 @@ impl<R: Read + Seek> TraceDat<R> {
                     mem_limit: self.limits.memory,
                 };
                 let cpu = CpuStream::open(bi, c.cpu, c.offset, c.size, b.page_size, b.compressed, &mut ctx)?;
-                self.streams.push(Stream { cpu, head: Slot::default(), ahead: Slot::default() });
+                self.streams.push(Stream { cpu, slots: Default::default(), flip: false });
             }
         }
         for i in 0..self.streams.len() {
             self.pull(i)?;
-            self.advance(i)?;
+            if let Some(key) = self.advance(i)? {
+                self.heap.push(Reverse(key));
+            }
         }
         Ok(())
     }
@@ -366,82 +421,102 @@ impl<R: Read + Seek> TraceDat<R> {
             mem: &mut self.mem,
             mem_limit: self.limits.memory,
         };
-        let a = &mut s.ahead;
+        let Stream { cpu, slots, flip } = s;
+        let (_, a) = pair_mut(slots, *flip);
         a.stack.clear();
         a.stack_text.clear();
         a.stack_ends.clear();
-        match s.cpu.next(&mut ctx)? {
-            None => a.full = false,
+        match cpu.next(&mut ctx)? {
+            None => {
+                a.full = false;
+                a.verdict = Verdict::Gone;
+            }
             Some(Raw::Lost { ts, count, offset }) => {
-                *a = Slot { full: true, lost: true, ts, offset, count, ..std::mem::take(a) };
+                let (verdict, kind, who) = (Verdict::Lost, 0, None);
+                *a = Slot { full: true, lost: true, verdict, kind, who, ts, offset, count, ..std::mem::take(a) };
             }
             Some(Raw::Data { ts, start, end, offset }) => {
+                let data = cpu.buf.get(start..end).unwrap_or_default();
+                let be = self.header.big_endian;
+                let c = &self.common;
+                let id = uint_at(data, c.type_off, c.type_size, be);
+                let who = pid_ctx(c, be, data);
                 a.full = true;
                 a.lost = false;
+                a.kind = id.and_then(|id| self.kinds.get(id as usize).copied()).unwrap_or(0);
+                a.who = who;
+                a.verdict = match (id, who) {
+                    (Some(id), Some(_)) => {
+                        match u32::try_from(id).ok().filter(|&id| self.data.formats.by_id(id).is_some()) {
+                            Some(id) => Verdict::Event(id),
+                            None => Verdict::Unknown,
+                        }
+                    }
+                    _ => Verdict::Short,
+                };
                 a.ts = ts;
                 a.offset = offset;
                 a.data.clear();
-                a.data.extend_from_slice(s.cpu.buf.get(start..end).unwrap_or_default());
+                a.data.extend_from_slice(data);
             }
         }
         Ok(())
     }
 
-    fn kind(&self, data: &[u8]) -> u8 {
-        let id = data
-            .get(self.common.type_off..self.common.type_off + self.common.type_size)
-            .map(|b| read_uint(b, self.header.big_endian));
-        id.and_then(|id| self.kinds.get(id as usize).copied()).unwrap_or(0)
-    }
-
-    fn pid_ctx(&self, data: &[u8]) -> Option<(u64, u8)> {
-        let c = &self.common;
-        let pid = read_uint(data.get(c.pid_off..c.pid_off + c.pid_size)?, self.header.big_endian);
-        Some((pid, data.get(c.flags_off)? & CONTEXT_FLAGS))
-    }
-
     /// Moves `ahead` to `head`, reads a new `ahead`, and folds the stack
-    /// records that follow the new head into it.
-    fn advance(&mut self, i: usize) -> Result<(), TraceDatError> {
+    /// records that follow the new head into it. Gives the merge key of the
+    /// new head, `None` when the stream is done.
+    fn advance(&mut self, i: usize) -> Result<Option<Key>, TraceDatError> {
         if let Some(s) = self.streams.get_mut(i) {
-            std::mem::swap(&mut s.head, &mut s.ahead);
+            s.flip = !s.flip;
         }
         self.pull(i)?;
-        let Some(s) = self.streams.get(i) else { return Ok(()) };
-        if s.head.full && !s.head.lost {
-            let head_kind = self.kind(&s.head.data);
-            if head_kind & KIND_STACK != 0 {
+        let Some(s) = self.streams.get(i) else { return Ok(None) };
+        let h = s.head();
+        if h.full && !h.lost {
+            if h.kind & KIND_STACK != 0 {
                 self.attach_own_stack(i);
-            } else if let Some(who) = self.pid_ctx(&s.head.data) {
+            } else if let Some(who) = h.who {
                 // The kernel writes one stack record per event; a second one
                 // is delivered on its own, so a run of them cannot grow a slot.
-                let a = &s.ahead;
-                if a.full && !a.lost && self.kind(&a.data) & KIND_STACK != 0 && self.pid_ctx(&a.data) == Some(who) {
+                let a = s.ahead();
+                if a.full && !a.lost && a.kind & KIND_STACK != 0 && a.who == Some(who) {
                     self.attach_stack_of_ahead(i);
                     self.pull(i)?;
                 }
             }
         }
-        if let Some(s) = self.streams.get(i) {
-            if s.head.full {
-                self.heap.push(Reverse((s.head.ts, i as u32)));
+        Ok(self.streams.get(i).map(Stream::head).filter(|h| h.full).map(|h| (h.ts, i as u32)))
+    }
+
+    /// The stream whose head comes next: the least of `cand` (the stream
+    /// just advanced, not in the heap) and the heap's top.
+    #[inline]
+    fn take_next(&mut self, cand: Option<Key>) -> Option<usize> {
+        let Some(c) = cand else { return self.heap.pop().map(|Reverse((_, i))| i as usize) };
+        match self.heap.peek_mut() {
+            // Replacing the top costs one sift instead of a push and a pop.
+            Some(mut top) if top.0 < c => {
+                let next = top.0 .1;
+                *top = Reverse(c);
+                Some(next as usize)
             }
+            _ => Some(c.1 as usize),
         }
-        Ok(())
     }
 
     fn attach_own_stack(&mut self, i: usize) {
         let Some(s) = self.streams.get_mut(i) else { return };
-        let data = std::mem::take(&mut s.head.data);
-        decode_stack(&self.data, self.common, &data, &mut s.head);
-        s.head.data = data;
+        let (h, _) = s.both_mut();
+        let data = std::mem::take(&mut h.data);
+        decode_stack(&self.data, self.common, &data, h);
+        h.data = data;
     }
 
     fn attach_stack_of_ahead(&mut self, i: usize) {
         let Some(s) = self.streams.get_mut(i) else { return };
-        let data = std::mem::take(&mut s.ahead.data);
-        decode_stack(&self.data, self.common, &data, &mut s.head);
-        s.ahead.data = data;
+        let (h, a) = s.both_mut();
+        decode_stack(&self.data, self.common, &a.data, h);
     }
 
     fn ts_ns(&self, ts: u64) -> u64 {
@@ -475,25 +550,25 @@ impl<R: Read + Seek> TraceDat<R> {
     /// # Errors
     /// As [`Self::next_item`].
     pub fn next_head(&mut self) -> Result<Option<Head>, TraceDatError> {
-        if let Some(i) = self.last.take() {
-            self.advance(i)?;
-        }
+        let mut cand = match self.last.take() {
+            Some(i) => self.advance(i)?,
+            None => None,
+        };
         loop {
-            let Some(Reverse((_, i))) = self.heap.pop() else { return Ok(None) };
-            let i = i as usize;
+            let Some(i) = self.take_next(cand.take()) else { return Ok(None) };
             match self.verdict(i) {
                 Verdict::Gone => {}
                 Verdict::Short => {
                     self.skipped.short_records += 1;
-                    let at = self.streams.get(i).map_or(0, |s| s.head.offset);
+                    let at = self.streams.get(i).map_or(0, |s| s.head().offset);
                     self.skipped.at(at);
-                    self.advance(i)?;
+                    cand = self.advance(i)?;
                 }
                 Verdict::Unknown => {
                     self.skipped.unknown_ids += 1;
-                    let at = self.streams.get(i).map_or(0, |s| s.head.offset);
+                    let at = self.streams.get(i).map_or(0, |s| s.head().offset);
                     self.skipped.at(at);
-                    self.advance(i)?;
+                    cand = self.advance(i)?;
                 }
                 Verdict::Lost => {
                     self.last = Some(i);
@@ -501,7 +576,7 @@ impl<R: Read + Seek> TraceDat<R> {
                 }
                 Verdict::Event(_) => {
                     self.last = Some(i);
-                    let Some(h) = self.streams.get(i).map(|s| &s.head) else { return Ok(None) };
+                    let Some(h) = self.streams.get(i).map(Stream::head) else { return Ok(None) };
                     return Ok(Some(Head::Event { ts_ns: self.ts_ns(h.ts), offset: h.offset }));
                 }
             }
@@ -512,6 +587,7 @@ impl<R: Read + Seek> TraceDat<R> {
     /// reader keeps it until the next call): lets a source announce a
     /// record's time and deliver it later.
     #[must_use]
+    #[inline]
     pub fn current(&self) -> Option<Item<'_>> {
         let i = self.last?;
         match self.verdict(i) {
@@ -521,37 +597,38 @@ impl<R: Read + Seek> TraceDat<R> {
         }
     }
 
+    #[inline]
     fn verdict(&self, i: usize) -> Verdict {
-        let Some(s) = self.streams.get(i) else { return Verdict::Gone };
-        let h = &s.head;
-        if h.lost {
-            return Verdict::Lost;
-        }
-        let c = self.common;
-        let id = h.data.get(c.type_off..c.type_off + c.type_size).map(|b| read_uint(b, self.header.big_endian));
-        let (Some(id), Some(_)) = (id, self.pid_ctx(&h.data)) else { return Verdict::Short };
-        match u32::try_from(id).ok().filter(|&id| self.data.formats.by_id(id).is_some()) {
-            Some(id) => Verdict::Event(id),
-            None => Verdict::Unknown,
-        }
+        self.streams.get(i).map_or(Verdict::Gone, |s| s.head().verdict)
     }
 
     fn lost_view(&self, i: usize) -> Option<Lost<'_>> {
         let s = self.streams.get(i)?;
         let buffer = self.buffers.get(s.cpu.buffer).map_or("", |b| b.name.as_str());
-        let h = &s.head;
+        let h = s.head();
         Some(Lost { cpu: s.cpu.cpu, buffer, count: h.count, ts_ns: self.ts_ns(h.ts), offset: h.offset })
     }
 
+    /// [`Self::current`] when it is an event.
+    #[inline]
+    pub(crate) fn current_event(&self) -> Option<EventView<'_>> {
+        let i = self.last?;
+        match self.verdict(i) {
+            Verdict::Event(id) => self.event_view(i, id),
+            _ => None,
+        }
+    }
+
+    #[inline]
     fn event_view(&self, i: usize, id: u32) -> Option<EventView<'_>> {
         let s = self.streams.get(i)?;
-        let h = &s.head;
+        let h = s.head();
         let format = self.data.formats.by_id(id)?;
         let c = self.common;
         let be = self.header.big_endian;
-        let (pid, _) = self.pid_ctx(&h.data)?;
+        let (pid, _) = h.who?;
         let fields = format.fields_of(&h.data, be);
-        let probe = if self.kinds.get(id as usize).is_some_and(|k| k & KIND_PROBE != 0) {
+        let probe = if h.kind & KIND_PROBE != 0 {
             fields.probe_ip().and_then(|ip| self.data.kallsyms.name_cached(ip, &self.probe_cache))
         } else {
             None
@@ -574,6 +651,25 @@ impl<R: Read + Seek> TraceDat<R> {
     /// Gives the reader back.
     pub fn into_inner(self) -> R {
         self.src.into_inner()
+    }
+}
+
+/// `common_pid` and the context bits of `common_flags`.
+#[inline]
+fn pid_ctx(c: &Common, be: bool, data: &[u8]) -> Option<(u64, u8)> {
+    let pid = uint_at(data, c.pid_off, c.pid_size, be)?;
+    Some((pid, data.get(c.flags_off)? & CONTEXT_FLAGS))
+}
+
+/// The `size`-byte unsigned integer at `off` of `data`, if it holds one.
+#[inline]
+fn uint_at(data: &[u8], off: usize, size: usize, be: bool) -> Option<u64> {
+    let at = data.get(off..)?;
+    // The common fields' sizes, as single loads.
+    match size {
+        2 => at.first_chunk::<2>().map(|&a| u64::from(if be { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) })),
+        4 => at.first_chunk::<4>().map(|&a| u64::from(if be { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) })),
+        _ => at.get(..size).map(|b| read_uint(b, be)),
     }
 }
 

@@ -129,20 +129,28 @@ fn core(out: &mut Out, budget: Duration) -> Result<()> {
         for i in 0..n {
             dom.map(Iova(base_iova + i * size), PhysAddr(base_phys + i * size), size, MapMeta::default());
         }
-        let mut per_mib = [0f64; 2];
-        for (k, sem) in [Semantics::Exact, Semantics::Upstream].into_iter().enumerate() {
-            let san = Sanitizer::new(Config { semantics: sem, ..Config::default() });
-            let (rounds, t) = measure(budget, || {
-                for i in 0..n {
-                    let (iova, phys) = (Iova(base_iova + i * size), PhysAddr(base_phys + i * size));
-                    let f = san.map(DomainId(1), &dom, iova, phys, size);
-                    debug_assert!(f.is_empty());
-                    let (ticket, _) = san.unmap_begin(DomainId(1), &dom, iova, size);
-                    let _ = san.unmap_end(ticket, &dom, size);
-                }
-            });
-            let mib = (rounds * n * size) as f64 / MIB;
-            per_mib[k] = t.as_nanos() as f64 / mib;
+        // The two semantics alternate, three times each, and each keeps its
+        // best: neither is always the one measured first (warmer caches,
+        // another clock) or last.
+        let semantics = [Semantics::Exact, Semantics::Upstream];
+        let mut per_mib = [f64::INFINITY; 2];
+        for _ in 0..3 {
+            for (k, sem) in semantics.into_iter().enumerate() {
+                let san = Sanitizer::new(Config { semantics: sem, ..Config::default() });
+                let (rounds, t) = measure(budget, || {
+                    for i in 0..n {
+                        let (iova, phys) = (Iova(base_iova + i * size), PhysAddr(base_phys + i * size));
+                        let f = san.map(DomainId(1), &dom, iova, phys, size);
+                        debug_assert!(f.is_empty());
+                        let (ticket, _) = san.unmap_begin(DomainId(1), &dom, iova, size);
+                        let _ = san.unmap_end(ticket, &dom, size);
+                    }
+                });
+                let mib = (rounds * n * size) as f64 / MIB;
+                per_mib[k] = per_mib[k].min(t.as_nanos() as f64 / mib);
+            }
+        }
+        for (k, sem) in semantics.into_iter().enumerate() {
             out.put(format!("core.map_unmap_ns_per_mib.{}.{label}", sem.name()), per_mib[k], "ns/MiB")?;
         }
         out.put(format!("core.speedup_vs_upstream.{label}"), per_mib[1] / per_mib[0], "x")?;

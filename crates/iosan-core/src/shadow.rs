@@ -202,26 +202,32 @@ impl ShadowDomain {
     /// the removed pieces (clipped to `range`) in IOVA order. Holes are
     /// skipped: the sum of the pieces' lengths is the bytes that were mapped.
     pub fn unmap(&mut self, range: IovaRange) -> Vec<ShadowMapping> {
+        let mut removed = Vec::new();
+        self.unmap_into(range, &mut removed);
+        removed
+    }
+
+    /// [`Self::unmap`], pushing what it removed onto `removed` (a caller
+    /// that unmaps per event reuses one buffer instead of allocating).
+    pub fn unmap_into(&mut self, range: IovaRange, removed: &mut Vec<ShadowMapping>) {
         // Common case, one probe: a single mapping starting at or before
         // `range.start` (mappings are disjoint and sorted, so the last one
         // starting at or before `range.last` is then the only overlap).
         let single = match self.by_iova.range(..=range.last().get()).next_back() {
-            None => return Vec::new(),
-            Some((_, e)) if e.last < range.start().get() => return Vec::new(),
+            None => return,
+            Some((_, e)) if e.last < range.start().get() => return,
             Some((&s, _)) if s <= range.start().get() => Some(s),
             Some(_) => None,
         };
-        let mut removed = Vec::with_capacity(1);
         match single {
-            Some(s) => self.cut(s, range, &mut removed),
+            Some(s) => self.cut(s, range, removed),
             None => {
                 let starts: Vec<u64> = self.overlapping(range).map(|m| m.iova.start().get()).collect();
                 for s in starts {
-                    self.cut(s, range, &mut removed);
+                    self.cut(s, range, removed);
                 }
             }
         }
-        removed
     }
 
     /// Removes the part of the mapping starting at `s` inside `range`,

@@ -66,6 +66,8 @@ pub struct Analyzer {
     pub(super) seqs: Sequences,
     /// An empty buffer [`Analyzer::resolve`] reuses.
     pub(super) spare_items: Vec<super::sequence::Item>,
+    /// What an unmap removed from the shadow: one buffer for every unmap.
+    pub(super) spare_gone: Vec<iosan_core::ShadowMapping>,
     /// Task names and stacks (`tasks`).
     pub(super) tasks: Tasks,
     /// Unflushed ranges (`lazy`).
@@ -140,6 +142,7 @@ impl Analyzer {
             domains: Domains::new(opts.pgsize_bitmap),
             seqs: Sequences::default(),
             spare_items: Vec::new(),
+            spare_gone: Vec::new(),
             tasks: Tasks::default(),
             lazy: Lazy::new(opts.max_unflushed, opts.page_size.lg2()),
             dma: DmaApi::default(),

@@ -136,10 +136,11 @@ impl Analyzer {
         if exact && unmapped == 0 && size > 0 && begin.is_empty() {
             self.partial_block_refused(slot, u);
         }
-        let gone = block
-            .or_else(|| IovaRange::from_start_len(iova, unmapped))
-            .map(|r| self.domains.slot_mut(slot).shadow.unmap(r))
-            .unwrap_or_default();
+        let mut gone = std::mem::take(&mut self.spare_gone);
+        gone.clear();
+        if let Some(r) = block.or_else(|| IovaRange::from_start_len(iova, unmapped)) {
+            self.domains.slot_mut(slot).shadow.unmap_into(r, &mut gone);
+        }
         let end = self.san.unmap_end(ticket, &self.domains.slot(slot).shadow, unmapped);
         if !end.is_empty() {
             self.summary.count_inconsistencies += end.len() as u64;
@@ -148,6 +149,7 @@ impl Analyzer {
             self.summary.unmapped_more_than_requested += 1;
         }
         if stale {
+            self.spare_gone = gone;
             return;
         }
         if self.findings.watching() {
@@ -181,7 +183,8 @@ impl Analyzer {
                 s.block_removed.insert(first, BlockGone { last, ..note });
             }
         }
-        self.lazy.unmapped(slot, did_known, gone, ts_ns);
+        self.lazy.unmapped(slot, did_known, &gone, ts_ns);
+        self.spare_gone = gone;
     }
 
     /// What the IOMMU removed for an unmap that removed more than it asked

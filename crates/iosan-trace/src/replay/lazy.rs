@@ -155,7 +155,7 @@ impl Lazy {
     /// and stay in the IOTLB until a flush. Until a flush event shows up
     /// (or the domain has a VT-d id, which flushes are traced for), only a
     /// bounded sample is kept.
-    pub(super) fn unmapped(&mut self, slot: usize, did_known: bool, gone: Vec<ShadowMapping>, ts_ns: u64) {
+    pub(super) fn unmapped(&mut self, slot: usize, did_known: bool, gone: &[ShadowMapping], ts_ns: u64) {
         let cap = if self.flush_events_seen || did_known { self.max_unflushed } else { MAX_UNFLUSHED_BEFORE_FLUSH };
         if self.unflushed.len() >= cap {
             return;
@@ -389,7 +389,7 @@ mod tests {
         d.slot_mut(s).flush_queue = true;
         let (mut lazy, mut sum) = (Lazy::new(1 << 10, 12), Summary::default());
         lazy.flush_event_seen();
-        lazy.unmapped(s, true, gone(0x10_0000, 0x5000_0000, 0x2000), 100);
+        lazy.unmapped(s, true, &gone(0x10_0000, 0x5000_0000, 0x2000), 100);
         lazy.freed(&mut d, &mut sum.exposure, 150, 0x5_0000, 4);
         assert_eq!((sum.exposure.frees, sum.exposure.pages, sum.exposure.bytes), (1, 2, 0x2000));
         lazy.flushed(&mut d, &mut sum, 400, Some(s), None);
@@ -405,13 +405,13 @@ mod tests {
         let s = d.did(4);
         let (mut lazy, mut sum) = (Lazy::new(1 << 10, 12), Summary::default());
         lazy.flush_event_seen();
-        lazy.unmapped(s, true, gone(0x10_0000, 0x5000_0000, 0x1000), 100);
+        lazy.unmapped(s, true, &gone(0x10_0000, 0x5000_0000, 0x1000), 100);
         lazy.freed(&mut d, &mut sum.exposure, 150, 0x5_0000, 1);
         assert_eq!(sum.exposure.frees, 0, "held: maybe a strict domain");
         // A range flush: strict, so what was held was no exposure.
         lazy.flushed(&mut d, &mut sum, 200, Some(s), Some((0x10_0000, 0x10_0fff)));
         assert!(d.slot(s).held.is_empty());
-        lazy.unmapped(s, true, gone(0x20_0000, 0x6000_0000, 0x1000), 300);
+        lazy.unmapped(s, true, &gone(0x20_0000, 0x6000_0000, 0x1000), 300);
         lazy.freed(&mut d, &mut sum.exposure, 350, 0x6_0000, 1);
         // A whole-domain flush: the flush queue's; the held free counts.
         lazy.flushed(&mut d, &mut sum, 500, Some(s), None);
@@ -425,7 +425,7 @@ mod tests {
         let s = d.ptr(0xfff0);
         d.slot_mut(s).flush_queue = true;
         let (mut lazy, mut sum) = (Lazy::new(1 << 10, 12), Summary::default());
-        lazy.unmapped(s, false, gone(0x10_0000, 0x5000_0000, 0x1000), 100);
+        lazy.unmapped(s, false, &gone(0x10_0000, 0x5000_0000, 0x1000), 100);
         lazy.freed(&mut d, &mut sum.exposure, 150, 0x5_0000, 1);
         lazy.finish(&d, &mut sum, 1000);
         assert!(!sum.exposure_measurable);

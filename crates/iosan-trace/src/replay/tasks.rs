@@ -31,16 +31,23 @@ pub(super) struct Tasks {
 impl Tasks {
     /// The task name of `ctx`, remembered for its pid (a `<...>` keeps the name known).
     pub(super) fn comm(&mut self, ctx: &Record) -> Arc<str> {
-        if let Some(c) = self.comms.get(&ctx.pid) {
-            if c.as_bytes() == ctx.comm || ctx.comm == b"<...>" {
-                return c.clone();
-            }
+        match self.remember_comm(ctx) {
+            Some(c) => c.clone(),
+            None => String::from_utf8_lossy(ctx.comm).into(),
         }
-        let c: Arc<str> = String::from_utf8_lossy(ctx.comm).into();
-        if self.comms.len() < MAX_COMMS {
-            self.comms.insert(ctx.pid, c.clone());
+    }
+
+    /// Notes the task name of `ctx` and returns the one kept for its pid
+    /// (`None` when the table is full and has none); no reference count is
+    /// touched when it is unchanged.
+    fn remember_comm(&mut self, ctx: &Record) -> Option<&Arc<str>> {
+        let same = self.comms.get(&ctx.pid).is_some_and(|c| c.as_bytes() == ctx.comm || ctx.comm == b"<...>");
+        if !same && self.comms.len() < MAX_COMMS {
+            self.comms.insert(ctx.pid, String::from_utf8_lossy(ctx.comm).into());
+        } else if !same {
+            return None;
         }
-        c
+        self.comms.get(&ctx.pid)
     }
 
     /// The name remembered for `pid`, without learning anything.
@@ -77,7 +84,7 @@ impl Tasks {
 
     /// The provenance tag of a map at `ctx` with `stack`.
     pub(super) fn meta(&mut self, ctx: &Record, stack: &[&[u8]]) -> MapMeta {
-        let _ = self.comm(ctx);
+        let _ = self.remember_comm(ctx);
         let sid = self.stack_id(stack) as u64;
         MapMeta { when: ctx.ts_ns, tag: (sid << 44) | (u64::from(ctx.cpu & 0xfff) << 32) | u64::from(ctx.pid) }
     }

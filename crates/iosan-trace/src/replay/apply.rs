@@ -16,7 +16,7 @@ use iosan_core::{DomainId, FindingKind, Iova, IovaRange, MapMeta, PhysAddr, Sema
 
 use super::analyzer::Analyzer;
 use super::identity::BlockGone;
-use super::sequence::{Item, Unmap};
+use super::sequence::Unmap;
 use crate::report::{fmt_ts, Doubt, TraceFinding};
 
 /// Recently unmapped ranges remembered per domain (for certain double unmaps).
@@ -33,30 +33,11 @@ impl Analyzer {
         if self.summary.unmaps_pending == 0 {
             return;
         }
-        for k in self.seqs.pending() {
-            let Some(seq) = self.seqs.existing(k) else { continue };
-            if seq.items.waiting_unmaps() == 0 {
-                continue;
-            }
-            let items = seq.items.take();
-            let (earlier, rest): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| match i {
-                Item::Unmap { u, slot: None } => {
-                    u.ts_ns <= map_ns
-                        && IovaRange::from_start_len(u.iova, u.size.max(u.unmapped).max(1))
-                            .is_some_and(|r| r.intersect(range).is_some())
-                }
-                _ => false,
-            });
-            if let Some(seq) = self.seqs.existing(k) {
-                seq.items.set(rest);
-            }
-            for it in earlier {
-                if let Item::Unmap { u, .. } = it {
-                    self.summary.unmaps_pending = self.summary.unmaps_pending.saturating_sub(1);
-                    self.resolve_unmap_by_content(u);
-                }
-            }
-        }
+        self.settle_waiting_unmaps(|_, u| {
+            u.ts_ns <= map_ns
+                && IovaRange::from_start_len(u.iova, u.size.max(u.unmapped).max(1))
+                    .is_some_and(|r| r.intersect(range).is_some())
+        });
     }
 
     /// Puts a mapping into a domain's shadow. If the shadow thinks part of

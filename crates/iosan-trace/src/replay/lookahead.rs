@@ -15,7 +15,7 @@
 //! that CPU; mappings live at the end, at the end.
 
 use super::analyzer::Analyzer;
-use super::sequence::Item;
+use super::sequence::{Item, Unmap};
 
 /// Trace time an unattributed unmap waits for its call to name its domain, ns.
 pub const LOOKAHEAD_NS: u64 = 100_000_000;
@@ -59,20 +59,29 @@ impl Analyzer {
     /// Attributes by content the waiting unmaps at or before `before_ns`;
     /// the rest of their sequences keeps waiting.
     fn settle_unmaps_before(&mut self, before_ns: u64) {
+        self.settle_waiting_unmaps(|_, u| u.ts_ns <= before_ns);
+    }
+
+    /// Attributes by content, in every sequence that waits, the
+    /// unattributed unmaps `pick` chooses; the rest of their sequences keeps
+    /// waiting, in order.
+    pub(super) fn settle_waiting_unmaps(&mut self, pick: impl Fn(&Self, &Unmap) -> bool) {
+        let picked = |a: &Self, i: &Item| matches!(i, Item::Unmap { u, slot: None } if pick(a, u));
         for k in self.seqs.pending() {
             let Some(seq) = self.seqs.existing(k) else { continue };
-            if seq.items.waiting_unmaps() == 0
-                || !seq.items.iter().any(|i| matches!(i, Item::Unmap { u, slot: None } if u.ts_ns <= before_ns))
-            {
+            if seq.items.waiting_unmaps() == 0 {
                 continue;
             }
             let items = seq.items.take();
-            let (old, rest): (Vec<Item>, Vec<Item>) =
-                items.into_iter().partition(|i| matches!(i, Item::Unmap { u, slot: None } if u.ts_ns <= before_ns));
+            let (chosen, rest): (Vec<Item>, Vec<Item>) = if items.iter().any(|i| picked(self, i)) {
+                items.into_iter().partition(|i| picked(self, i))
+            } else {
+                (Vec::new(), items)
+            };
             if let Some(seq) = self.seqs.existing(k) {
                 seq.items.set(rest);
             }
-            for it in old {
+            for it in chosen {
                 if let Item::Unmap { u, .. } = it {
                     self.summary.unmaps_pending = self.summary.unmaps_pending.saturating_sub(1);
                     self.resolve_unmap_by_content(u);

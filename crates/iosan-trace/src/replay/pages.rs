@@ -10,7 +10,6 @@
 use iosan_core::{Finding, FindingKind, Iova, IovaRange, Mapping, Pfn};
 
 use super::analyzer::Analyzer;
-use super::sequence::Item;
 use crate::record::Record;
 use crate::report::{Attribution, Doubt, FollowUp, MappingView, TraceFinding};
 
@@ -27,26 +26,7 @@ impl Analyzer {
         if self.summary.unmaps_pending == 0 {
             self.seqs.clear_pending();
         }
-        for k in self.seqs.pending() {
-            let Some(seq) = self.seqs.existing(k) else { continue };
-            if seq.items.waiting_unmaps() == 0 {
-                continue;
-            }
-            let items = seq.items.take();
-            let (touching, rest): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| match i {
-                Item::Unmap { u, slot: None } => self.unmap_touches(u.iova, u.size.max(u.unmapped), pfn, n.max(1)),
-                _ => false,
-            });
-            if let Some(seq) = self.seqs.existing(k) {
-                seq.items.set(rest);
-            }
-            for it in touching {
-                if let Item::Unmap { u, .. } = it {
-                    self.summary.unmaps_pending = self.summary.unmaps_pending.saturating_sub(1);
-                    self.resolve_unmap_by_content(u);
-                }
-            }
-        }
+        self.settle_waiting_unmaps(|a, u| a.unmap_touches(u.iova, u.size.max(u.unmapped), pfn, n.max(1)));
         let found = {
             let src = self.domains.source();
             match kind {

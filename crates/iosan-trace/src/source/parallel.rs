@@ -1060,46 +1060,10 @@ impl Source for ParallelTextSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Record;
+    use crate::source::text::tests::Log;
     use crate::source::text::TextSource;
     use std::io::{Cursor, Read};
     use std::sync::atomic::Ordering::Relaxed;
-
-    /// Every sink call as a line of text, stacks included.
-    #[derive(Default)]
-    struct Log(Vec<String>);
-
-    impl RecordSink for Log {
-        fn record(&mut self, r: &Record<'_>) {
-            let frames: Vec<String> = r.stack.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
-            self.0.push(format!(
-                "record {:?} ts={} cpu={} pid={} comm={} ctx={:?} at {} stack=[{}]",
-                r.event,
-                r.ts_ns,
-                r.cpu,
-                r.pid,
-                r.comm.escape_ascii(),
-                r.context,
-                r.origin,
-                frames.join("|")
-            ));
-        }
-        fn lost(&mut self, cpu: Option<u32>, events: Option<u64>, origin: Origin) {
-            self.0.push(format!("lost {cpu:?} {events:?} at {origin}"));
-        }
-        fn skipped(&mut self, reason: &str, origin: Origin) {
-            self.0.push(format!("skipped {reason} at {origin}"));
-        }
-        fn unknown_event(&mut self, name: &[u8]) {
-            self.0.push(format!("unknown {}", name.escape_ascii()));
-        }
-        fn meta(&mut self, key: &str, value: &str) {
-            self.0.push(format!("meta {key}={value}"));
-        }
-        fn overwritten(&mut self, events: u64) {
-            self.0.push(format!("overwritten {events}"));
-        }
-    }
 
     /// Gives `data`, then fails (when `fail`), in reads of at most `step` bytes.
     struct Failing {
@@ -1124,7 +1088,7 @@ mod tests {
 
     /// The sink calls, the final position or error, of one way of reading.
     fn outcome(src: &mut dyn Source, stepped: bool) -> (Vec<String>, String) {
-        let mut log = Log::default();
+        let mut log = Log::full();
         let end = if stepped {
             loop {
                 match src.peek(&mut log) {
@@ -1270,7 +1234,7 @@ mod tests {
         data.extend_from_slice(b" t-1 [000] d.h1. 1.000001: mm_page_free: page=0 pfn=0x2 order=0\n");
         check_same(&data, 1 << 20, false);
         let mut src = ParallelTextSource::with_chunk_bytes(reader(&data, false, 4096), 1 << 20, 2, 4096);
-        let mut log = Log::default();
+        let mut log = Log::full();
         let (mut most, mut span) = (0, 0);
         while src.peek(&mut log).unwrap().is_some() {
             most = most.max(src.batches.list.iter().filter(|b| b.is_some()).count());
@@ -1288,7 +1252,7 @@ mod tests {
     fn drop_midway_stops_workers() {
         let data = mixed(3, 5000);
         let mut src = ParallelTextSource::with_chunk_bytes(reader(&data, false, 4096), 1 << 20, 3, 256);
-        let mut log = Log::default();
+        let mut log = Log::full();
         for _ in 0..10 {
             if src.peek(&mut log).unwrap().is_some() {
                 src.pop(&mut log);
@@ -1330,7 +1294,7 @@ mod tests {
                 let reader: Box<dyn BufRead + Send> = Box::new(io::BufReader::with_capacity(512, input));
                 let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     let mut src = ParallelTextSource::with_chunk_bytes(reader, 1 << 20, workers, 700);
-                    let mut log = Log::default();
+                    let mut log = Log::full();
                     // A slow first delivery: the workers read ahead meanwhile
                     // (until one explodes, when it is the first read there).
                     let mut first = true;

@@ -599,26 +599,55 @@ fn meta_entry(header: &str) -> Option<(&str, &str)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::source::Source;
 
-    /// Logs every sink call as a line of text.
-    #[derive(Default)]
-    pub(crate) struct Log(pub(crate) Vec<String>);
+    /// Logs every sink call as a line of text; a record as `.1` writes it.
+    pub(crate) struct Log(pub(crate) Vec<String>, fn(&Record<'_>) -> String);
+
+    impl Default for Log {
+        /// Records by label, with their stack's depth.
+        fn default() -> Self {
+            Self(Vec::new(), |r| {
+                format!(
+                    "record {} ts={} cpu={} pid={} ctx={:?} stack={} at {}",
+                    r.event.label(),
+                    r.ts_ns,
+                    r.cpu,
+                    r.pid,
+                    r.context,
+                    r.stack.len(),
+                    r.origin
+                )
+            })
+        }
+    }
+
+    impl Log {
+        /// Records whole: the decoded event, the task name and every frame.
+        pub(crate) fn full() -> Self {
+            Self(Vec::new(), |r| {
+                let frames: Vec<String> = r.stack.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+                format!(
+                    "record {:?} ts={} cpu={} pid={} comm={} ctx={:?} at {} stack=[{}]",
+                    r.event,
+                    r.ts_ns,
+                    r.cpu,
+                    r.pid,
+                    r.comm.escape_ascii(),
+                    r.context,
+                    r.origin,
+                    frames.join("|")
+                )
+            })
+        }
+    }
 
     impl RecordSink for Log {
         fn record(&mut self, r: &Record<'_>) {
-            self.0.push(format!(
-                "record {} ts={} cpu={} pid={} ctx={:?} stack={} at {}",
-                r.event.label(),
-                r.ts_ns,
-                r.cpu,
-                r.pid,
-                r.context,
-                r.stack.len(),
-                r.origin
-            ));
+            let line = (self.1)(r);
+            self.0.push(line);
         }
         fn lost(&mut self, cpu: Option<u32>, events: Option<u64>, origin: Origin) {
             self.0.push(format!("lost {cpu:?} {events:?} at {origin}"));

@@ -64,18 +64,38 @@ pub enum ShadowMapResult {
 /// Mappings are kept as mapped (one entry per map call, split only by
 /// partial unmaps), so provenance stays per call. Its leaf granule for
 /// [`Translate::walk_leaves`] is the lowest page size of its `pgsize_bitmap`.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ShadowDomain {
     id: DomainId,
     device: Option<Arc<str>>,
     pgsize_bitmap: u64,
     by_iova: BTreeMap<u64, Entry>,
-    /// (phys start, iova start) for reverse lookups.
-    by_phys: BTreeMap<(u64, u64), ()>,
+    /// (phys start, iova start) for reverse lookups, built on the first one
+    /// and kept up to date from then on. Only a page found mapped when it is
+    /// freed or allocated (a finding) needs one, and keeping the index from
+    /// the start cost a tree insert and a tree removal per map and unmap,
+    /// about a third of a shadow's upkeep.
+    by_phys: spin::Once<BTreeMap<(u64, u64), ()>>,
     /// Longest mapping ever held, bounding reverse-lookup scans.
     max_len: u64,
     mapped_bytes: u64,
     block_leaves: bool,
+}
+
+impl Clone for ShadowDomain {
+    /// The copy builds its own reverse index when it first needs one.
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            device: self.device.clone(),
+            pgsize_bitmap: self.pgsize_bitmap,
+            by_iova: self.by_iova.clone(),
+            by_phys: spin::Once::new(),
+            max_len: self.max_len,
+            mapped_bytes: self.mapped_bytes,
+            block_leaves: self.block_leaves,
+        }
+    }
 }
 
 impl ShadowDomain {
@@ -88,7 +108,7 @@ impl ShadowDomain {
             device: None,
             pgsize_bitmap: if pgsize_bitmap == 0 { 1 << 12 } else { pgsize_bitmap },
             by_iova: BTreeMap::new(),
-            by_phys: BTreeMap::new(),
+            by_phys: spin::Once::new(),
             max_len: 0,
             mapped_bytes: 0,
             block_leaves: false,
@@ -157,14 +177,18 @@ impl ShadowDomain {
     fn insert(&mut self, start: u64, last: u64, phys: u64, meta: MapMeta) {
         let len = last - start;
         self.by_iova.insert(start, Entry { last, phys, meta });
-        self.by_phys.insert((phys, start), ());
+        if let Some(ix) = self.by_phys.get_mut() {
+            ix.insert((phys, start), ());
+        }
         self.max_len = self.max_len.max(len.saturating_add(1));
         self.mapped_bytes = self.mapped_bytes.saturating_add(len.saturating_add(1));
     }
 
     fn remove_entry(&mut self, start: u64) -> Option<Entry> {
         let e = self.by_iova.remove(&start)?;
-        self.by_phys.remove(&(e.phys, start));
+        if let Some(ix) = self.by_phys.get_mut() {
+            ix.remove(&(e.phys, start));
+        }
         self.mapped_bytes = self.mapped_bytes.saturating_sub((e.last - start).saturating_add(1));
         Some(e)
     }
@@ -172,12 +196,21 @@ impl ShadowDomain {
     /// The first mapped IOVA inside `range`, if any.
     #[must_use]
     pub fn first_mapped_in(&self, range: IovaRange) -> Option<Iova> {
-        if let Some((_, e)) = self.by_iova.range(..=range.start().get()).next_back() {
-            if e.last >= range.start().get() {
+        let (start, last) = (range.start().get(), range.last().get());
+        // Mappings are disjoint and sorted: when the last one starting at or
+        // before `last` ends before `start`, nothing overlaps. One probe in
+        // the common case (a map of free IOVA space) instead of two.
+        match self.by_iova.range(..=last).next_back() {
+            None => return None,
+            Some((&s, e)) if s <= start => return (e.last >= start).then_some(range.start()),
+            Some(_) => {}
+        }
+        if let Some((_, e)) = self.by_iova.range(..start).next_back() {
+            if e.last >= start {
                 return Some(range.start());
             }
         }
-        self.by_iova.range(range.start().get()..=range.last().get()).next().map(|(&s, _)| Iova(s))
+        self.by_iova.range(start..=last).next().map(|(&s, _)| Iova(s))
     }
 
     /// The mappings overlapping `range`, whole (not clipped), in IOVA order.
@@ -248,6 +281,18 @@ impl ShadowDomain {
         }
     }
 
+    /// True when [`Translate::walk_leaves`] over `range` reports exactly the
+    /// pieces [`Self::unmap_into`] removes for it: both ends on the granule
+    /// and leaves split at it, so no leaf straddles an end. A host may then
+    /// unmap first and hand the sanitizer the removed pieces as the
+    /// translation before the unmap (one tree search instead of two).
+    #[must_use]
+    pub fn unmaps_as_walked(&self, range: IovaRange) -> bool {
+        let Some(g) = granule_lg2(self.pgsize_bitmap) else { return false };
+        let end_aligned = range.last().get().checked_add(1).is_none_or(|end| Iova(end).is_aligned(g));
+        !self.block_leaves && range.start().is_aligned(g) && end_aligned
+    }
+
     /// Every mapping, in IOVA order.
     pub fn iter(&self) -> impl Iterator<Item = ShadowMapping> + '_ {
         self.by_iova.iter().filter_map(|(&s, e)| {
@@ -263,7 +308,7 @@ impl ShadowDomain {
     pub fn clear(&mut self) -> Vec<ShadowMapping> {
         let all: Vec<ShadowMapping> = self.iter().collect();
         self.by_iova.clear();
-        self.by_phys.clear();
+        self.by_phys = spin::Once::new();
         self.mapped_bytes = 0;
         all
     }
@@ -277,7 +322,8 @@ impl ShadowDomain {
         let q_first = phys.get();
         let q_last = q_first.saturating_add(len - 1);
         let lo = q_first.saturating_sub(self.max_len - 1);
-        for (&(p, s), ()) in self.by_phys.range((lo, 0)..=(q_last, u64::MAX)) {
+        let by_phys = self.by_phys.call_once(|| self.by_iova.iter().map(|(&s, e)| ((e.phys, s), ())).collect());
+        for (&(p, s), ()) in by_phys.range((lo, 0)..=(q_last, u64::MAX)) {
             let Some(e) = self.by_iova.get(&s) else { continue };
             let p_last = p.saturating_add(e.last - s);
             if p_last >= q_first {

@@ -12,7 +12,12 @@
 //! counts exactly that down, upstream semantics keeps the kernel's count
 //! (the rest of the block stays counted: the kernel's false leak).
 
-use iosan_core::{DomainId, FindingKind, Iova, IovaRange, MapMeta, PhysAddr, Semantics, ShadowMapResult};
+use std::ops::ControlFlow;
+
+use iosan_core::{
+    DomainId, FindingKind, Iova, IovaRange, LeafRun, MapMeta, PhysAddr, Semantics, ShadowMapResult, ShadowMapping,
+    Translate,
+};
 
 use super::analyzer::Analyzer;
 use super::identity::BlockGone;
@@ -96,7 +101,25 @@ impl Analyzer {
             Some(b) if exact => (b.start(), unmapped),
             _ => (iova, size),
         };
-        let (ticket, begin) = self.san.unmap_begin(DomainId(slot as u64), &self.domains.slot(slot).shadow, from, len);
+        // The common unmap (all that was asked went, ends on the granule):
+        // the shadow unmaps first, and what it removed is the translation
+        // the sanitizer records, saving the second tree search.
+        let mut gone = std::mem::take(&mut self.spare_gone);
+        gone.clear();
+        let asked = IovaRange::from_start_len(iova, size);
+        let removed_first = block.is_none()
+            && unmapped == size
+            && asked.is_some_and(|r| self.domains.slot(slot).shadow.unmaps_as_walked(r));
+        let (ticket, begin) = if removed_first {
+            let shadow = &mut self.domains.slot_mut(slot).shadow;
+            if let Some(r) = asked {
+                shadow.unmap_into(r, &mut gone);
+            }
+            let before = Removed { pieces: &gone, pgsize_bitmap: shadow.pgsize_bitmap() };
+            self.san.unmap_begin(DomainId(slot as u64), &before, from, len)
+        } else {
+            self.san.unmap_begin(DomainId(slot as u64), &self.domains.slot(slot).shadow, from, len)
+        };
         if let (Some(_), true) = (block, exact) {
             // The verdicts are about the asked range, not the block.
             let covered = IovaRange::from_start_len(iova, size).map_or(0, |r| self.covered(slot, r));
@@ -117,10 +140,10 @@ impl Analyzer {
         if exact && unmapped == 0 && size > 0 && begin.is_empty() {
             self.partial_block_refused(slot, u);
         }
-        let mut gone = std::mem::take(&mut self.spare_gone);
-        gone.clear();
-        if let Some(r) = block.or_else(|| IovaRange::from_start_len(iova, unmapped)) {
-            self.domains.slot_mut(slot).shadow.unmap_into(r, &mut gone);
+        if !removed_first {
+            if let Some(r) = block.or_else(|| IovaRange::from_start_len(iova, unmapped)) {
+                self.domains.slot_mut(slot).shadow.unmap_into(r, &mut gone);
+            }
         }
         let end = self.san.unmap_end(ticket, &self.domains.slot(slot).shadow, unmapped);
         if !end.is_empty() {
@@ -324,6 +347,27 @@ impl Analyzer {
             None => "the IOMMU found nothing mapped (unmapped_size=0)".into(),
         });
         self.findings.push(f);
+    }
+}
+
+/// A domain's translation of a range just unmapped from its shadow, as it
+/// was before: the pieces removed, clipped to the range, in IOVA order.
+struct Removed<'a> {
+    pieces: &'a [ShadowMapping],
+    pgsize_bitmap: u64,
+}
+
+impl Translate for Removed<'_> {
+    fn pgsize_bitmap(&self) -> u64 {
+        self.pgsize_bitmap
+    }
+
+    fn walk_leaves(&self, range: IovaRange, visit: &mut dyn FnMut(LeafRun) -> ControlFlow<()>) {
+        for m in self.pieces.iter().filter(|m| m.iova.intersect(range).is_some()) {
+            if visit(LeafRun { iova: m.iova.start(), phys: m.phys, len: m.len() }).is_break() {
+                return;
+            }
+        }
     }
 }
 

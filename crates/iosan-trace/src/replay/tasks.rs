@@ -41,13 +41,24 @@ impl Tasks {
     /// (`None` when the table is full and has none); no reference count is
     /// touched when it is unchanged.
     fn remember_comm(&mut self, ctx: &Record) -> Option<&Arc<str>> {
-        let same = self.comms.get(&ctx.pid).is_some_and(|c| c.as_bytes() == ctx.comm || ctx.comm == b"<...>");
-        if !same && self.comms.len() < MAX_COMMS {
-            self.comms.insert(ctx.pid, String::from_utf8_lossy(ctx.comm).into());
-        } else if !same {
+        if !self.note_comm(ctx) {
             return None;
         }
         self.comms.get(&ctx.pid)
+    }
+
+    /// Notes the task name of `ctx` (one table lookup when it is unchanged);
+    /// false when the table is full and keeps another name or none.
+    fn note_comm(&mut self, ctx: &Record) -> bool {
+        let same = self.comms.get(&ctx.pid).is_some_and(|c| c.as_bytes() == ctx.comm || ctx.comm == b"<...>");
+        if same {
+            return true;
+        }
+        if self.comms.len() >= MAX_COMMS {
+            return false;
+        }
+        self.comms.insert(ctx.pid, String::from_utf8_lossy(ctx.comm).into());
+        true
     }
 
     /// The name remembered for `pid`, without learning anything.
@@ -84,7 +95,7 @@ impl Tasks {
 
     /// The provenance tag of a map at `ctx` with `stack`.
     pub(super) fn meta(&mut self, ctx: &Record, stack: &[&[u8]]) -> MapMeta {
-        let _ = self.remember_comm(ctx);
+        let _ = self.note_comm(ctx);
         let sid = self.stack_id(stack) as u64;
         MapMeta { when: ctx.ts_ns, tag: (sid << 44) | (u64::from(ctx.cpu & 0xfff) << 32) | u64::from(ctx.pid) }
     }

@@ -382,16 +382,23 @@ fn forget_overlapping<V>(
     // An entry starting `max_span` or more below `range` ends before it:
     // the scan stops there instead of walking every entry below.
     let reach = max_span.min(MAX_RECENT_SPAN);
-    let mut hits: Vec<u64> = Vec::new();
+    // Usually one hit (the IOVA allocator hands out what was just freed):
+    // it needs no allocation.
+    let mut first_hit = None;
+    let mut more_hits: Vec<u64> = Vec::new();
     for (&s, v) in map.range(..=range.last().get()).rev() {
         if s.saturating_add(reach) < range.start().get() {
             break;
         }
         if last(v) >= range.start().get() {
-            hits.push(s);
+            if first_hit.is_none() {
+                first_hit = Some(s);
+            } else {
+                more_hits.push(s);
+            }
         }
     }
-    for s in hits {
+    for s in first_hit.into_iter().chain(more_hits) {
         map.remove(&s);
     }
 }

@@ -138,3 +138,44 @@ fn a_pipe_mode_perf_data_on_a_pipe_is_read_ahead_until_its_records_decide() {
     assert_eq!((&s["page_size"]["bytes"], &s["page_size"]["source"]), (&4096.into(), &"events".into()), "{s}");
     assert_eq!(code, Some(1), "the bug pages are still found");
 }
+
+#[test]
+fn a_trace_dat_header_that_the_events_contradict_is_warned_about() {
+    use iosan_model::tracedat::{TraceDatWriter, Val};
+    // The header says 16 KiB (its sub-buffer size, say, changed with
+    // `buffer_subbuf_size_kb`); the events are those of a 4 KiB kernel:
+    // each freed frame lies in a 4 KiB page just mapped.
+    let mut w = TraceDatWriter::with_page_size(16384);
+    for i in 0..32u64 {
+        let (iova, paddr) = (0xffff_0000 - i * 0x1000, 0x4000_0000 + i * 0x1000);
+        let map = [("iova", Val::U(iova)), ("paddr", Val::U(paddr)), ("size", Val::U(0x1000))];
+        w.event("iommu", "map", 1_000_000 + i * 10, 0, 100, "insmod", 0, &map).unwrap();
+        let free = [("pfn", Val::U(paddr >> 12)), ("order", Val::U(0))];
+        w.event("kmem", "mm_page_free", 1_000_005 + i * 10, 0, 100, "insmod", 0, &free).unwrap();
+    }
+    let path = tmp("header-16k-events-4k.dat");
+    let mut bytes = Vec::new();
+    w.finish(&mut bytes).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let (s, _) = summary(&[path.to_str().unwrap()], b"");
+    assert_eq!(s["page_size"]["bytes"], 16384, "the header still decides: {}", s["page_size"]);
+    let warnings = s["page_size"]["warnings"].to_string();
+    assert!(warnings.contains("events show 4096"), "{warnings}");
+    // Read from a pipe (buffered whole, scanned the same way).
+    let (s, _) = summary(&["-"], &bytes);
+    assert!(s["page_size"]["warnings"].to_string().contains("events show 4096"), "{}", s["page_size"]);
+    // A header the events agree with says nothing.
+    let mut w = TraceDatWriter::with_page_size(4096);
+    for i in 0..32u64 {
+        let paddr = 0x4000_0000 + i * 0x1000;
+        let map = [("iova", Val::U(0xffff_0000 - i * 0x1000)), ("paddr", Val::U(paddr)), ("size", Val::U(0x1000))];
+        w.event("iommu", "map", 1_000_000 + i * 10, 0, 100, "insmod", 0, &map).unwrap();
+        w.event("kmem", "mm_page_free", 1_000_005 + i * 10, 0, 100, "insmod", 0, &[("pfn", Val::U(paddr >> 12))])
+            .unwrap();
+    }
+    let mut bytes = Vec::new();
+    w.finish(&mut bytes).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let (s, _) = summary(&[path.to_str().unwrap()], b"");
+    assert_eq!(s["page_size"]["warnings"], serde_json::json!([]), "{}", s["page_size"]);
+}

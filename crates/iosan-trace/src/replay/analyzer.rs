@@ -187,6 +187,17 @@ impl Analyzer {
     /// for it. A size given by the user, or one that arrives after events
     /// were replayed, stays, with a warning when the two differ.
     pub(super) fn capture_page_size(&mut self, ps: PageSize, source: &'static str) {
+        if let Some(seen) = self.opts.events_page_size.filter(|&e| e != ps && !self.opts.page_size_given) {
+            // The header outranks the events; a trace.dat's page is its ring
+            // buffer's sub-buffer, which `buffer_subbuf_size_kb` can change.
+            self.summary.page_size_warnings.push(format!(
+                "the {source} says {}-byte pages but the events show {}-byte pages (their freed pages lie in \
+                 mapped ranges with that size); analysed with {}: pass --page-size if the events are right",
+                ps.bytes(),
+                seen.bytes(),
+                ps.bytes()
+            ));
+        }
         if ps == self.opts.page_size {
             if !self.opts.page_size_given {
                 self.summary.page_size_source = source;

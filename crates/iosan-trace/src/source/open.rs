@@ -147,12 +147,17 @@ pub fn open_capture_with(path: &Path, opts: &OpenOptions) -> Result<Capture, Ope
         if let Some(fmt) = sniff(head.get(..n).unwrap_or(&[])) {
             f.rewind().map_err(io_err)?;
             let mut c = binary(fmt, BufReader::with_capacity(256 << 10, f), &head, opts.threads).map_err(src_err)?;
-            // perf.data does not say its page size (a trace.dat header does):
-            // its first records, read by a second reader, show it.
-            if fmt == CaptureFormat::PerfData {
-                if let Ok(second) = File::open(path) {
-                    c.set_samples(perf_scan(BufReader::with_capacity(256 << 10, second), &head));
-                }
+            // perf.data does not say its page size: its first records, read
+            // by a second reader, show it. A trace.dat header does, but its
+            // page is the ring buffer's, which a changed sub-buffer size makes
+            // differ from PAGE_SIZE: the events are looked at too, so that a
+            // disagreement is reported.
+            if let Ok(second) = File::open(path) {
+                let second = BufReader::with_capacity(256 << 10, second);
+                c.set_samples(match fmt {
+                    CaptureFormat::PerfData => perf_scan(second, &head),
+                    _ => TraceDatSource::open(second).map_or_else(|_| Samples::default(), |mut s| scan_source(&mut s)),
+                });
             }
             return Ok(c);
         }
@@ -298,8 +303,12 @@ fn from_reader(
             let scan = Shared(all.0.clone());
             let mut c = binary(fmt, Cursor::new(all), &head, 1)
                 .map_err(|source| OpenError::Source { name: name.to_string(), source })?;
-            if reading != Reading::Live && fmt == CaptureFormat::PerfData {
-                c.set_samples(perf_scan(Cursor::new(scan), &head));
+            if reading != Reading::Live {
+                c.set_samples(match fmt {
+                    CaptureFormat::PerfData => perf_scan(Cursor::new(scan), &head),
+                    _ => TraceDatSource::open(Cursor::new(scan))
+                        .map_or_else(|_| Samples::default(), |mut s| scan_source(&mut s)),
+                });
             }
             Ok(c)
         }

@@ -83,6 +83,26 @@ fn every_truncation_is_an_error_or_fewer_records() {
 }
 
 #[test]
+fn a_cut_short_file_names_no_byte_past_its_end_without_its_length() {
+    for (version, codec) in [(6, Codec::None), (7, Codec::None), (7, Codec::Zstd)] {
+        let file = small(version, codec, 2, 400).build();
+        for cut in (64..file.len()).step_by((file.len() / 300).max(1)) {
+            let Err(e) = drain(&file[..cut]) else { continue };
+            match e {
+                // A header or option points past the end: both are said.
+                TraceDatError::PastEnd { offset, len, .. } => {
+                    assert_eq!(len, cut as u64, "v{version} {codec:?} cut {cut}");
+                    assert!(offset > len);
+                    assert!(e.to_string().contains(&format!("ends at byte {cut}")), "{e}");
+                }
+                TraceDatError::Truncated { offset, .. } => assert!(offset <= cut as u64, "v{version} cut {cut}: {e}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
 fn block_sizes_that_lie() {
     let file = small(6, Codec::None, 1, 10).build();
     // kallsyms says 4 GiB.

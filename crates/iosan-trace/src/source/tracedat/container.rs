@@ -167,7 +167,7 @@ impl Container {
                 if !seen.insert(next) || seen.len() > CHAIN_LIMIT {
                     return Err(TraceDatError::malformed(next, "OPTIONS sections form a loop"));
                 }
-                let (id, body, base) = read_section(src, next, codec.as_mut())?;
+                let (id, body, base) = read_section(src, next, codec.as_mut(), "OPTIONS section")?;
                 if id != opt::DONE {
                     return Err(TraceDatError::malformed(next, format!("section {id} where OPTIONS was expected")));
                 }
@@ -179,7 +179,15 @@ impl Container {
             // header_page first: the format files' `long` depends on it.
             opts.sections.sort_by_key(|s| s.0);
             for &(id, off) in &opts.sections {
-                let (_, body, _) = read_section(src, off, codec.as_mut())?;
+                let what = match id {
+                    opt::HEADER_INFO => "header-info section",
+                    opt::FTRACE_EVENTS => "ftrace-formats section",
+                    opt::EVENT_FORMATS => "event-formats section",
+                    opt::KALLSYMS => "kallsyms section",
+                    opt::PRINTK => "printk section",
+                    _ => "cmdlines section",
+                };
+                let (_, body, _) = read_section(src, off, codec.as_mut(), what)?;
                 let mut s = Src::new(Cursor::new(&body[..]))?;
                 s.big_endian = big_endian;
                 match id {
@@ -224,8 +232,9 @@ fn read_section<R: Read + Seek>(
     src: &mut Src<R>,
     off: u64,
     codec: Option<&mut Codec>,
+    what: &'static str,
 ) -> Result<(u16, Vec<u8>, u64), TraceDatError> {
-    src.seek(off, "section")?;
+    src.seek(off, what)?;
     let id = src.u16("section id")?;
     let flags = src.u16("section flags")?;
     let _string = src.u32("section string")?;

@@ -34,6 +34,17 @@ pub enum TraceDatError {
         /// Bytes left.
         have: u64,
     },
+    /// A header or option places `what` past the end of the file: the
+    /// file was cut short (or the offset lies).
+    #[error("trace.dat: truncated: its {what} should start at byte {offset}, but the file ends at byte {len}")]
+    PastEnd {
+        /// Byte offset the file gives for it.
+        offset: u64,
+        /// What should be there.
+        what: &'static str,
+        /// File length.
+        len: u64,
+    },
     /// A size beyond the reader's limit (a lie or a bomb).
     #[error("trace.dat: at byte {offset}: {what} of {size} bytes is over the limit of {limit}")]
     TooLarge {

@@ -42,7 +42,7 @@ impl<R: Read + Seek> Src<R> {
 
     pub(crate) fn seek(&mut self, pos: u64, what: &'static str) -> Result<(), TraceDatError> {
         if pos > self.len {
-            return Err(TraceDatError::Truncated { offset: pos, what, need: 1, have: 0 });
+            return Err(TraceDatError::PastEnd { offset: pos, what, len: self.len });
         }
         if pos != self.pos {
             self.r.seek(SeekFrom::Start(pos)).map_err(|e| io(pos, what, e))?;
@@ -215,7 +215,7 @@ mod tests {
         assert!(matches!(s.u8("x"), Err(TraceDatError::Truncated { offset: 6, .. })));
         assert!(matches!(s.bytes(u64::MAX, "huge"), Err(TraceDatError::TooLarge { .. })));
         assert!(matches!(s.bytes(1000, "big"), Err(TraceDatError::Truncated { .. })));
-        assert!(s.seek(7, "past").is_err());
+        assert!(matches!(s.seek(7, "past"), Err(TraceDatError::PastEnd { offset: 7, len: 6, .. })));
     }
 
     #[test]

@@ -72,22 +72,7 @@ VMLINUZ=$MODROOT/vmlinuz; [ -f "$VMLINUZ" ] || VMLINUZ=$ROOT/boot/vmlinuz-$KVER
 # ---- 2. vmlinux for QEMU's PVH boot (as setup.sh: the zstd payload) --------------
 if [ ! -s "$L/vmlinux" ] || [ "$VMLINUZ" -nt "$L/vmlinux" ]; then
   log "extracting vmlinux"
-  python3 - "$VMLINUZ" "$L/vmlinux" <<'PY'
-import subprocess, sys
-src, dst = sys.argv[1], sys.argv[2]
-data = open(src, 'rb').read()
-magic = b'\x28\xb5\x2f\xfd'
-start = 0
-while True:
-    pos = data.find(magic, start)
-    if pos < 0:
-        sys.exit('no zstd payload with an ELF inside found in ' + src)
-    res = subprocess.run(['zstd', '-dc', '-q'], input=data[pos:], capture_output=True)
-    if res.stdout[:4] == b'\x7fELF':
-        open(dst, 'wb').write(res.stdout)
-        break
-    start = pos + 1
-PY
+  python3 "$E2E/extract-vmlinux.py" "$VMLINUZ" "$L/vmlinux"
 fi
 
 # ---- 3. the build chroot ---------------------------------------------------------

@@ -85,22 +85,7 @@ fi
 # payload: find the zstd frame magic and decompress from there.
 if [ ! -s "$W/vmlinux" ] || [ "$ROOT/boot/vmlinuz-$KVER" -nt "$W/vmlinux" ]; then
   log "extracting vmlinux"
-  python3 - "$ROOT/boot/vmlinuz-$KVER" "$W/vmlinux" <<'PY'
-import subprocess, sys
-src, dst = sys.argv[1], sys.argv[2]
-data = open(src, 'rb').read()
-magic = b'\x28\xb5\x2f\xfd'
-start = 0
-while True:
-    pos = data.find(magic, start)
-    if pos < 0:
-        sys.exit('no zstd payload with an ELF inside found in ' + src)
-    res = subprocess.run(['zstd', '-dc', '-q'], input=data[pos:], capture_output=True)
-    if res.stdout[:4] == b'\x7fELF':
-        open(dst, 'wb').write(res.stdout)
-        break
-    start = pos + 1
-PY
+  python3 "$E2E/extract-vmlinux.py" "$ROOT/boot/vmlinuz-$KVER" "$W/vmlinux"
 fi
 
 # ---- 5. test module --------------------------------------------------------------

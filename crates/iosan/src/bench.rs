@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -299,10 +299,24 @@ fn vm_hwm_kb(pid: u32) -> Option<u64> {
 }
 
 /// Runs `cmd` to its end, returning its wall time, its peak RSS (KiB) and its stdout.
-fn timed(mut cmd: Command) -> Result<(Duration, u64, String)> {
+fn timed(cmd: Command) -> Result<(Duration, u64, String)> {
+    timed_fed(cmd, None)
+}
+
+/// [`timed`], with the file `input` written to the child's standard input
+/// through a pipe (a live input, as `trace_pipe` is to `iosan watch`).
+fn timed_fed(mut cmd: Command, input: Option<&Path>) -> Result<(Duration, u64, String)> {
+    let feed = input.map(File::open).transpose().context("opening the benchmark input")?;
+    if feed.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
     let start = Instant::now();
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().context("running a benchmark child")?;
     let pid = child.id();
+    let feeder = match (feed, child.stdin.take()) {
+        (Some(mut f), Some(mut stdin)) => Some(std::thread::spawn(move || io::copy(&mut f, &mut stdin).map(|_| ()))),
+        _ => None,
+    };
     let mut peak_kb = 0u64;
     let reader = {
         let mut stdout = child.stdout.take().context("child stdout")?;
@@ -322,6 +336,11 @@ fn timed(mut cmd: Command) -> Result<(Duration, u64, String)> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let wall = start.elapsed();
+    if let Some(f) = feeder {
+        f.join()
+            .map_err(|_| anyhow::anyhow!("the benchmark input feeder panicked"))?
+            .context("feeding the benchmark input")?;
+    }
     Ok((wall, peak_kb, reader.join().unwrap_or_default()))
 }
 
@@ -399,16 +418,24 @@ fn analyze(out: &mut Out, size: u64, keep: Option<PathBuf>) -> Result<()> {
         cmd.args(["analyze", "--threads", threads, "--format", "json"]).arg(&path);
         timed(cmd)
     };
-    // One and two threads alternately, so that both see the same machine.
-    let (mut one, mut two) = (Vec::new(), Vec::new());
+    // Its standard input a pipe: read live on one thread, as `iosan watch`
+    // reads `trace_pipe`.
+    let piped = || -> Result<(Duration, u64, String)> {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["analyze", "--format", "json", "-"]);
+        timed_fed(cmd, Some(&path))
+    };
+    // One and two threads and the pipe in turn, so that all see the same machine.
+    let (mut one, mut two, mut pipe) = (Vec::new(), Vec::new(), Vec::new());
     let mut failed = None;
     for _ in 0..ROUNDS {
-        match (analyze("1"), analyze("2")) {
-            (Ok(a), Ok(b)) => {
+        match (analyze("1"), analyze("2"), piped()) {
+            (Ok(a), Ok(b), Ok(c)) => {
                 one.push(a);
                 two.push(b);
+                pipe.push(c);
             }
-            (Err(e), _) | (_, Err(e)) => {
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 failed = Some(e);
                 break;
             }
@@ -433,6 +460,12 @@ fn analyze(out: &mut Out, size: u64, keep: Option<PathBuf>) -> Result<()> {
     }
     let (wall, peak_kb, text) = median(one).context("no analyze run")?;
     let (wall_2t, peak_kb_2t, _) = median(two).context("no analyze run")?;
+    let (wall_pipe, _, text_pipe) = median(pipe).context("no analyze run")?;
+    // The same findings from the pipe (its lines name standard input).
+    let finding_lines = |t: &str| t.lines().filter(|l| l.contains("\"type\":\"finding\"")).count();
+    if finding_lines(&text_pipe) != finding_lines(&first) {
+        bail!("analyze of {} from a pipe wrote another number of findings", path.display());
+    }
     let events = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -444,5 +477,6 @@ fn analyze(out: &mut Out, size: u64, keep: Option<PathBuf>) -> Result<()> {
     out.put("analyze.peak_rss_mb", peak_kb as f64 / 1024.0, "MB")?;
     out.put("analyze.text.mb_per_s.2t", bytes as f64 / 1e6 / wall_2t.as_secs_f64(), "MB/s")?;
     out.put("analyze.peak_rss_mb.2t", peak_kb_2t as f64 / 1024.0, "MB")?;
+    out.put("analyze.text_pipe.events_per_s", events as f64 / wall_pipe.as_secs_f64(), "events/s")?;
     Ok(())
 }

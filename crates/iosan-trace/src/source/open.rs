@@ -382,20 +382,24 @@ struct PipeAhead {
 impl PipeAhead {
     fn spawn(mut reader: Box<dyn BufRead + Send>) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel(PIPE_CHUNKS);
-        let spawned = std::thread::Builder::new().name("iosan-pipe".into()).spawn(move || loop {
-            let mut buf = vec![0u8; PIPE_CHUNK_BYTES];
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    buf.truncate(n);
-                    if tx.send(Ok(buf)).is_err() {
+        let spawned = std::thread::Builder::new().name("iosan-pipe".into()).spawn(move || {
+            // One buffer read into, and a chunk of what each read gave: a pipe
+            // read gives at most its 64 KiB buffer, and zeroing a fresh
+            // 256 KiB buffer for each cost more than the copy.
+            let mut scratch = vec![0u8; PIPE_CHUNK_BYTES];
+            loop {
+                match reader.read(&mut scratch) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if tx.send(Ok(scratch.get(..n).unwrap_or_default().to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
                         break;
                     }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    break;
                 }
             }
         });

@@ -274,10 +274,11 @@ fn from_reader(
     };
     let events_page_size = samples.evidence().decided();
     // A read error of the look-ahead surfaces where the reading reaches it.
-    let mut reader: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(
-        256 << 10,
-        Cursor::new(prefix).chain(FailOnce(failed)).chain(ahead.into_reader()),
-    ));
+    // A pipe's chunks are read in place; anything else through one buffer.
+    let piped = matches!(ahead, Ahead::Pipe(_));
+    let chained = Cursor::new(prefix).chain(FailOnce(failed)).chain(ahead.into_reader());
+    let mut reader: Box<dyn BufRead + Send> =
+        if piped { Box::new(chained) } else { Box::new(BufReader::with_capacity(256 << 10, chained)) };
     match format {
         Some(CaptureFormat::PerfData) if is_pipe_mode(&head) => {
             let source = PerfDataSource::open_pipe(reader)
@@ -365,7 +366,7 @@ impl Ahead {
     fn into_reader(self) -> Box<dyn BufRead + Send> {
         match self {
             Self::Plain(r) => r,
-            Self::Pipe(p) => Box::new(BufReader::with_capacity(PIPE_CHUNK_BYTES, p)),
+            Self::Pipe(p) => Box::new(p),
         }
     }
 }
@@ -433,18 +434,35 @@ impl PipeAhead {
 
 impl Read for PipeAhead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let n = self.chunk.read(buf)?;
-            if n > 0 || buf.is_empty() {
-                return Ok(n);
+        let n = {
+            let avail = self.fill_buf()?;
+            let n = avail.len().min(buf.len());
+            if let (Some(dst), Some(src)) = (buf.get_mut(..n), avail.get(..n)) {
+                dst.copy_from_slice(src);
             }
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+/// The chunks are the buffer: a line reader reads them in place.
+impl BufRead for PipeAhead {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.chunk.position() >= self.chunk.get_ref().len() as u64 {
             match self.rx.recv() {
                 Ok(Ok(b)) => self.chunk = Cursor::new(b),
                 Ok(Err(e)) => return Err(e),
                 // The thread ended: the end of the input.
-                Err(_) => return Ok(0),
+                Err(_) => return Ok(&[]),
             }
         }
+        self.chunk.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.chunk.consume(amt);
     }
 }
 

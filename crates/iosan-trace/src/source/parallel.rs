@@ -35,8 +35,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use super::text::{
-    emit_event, header, is_frame, stack_header, still_waiting, traceiter_name, Header, Key, MAX_FRAME_LEN, MAX_HELD,
-    MAX_HELD_BYTES, MAX_STACK,
+    emit_event, header, is_frame, stack_header, stacks_said, still_waiting, traceiter_name, waits_for_stack, Header,
+    Key, MAX_FRAME_LEN, MAX_HELD, MAX_HELD_BYTES, MAX_STACK,
 };
 use super::{Position, Progress, Source, SourceError, PROGRESS_STEP};
 use crate::parse::event::{parse_event, Event, FieldError};
@@ -108,9 +108,14 @@ impl Head<'_> {
 /// What a line that is neither an event nor a stack line tells the sink.
 enum Oob<'a> {
     Header(&'a [u8]),
-    Lost { cpu: Option<u32>, events: Option<u64> },
+    Lost {
+        cpu: Option<u32>,
+        events: Option<u64>,
+    },
     Malformed(&'static str),
-    Nothing,
+    /// A stack line that is neither a frame nor a block's header: it tells
+    /// the pairing that the capture has stacks, and nothing else.
+    StackLine,
 }
 
 /// A line of a chunk and where it starts in the stream. (`repr(C)`: the
@@ -341,7 +346,7 @@ fn pre_line(bytes: &[u8]) -> Pre<'_> {
         },
         Ok(LineKind::Header(h)) => Pre::Other { len, what: Oob::Header(h) },
         Ok(LineKind::Lost { cpu, events }) => Pre::Other { len, what: Oob::Lost { cpu, events } },
-        Ok(LineKind::Stack(_)) => Pre::Other { len, what: Oob::Nothing },
+        Ok(LineKind::Stack(_)) => Pre::Other { len, what: Oob::StackLine },
         Err(e) => Pre::Other { len, what: Oob::Malformed(e.kind.field()) },
     }
 }
@@ -580,6 +585,9 @@ struct Pairing {
     held_bytes: usize,
     base: u64,
     open: Vec<u64>,
+    /// As `State::stacks` and `State::no_stacks_said`.
+    stacks: bool,
+    no_stacks_said: bool,
 }
 
 impl Pairing {
@@ -604,6 +612,7 @@ impl Pairing {
                 self.hold(0, number, offset, HeldKind::Skip("line longer than the limit"));
             }
             Pre::Frame(_) => {
+                self.stacks = true;
                 let b = self.block.get_or_insert_with(|| Block {
                     key: None,
                     user: false,
@@ -617,6 +626,7 @@ impl Pairing {
                 }
             }
             Pre::StackHeader(h) => {
+                self.stacks = true;
                 self.finish_block(batches);
                 self.block = Some(match h {
                     Header::Kernel(key) => Block { key: *key, user: false, frames: Vec::new(), at: (number, offset) },
@@ -639,11 +649,23 @@ impl Pairing {
                     let HeldKind::Event { key: k, done, after, .. } = &mut h.what else { return false };
                     still_waiting(*k, key, done, after)
                 });
-                self.open.push(self.base.saturating_add(self.held.len() as u64));
-                let what = HeldKind::Event { at, key, stack: None, frame_bytes: 0, done: false, after: 0 };
+                let wait = waits_for_stack(self.no_stacks_said, self.stacks, head.name);
+                if wait {
+                    self.open.push(self.base.saturating_add(self.held.len() as u64));
+                }
+                let what = HeldKind::Event { at, key, stack: None, frame_bytes: 0, done: !wait, after: 0 };
                 self.hold(len, number, offset, what);
             }
-            Pre::Other { len, .. } => {
+            Pre::Other { len, what } => {
+                match what {
+                    Oob::Header(h) => match stacks_said(h) {
+                        Some(true) => self.stacks = true,
+                        Some(false) => self.no_stacks_said = true,
+                        None => {}
+                    },
+                    Oob::StackLine => self.stacks = true,
+                    _ => {}
+                }
                 self.finish_block(batches);
                 self.hold(*len, number, offset, HeldKind::Other(at));
             }
@@ -1147,6 +1169,12 @@ mod tests {
         for text in [STACKS, REPORT_STACKS] {
             check_same(text.as_bytes(), 1 << 20, false);
             check_same(text.as_bytes(), 90, false);
+            // A file that says it has no stacks holds no event until stack
+            // lines come (these do anyway): the first stacks find their
+            // events gone, on both sources alike.
+            let said = format!("# iosan-meta: stacks=off\n{text}");
+            check_same(said.as_bytes(), 1 << 20, false);
+            check_same(said.as_bytes(), 90, false);
         }
     }
 
@@ -1167,6 +1195,7 @@ mod tests {
             "CPU:1 [LOST 3 EVENTS]",
             "# entries-in-buffer/entries-written: 10/12   #P:2",
             "# iosan-meta: page_size=4096",
+            "# iosan-meta: stacks=off",
             "cpus=2",
             "CPU 1 is empty",
             " insmod-1 [000] ..... 1.000150: sched_switch: prev_comm=a",

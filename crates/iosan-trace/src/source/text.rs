@@ -202,6 +202,10 @@ struct State {
     live: bool,
     /// Stack lines were seen, or the metadata says they come.
     stacks: bool,
+    /// The metadata says no stacks come (`iosan record` without
+    /// `--stacks`): a file's events need not wait for one either, as on a
+    /// live input (a stack that comes anyway makes the later ones wait).
+    no_stacks_said: bool,
 }
 
 impl<R: BufRead> TextSource<R> {
@@ -244,6 +248,25 @@ enum Next<'r> {
     Line(Line<'r>),
     Again,
     End,
+}
+
+/// What a header line says of stacks: `Some(true)` that they come (`#
+/// iosan-meta: stacks=map...`), `Some(false)` that none do (`stacks=off`).
+pub(super) fn stacks_said(header: &[u8]) -> Option<bool> {
+    let t = String::from_utf8_lossy(header);
+    match meta_entry(&t)? {
+        ("stacks", v) if v.starts_with("map") || v.starts_with("on") || v.starts_with("page") => Some(true),
+        ("stacks", v) if v.trim() == "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether an event named `name` is held until its stack cannot follow:
+/// always in a file that may have stacks; on a live input, or in a file
+/// that says it has none, only once stack lines were seen (or said to
+/// come), and always for a `kernel_stack` event.
+pub(super) fn waits_for_stack(stacks_unlikely: bool, stacks_seen: bool, name: &[u8]) -> bool {
+    !stacks_unlikely || stacks_seen || name == b"kernel_stack"
 }
 
 fn trim_start(b: &[u8]) -> &[u8] {
@@ -324,11 +347,10 @@ impl State {
     fn feed(&mut self, bytes: &[u8], number: u64, offset: u64, direct: Option<&mut dyn RecordSink>) {
         let kind = classify_line(bytes);
         if let Ok(LineKind::Header(h)) = &kind {
-            let t = String::from_utf8_lossy(h);
-            if let Some(("stacks", v)) = meta_entry(&t) {
-                if v.starts_with("map") || v.starts_with("on") || v.starts_with("page") {
-                    self.stacks = true;
-                }
+            match stacks_said(h) {
+                Some(true) => self.stacks = true,
+                Some(false) => self.no_stacks_said = true,
+                None => {}
             }
         }
         if matches!(kind, Ok(LineKind::Stack(_))) || (kind.is_err() && is_frame(bytes)) {
@@ -369,7 +391,7 @@ impl State {
                     let HeldKind::Event { key: k, done, after, .. } = &mut h.what else { return false };
                     still_waiting(*k, key, done, after)
                 });
-                let wait = !self.live || self.stacks || ev.name == b"kernel_stack";
+                let wait = waits_for_stack(self.live || self.no_stacks_said, self.stacks, ev.name);
                 if let (false, true, Some(sink)) = (wait, self.held.is_empty(), direct) {
                     self.base = self.base.saturating_add(1);
                     process_event(sink, &ev, number, offset, &[]);
@@ -753,6 +775,32 @@ XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX
             assert_eq!(fast.0, stepped.0);
             assert!(fast.0.iter().filter(|l| l.starts_with("record")).count() >= 3, "{:?}", fast.0);
         }
+    }
+
+    /// A file whose metadata says it has no stacks: an event is decided at
+    /// its own line (no next line read to see that no stack follows), and
+    /// runs and steps alike.
+    #[test]
+    fn a_file_saying_it_has_no_stacks_holds_no_event() {
+        let text = "# iosan-meta: stacks=off\n \
+            insmod-1 [000] ..... 1.000000: mm_page_alloc: page=0000000011111111 pfn=0x1000 order=0 migratetype=0 gfp_flags=GFP_KERNEL\n \
+            insmod-1 [000] ..... 1.000100: mm_page_free: page=0000000011111111 pfn=0x1000 order=0\n";
+        let mut src = TextSource::new(text.as_bytes(), 200);
+        let mut log = Log::default();
+        assert_eq!(src.peek(&mut log).unwrap(), Some(1_000_000_000));
+        assert_eq!(src.position().lines, 2, "the event's own line, not the next");
+        let mut fast = Log::default();
+        TextSource::new(text.as_bytes(), 200).run(&mut fast, &mut ()).unwrap();
+        let mut stepped = Log::default();
+        let mut src = TextSource::new(text.as_bytes(), 200);
+        while src.peek(&mut stepped).unwrap().is_some() {
+            src.pop(&mut stepped);
+        }
+        assert_eq!(fast.0, stepped.0);
+        // Without the metadata the event waits for the next line.
+        let mut src = TextSource::new(text.get(25..).unwrap().as_bytes(), 200);
+        assert!(src.peek(&mut Log::default()).unwrap().is_some());
+        assert_eq!(src.position().lines, 2);
     }
 
     #[test]

@@ -117,6 +117,13 @@ impl Trace {
         self.map_return(-12);
     }
 
+    /// The DMA-API call's event of a map that failed: `DMA_MAPPING_ERROR`.
+    fn dma_map_error(&mut self, phys: u64, size: u64) {
+        self.line(&format!(
+            "dma_map_page: 0000:00:04.0 dir=FROM_DEVICE dma_addr=ffffffffffffffff size={size} phys_addr={phys:x} attrs="
+        ));
+    }
+
     fn run(&self) -> Report {
         analyze(self.text.as_bytes(), "synthetic", &AnalyzeOptions::default(), &mut ()).expect("in-memory input")
     }
@@ -230,4 +237,58 @@ fn a_zero_size_map_that_succeeds_is_still_invalid() {
         let r = t.run();
         assert_eq!(count(&r, FindingKind::InvalidMapArgs), 1, "kprobes={kprobes}, at the end: {:#?}", r.findings);
     }
+}
+
+#[test]
+fn a_dma_mapping_error_is_the_failed_map_of_a_kernel_without_kprobes() {
+    // 6.x without kprobes: only the roll-back unmap and the DMA-API event
+    // that returned DMA_MAPPING_ERROR show the failure.
+    for kprobes in [false, true] {
+        let mut t = Trace::new(Kernel::V6, kprobes);
+        t.alloc(PFN, 2);
+        // A DMA-API map and unmap of the IOVA first (their events name the device).
+        t.map(IOVA, PHYS, 0x4000);
+        t.line(&format!(
+            "dma_map_page: 0000:00:04.0 dir=FROM_DEVICE dma_addr={IOVA:x} size=16384 phys_addr={PHYS:x} attrs="
+        ));
+        t.unmap(IOVA, 0x4000, 0x4000);
+        t.line(&format!("dma_unmap_page: 0000:00:04.0 dir=FROM_DEVICE dma_addr={IOVA:x} size=16384 attrs="));
+        // The call's event comes after its IOMMU calls, then the page is freed.
+        t.failed_map(IOVA, PHYS, 0x4000, 0x2000);
+        t.dma_map_error(PHYS, 0x4000);
+        t.free(PFN, 2);
+        let r = t.run();
+        assert_eq!(bugs(&r), Vec::<String>::new(), "kprobes {kprobes}: {:#?}", r.findings);
+        // One failure, one finding: with the kprobes, their error says it first.
+        assert_eq!(count(&r, FindingKind::MapFailed), 1, "kprobes {kprobes}: {:#?}", r.findings);
+        if !kprobes {
+            let f = r.findings.iter().find(|f| f.kind == FindingKind::MapFailed).unwrap();
+            let note = f.note.as_deref().unwrap_or_default();
+            assert!(note.contains("DMA_MAPPING_ERROR") && note.contains("roll-back"), "{note}");
+            assert_eq!(f.iova, Some(IOVA), "the roll-back's IOVA");
+            assert_eq!(f.device.as_deref(), Some("0000:00:04.0"));
+        }
+    }
+}
+
+#[test]
+fn a_dma_mapping_error_maps_nothing_and_says_nothing_of_the_machine() {
+    // No IOMMU: DMA addresses are physical. A failed map's all-ones DMA
+    // address is no sign of an IOMMU, and its page is not mapped.
+    let mut t = Trace::new(Kernel::V6, false);
+    t.alloc(PFN, 0);
+    t.line(&format!(
+        "dma_map_page: 0000:00:04.0 dir=FROM_DEVICE dma_addr={PHYS:x} size=4096 phys_addr={PHYS:x} attrs="
+    ));
+    t.line(&format!("dma_unmap_page: 0000:00:04.0 dir=FROM_DEVICE dma_addr={PHYS:x} size=4096 attrs="));
+    t.dma_map_error(PHYS + 0x1000, 4096);
+    t.line("dma_map_sg_err: 0000:00:04.0 dir=TO_DEVICE dma_addrs={0x4d022000} err=-12 attrs=");
+    t.free(PFN + 1, 0);
+    t.free(PFN + 2, 0);
+    let r = t.run();
+    assert_eq!(bugs(&r), Vec::<String>::new(), "{:#?}", r.findings);
+    assert!(r.summary.dma_direct, "dma-direct still inferred");
+    assert_eq!(count(&r, FindingKind::MapFailed), 2, "{:#?}", r.findings);
+    let notes: Vec<_> = r.findings.iter().filter_map(|f| f.note.clone()).collect();
+    assert!(notes.iter().any(|n| n.contains("dma_map_sg") && n.contains("error -12")), "{notes:?}");
 }

@@ -23,7 +23,9 @@
 //!   `double-unmap`, `unmap-overlaps-unmapped`, `refcount-underflow`,
 //!   `refcount-overflow`, `invalid-map-args`, `leak-at-teardown`,
 //!   `mapped-at-end` (informational), `lost-events` (confidence warning),
-//!   `dma-unmap-mismatch`, `unmapped-more-than-requested`, `identity-window`;
+//!   `dma-unmap-mismatch`, `unmapped-more-than-requested`, `identity-window`,
+//!   `unmap-already-removed`, `partial-block-unmap-refused`, `map-failed`
+//!   (informational: a map that failed, its `note` says how);
 //! - `bug`: true for findings that make the exit status 1: bug kinds, confirmed or doubted only
 //!   because events were lost (a bug kind whose attribution is a guess has `bug: false`);
 //! - `pfn` (hex string `0x…`, first page, or null), `npages`, `phys` (hex string or null);
@@ -487,6 +489,12 @@ fn write_summary_of(out: &mut dyn Write, s: &Summary, t: &Tally, st: &Style, ver
             out,
             "  unmaps    {} with no recorded translation (mapped before the capture started)",
             s.unmaps_without_translation
+        )?;
+    }
+    if let Some(n) = t.by_kind.get(iosan_core::FindingKind::MapFailed.name()).filter(|&&n| n > 0) {
+        writeln!(
+            out,
+            "  failed    {n} maps failed: nothing of them stays mapped (`map-failed` in --format json, with how)"
         )?;
     }
     if s.lost_events > 0 || s.overwritten_events > 0 {

@@ -21,6 +21,9 @@
 
 use iosan_core::{FindingKind, IovaRange, MapMeta};
 
+/// What a failed DMA-API map returns (`~(dma_addr_t)0`, 64-bit).
+pub(super) const DMA_MAPPING_ERROR: u64 = u64::MAX;
+
 use super::analyzer::Analyzer;
 use super::sequence::{MapCall, SeqKey, Unmap};
 use crate::record::Record;
@@ -32,6 +35,7 @@ impl Analyzer {
         self.flush_zero_map(key);
         let seq = self.seqs.get(key);
         seq.map_call = Some(MapCall { domain, iova, size, traced: None, rolled_back: None });
+        seq.map_failed_said = false;
     }
 
     /// `iommu:map` of `range` in domain `slot` (if known) on `key`: the
@@ -91,6 +95,7 @@ impl Analyzer {
                                 before mapping anything"
                         .to_string();
                     self.failed_map_finding(ctx, None, iova, None, note);
+                    self.seqs.get(key).map_failed_said = true;
                 }
             }
             return true;
@@ -142,6 +147,59 @@ impl Analyzer {
             (None, None) => note.push_str("; nothing of it was mapped"),
         }
         self.failed_map_finding(ctx, Some(slot), c.iova, Some(c.size), note);
+        self.seqs.get(key).map_failed_said = true;
+    }
+
+    /// A DMA-API map of `dev` that failed: `dma_map_page` or
+    /// `dma_map_resource` returned `DMA_MAPPING_ERROR`, or `dma_map_sg_err`
+    /// (`err`). Nothing of it is mapped, and nothing is recorded: its DMA
+    /// address says nothing of the machine either. On a kernel without the
+    /// map kprobes this is the only sign of a failed map; the IOMMU's
+    /// roll-back unmap, if it had mapped part, comes just before in the
+    /// same call.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dma_map_failed(
+        &mut self,
+        ctx: &Record,
+        key: SeqKey,
+        dev: usize,
+        what: &str,
+        size: u64,
+        phys: Option<u64>,
+        err: Option<i64>,
+    ) {
+        if let Some(seq) = self.seqs.existing(key) {
+            if std::mem::take(&mut seq.map_failed_said) {
+                return;
+            }
+        }
+        let mut note = match (err, phys) {
+            (Some(e), Some(p)) => format!("{what} of the list from phys {p:#x} failed with error {e}"),
+            (Some(e), None) => format!("{what} failed with error {e}"),
+            (None, Some(p)) => format!("{what} of {size} bytes at phys {p:#x} returned DMA_MAPPING_ERROR"),
+            (None, None) => format!("{what} of {size} bytes returned DMA_MAPPING_ERROR"),
+        };
+        note.push_str(": nothing of it stays mapped");
+        let rollback = self.seqs.existing(key).and_then(|s| {
+            s.items.iter().rev().find_map(|i| match i {
+                super::sequence::Item::Unmap { u, slot: None } => Some((u.iova, u.unmapped)),
+                _ => None,
+            })
+        });
+        if let Some((iova, n)) = rollback {
+            note.push_str(&format!(
+                "; the unmap of {n} bytes at {:#x} just before, in the same call, is the kernel's roll-back of what it had mapped",
+                iova.get()
+            ));
+        }
+        let slot = self.domains.find(dev);
+        self.failed_map_finding(
+            ctx,
+            Some(slot),
+            rollback.map_or(DMA_MAPPING_ERROR, |(i, _)| i.get()),
+            Some(size),
+            note,
+        );
     }
 
     /// The informational finding of a failed map at `iova` (`size` asked, when known).

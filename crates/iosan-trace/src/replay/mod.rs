@@ -46,6 +46,7 @@ use iosan_core::{FindingKind, PageSize};
 pub use self::analyzer::{Analyzer, Options};
 use self::attribute::Resolver;
 use self::dma_api::LayerKey;
+use self::failed_map::DMA_MAPPING_ERROR;
 use self::identity::MAX_DOMAINS;
 pub use self::lookahead::{LOOKAHEAD_EVENTS, LOOKAHEAD_NS};
 use self::sequence::is_sequence_event;
@@ -214,6 +215,17 @@ impl Analyzer {
                 self.summary.lazy_evidence += 1;
                 let d = self.domains.did(f.did);
                 self.lazy.flushed(&mut self.domains, &mut self.summary, ctx.ts_ns, Some(d), None);
+            }
+            Event::DmaMapPage(m) | Event::DmaMapResource(m) if m.dma_addr == DMA_MAPPING_ERROR => {
+                self.summary.dma_events += 1;
+                let dev = self.domains.dev(m.device);
+                let what = if matches!(ev, Event::DmaMapPage(_)) { "dma_map_page" } else { "dma_map_resource" };
+                self.dma_map_failed(ctx, key, dev, what, m.size, Some(m.phys_addr), None);
+            }
+            Event::DmaMapSgErr(m) => {
+                self.summary.dma_events += 1;
+                let dev = self.domains.dev(m.device);
+                self.dma_map_failed(ctx, key, dev, "dma_map_sg", 0, m.phys_addrs.first().copied(), Some(m.err));
             }
             Event::DmaMapPage(m) | Event::DmaMapResource(m) => {
                 self.summary.dma_events += 1;

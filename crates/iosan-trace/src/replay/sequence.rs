@@ -160,6 +160,10 @@ pub(super) struct Seq {
     /// finding, held until the call shows whether the map failed (7.x
     /// traces a failed map that mapped nothing as size 0, then unmaps 0).
     pub(super) zero_map: Option<(u64, Box<TraceFinding>)>,
+    /// A `map-failed` finding was made for this call from its kprobes or
+    /// its 7.x shape: the call's `dma_map_*` event that returned
+    /// `DMA_MAPPING_ERROR` is the same failure.
+    pub(super) map_failed_said: bool,
 }
 
 /// Every open sequence, and which hold unattributed unmaps (oldest first).
@@ -303,6 +307,7 @@ impl Sequences {
         seq.kp_unmap = None;
         seq.unmap_sg_dev = None;
         seq.map_call = None;
+        seq.map_failed_said = false;
         items
     }
 

@@ -131,6 +131,24 @@ impl core::fmt::Debug for Input {
     }
 }
 
+/// `Read::read` for a reader that is its own buffer: copies what
+/// `fill_buf` has (reading once when it is empty) and consumes it.
+///
+/// # Errors
+/// What `fill_buf` returns.
+pub fn read_from_buffer<R: BufRead + ?Sized>(r: &mut R, out: &mut [u8]) -> io::Result<usize> {
+    let n = {
+        let avail = r.fill_buf()?;
+        let n = avail.len().min(out.len());
+        if let (Some(dst), Some(src)) = (out.get_mut(..n), avail.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        n
+    };
+    r.consume(n);
+    Ok(n)
+}
+
 /// Opens a file, or standard input for `-`, decompressing by magic bytes,
 /// with default options.
 ///
@@ -290,6 +308,18 @@ mod tests {
         let mut two = zst(b"one\n");
         two.extend(zst(b"two\n"));
         assert_eq!(read_all(decode_reader(io::Cursor::new(two)).unwrap()).unwrap(), b"one\ntwo\n");
+    }
+
+    #[test]
+    fn read_from_buffer_hands_out_the_buffer_in_pieces() {
+        let mut r = io::Cursor::new(b"abcdef".to_vec());
+        let mut out = [0u8; 4];
+        assert_eq!(read_from_buffer(&mut r, &mut out).unwrap(), 4);
+        assert_eq!(&out, b"abcd");
+        assert_eq!(read_from_buffer(&mut r, &mut out).unwrap(), 2);
+        assert_eq!(&out[..2], b"ef");
+        assert_eq!(read_from_buffer(&mut r, &mut out).unwrap(), 0);
+        assert_eq!(read_from_buffer(&mut r, &mut []).unwrap(), 0);
     }
 
     #[test]

@@ -433,16 +433,7 @@ fn read_overruns(per_cpu: &Path) -> Vec<u64> {
 
 impl Read for Live<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = {
-            let avail = self.fill_buf()?;
-            let n = avail.len().min(out.len());
-            if let (Some(dst), Some(src)) = (out.get_mut(..n), avail.get(..n)) {
-                dst.copy_from_slice(src);
-            }
-            n
-        };
-        self.consume(n);
-        Ok(n)
+        iosan_trace::input::read_from_buffer(self, out)
     }
 }
 

@@ -434,16 +434,7 @@ impl PipeAhead {
 
 impl Read for PipeAhead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = {
-            let avail = self.fill_buf()?;
-            let n = avail.len().min(buf.len());
-            if let (Some(dst), Some(src)) = (buf.get_mut(..n), avail.get(..n)) {
-                dst.copy_from_slice(src);
-            }
-            n
-        };
-        self.consume(n);
-        Ok(n)
+        crate::input::read_from_buffer(self, buf)
     }
 }
 

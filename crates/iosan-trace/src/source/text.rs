@@ -765,13 +765,7 @@ XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX
         let no_stacks: String =
             CAPTURE.lines().filter(|l| !l.trim_start().starts_with("=>")).flat_map(|l| [l, "\n"]).collect();
         for text in [no_stacks.as_str(), CAPTURE] {
-            let mut fast = Log::default();
-            TextSource::new(text.as_bytes(), 200).live().run(&mut fast, &mut ()).unwrap();
-            let mut stepped = Log::default();
-            let mut src = TextSource::new(text.as_bytes(), 200).live();
-            while src.peek(&mut stepped).unwrap().is_some() {
-                src.pop(&mut stepped);
-            }
+            let (fast, stepped): (Log, Log) = run_and_step(|| TextSource::new(text.as_bytes(), 200).live());
             assert_eq!(fast.0, stepped.0);
             assert!(fast.0.iter().filter(|l| l.starts_with("record")).count() >= 3, "{:?}", fast.0);
         }
@@ -789,13 +783,7 @@ XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX
         let mut log = Log::default();
         assert_eq!(src.peek(&mut log).unwrap(), Some(1_000_000_000));
         assert_eq!(src.position().lines, 2, "the event's own line, not the next");
-        let mut fast = Log::default();
-        TextSource::new(text.as_bytes(), 200).run(&mut fast, &mut ()).unwrap();
-        let mut stepped = Log::default();
-        let mut src = TextSource::new(text.as_bytes(), 200);
-        while src.peek(&mut stepped).unwrap().is_some() {
-            src.pop(&mut stepped);
-        }
+        let (fast, stepped): (Log, Log) = run_and_step(|| TextSource::new(text.as_bytes(), 200));
         assert_eq!(fast.0, stepped.0);
         // Without the metadata the event waits for the next line.
         let mut src = TextSource::new(text.get(25..).unwrap().as_bytes(), 200);
@@ -836,14 +824,21 @@ XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX
         fn overwritten(&mut self, _: u64) {}
     }
 
-    fn both_ways(text: &str) -> Vec<String> {
-        let mut fast = Stacks::default();
-        TextSource::new(text.as_bytes(), 4096).run(&mut fast, &mut ()).unwrap();
-        let mut stepped = Stacks::default();
-        let mut src = TextSource::new(text.as_bytes(), 4096);
+    /// What a sink hears from a source read at full speed, and stepped
+    /// (`peek`/`pop`, as a merge does).
+    fn run_and_step<'a, S: RecordSink + Default>(make: impl Fn() -> TextSource<&'a [u8]>) -> (S, S) {
+        let mut fast = S::default();
+        make().run(&mut fast, &mut ()).unwrap();
+        let mut stepped = S::default();
+        let mut src = make();
         while src.peek(&mut stepped).unwrap().is_some() {
             src.pop(&mut stepped);
         }
+        (fast, stepped)
+    }
+
+    fn both_ways(text: &str) -> Vec<String> {
+        let (fast, stepped): (Stacks, Stacks) = run_and_step(|| TextSource::new(text.as_bytes(), 4096));
         assert_eq!(fast.0, stepped.0);
         fast.0
     }

@@ -105,12 +105,16 @@ impl Kernel<'_> {
         let len = align_up(off.checked_add(size).ok_or(ModelError::Range("size overflows"))?, g)?;
         let alloc_len = d.iovad.alloc_len(len).ok_or(ModelError::Range("size overflows"))?;
         let d = self.devices.get_mut(dev as usize).ok_or(ModelError::NoDevice(dev))?;
-        let iova = d.iovad.alloc(alloc_len).ok_or(ModelError::IovaExhausted { size: len })?;
+        let Some(iova) = d.iovad.alloc(alloc_len) else {
+            self.map_page_failed(dev, dir, size, phys);
+            return Err(ModelError::IovaExhausted { size: len });
+        };
         let base = PhysAddr(phys.get() - off);
         if let Err(e) = self.map_inner(dom, Iova(iova), base, len, dir.prot(), false) {
             if let Some(d) = self.devices.get_mut(dev as usize) {
                 d.iovad.free(iova);
             }
+            self.map_page_failed(dev, dir, size, phys);
             return Err(e);
         }
         self.stats.dma_maps += 1;
@@ -121,6 +125,14 @@ impl Kernel<'_> {
             self.emit(|t, c, ts| t.dma_map_page(c, ts, &name, dir, dma, size, phys.get()));
         }
         Ok(DmaAddr(dma))
+    }
+
+    /// `dma_map_page_attrs()` traces its call whatever the outcome: a map
+    /// that failed returns (and traces) `DMA_MAPPING_ERROR`.
+    fn map_page_failed(&mut self, dev: u32, dir: DmaDir, size: u64, phys: PhysAddr) {
+        if let Some(name) = self.devices.get(dev as usize).map(|d| d.name.clone()) {
+            self.emit(|t, c, ts| t.dma_map_page(c, ts, &name, dir, u64::MAX, size, phys.get()));
+        }
     }
 
     /// `dma_unmap_page_attrs()` (`iommu_dma_unmap_page()` →

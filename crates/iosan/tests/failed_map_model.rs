@@ -46,3 +46,44 @@ fn a_model_map_that_fails_half_way_leaves_nothing_mapped() {
         assert!(note.contains("error -17") && note.contains("unmapped the 8192 bytes"), "{note}");
     }
 }
+
+#[test]
+fn a_model_dma_map_out_of_iova_space_is_one_map_failed() {
+    use iosan_model::trace::DmaDir;
+    let mut text = Vec::new();
+    {
+        let cfg = KernelConfig { kprobes: false, ..KernelConfig::default() };
+        let mut k = Kernel::new(cfg, Some(&mut text)).expect("model");
+        k.set_ctx(TraceCtx::task("insmod", 150, 0));
+        // A 16 KiB DMA mask: a few 4 KiB maps use up the IOVA space.
+        let dev = k.add_device("0000:00:02.0", PgtableCfg::vtd(48), 0x3fff).expect("device");
+        let mut mapped = Vec::new();
+        let mut failed = false;
+        for _ in 0..8 {
+            let pfn = k.alloc_pages(0, "GFP_KERNEL").expect("page");
+            match k.dma_map_page(dev, PhysAddr(pfn.get() << 12), 4096, DmaDir::ToDevice) {
+                Ok(dma) => mapped.push((dma, pfn)),
+                Err(_) => {
+                    // Nothing of it is mapped: its page may go.
+                    k.free_pages(pfn, 0).expect("free");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed && !mapped.is_empty(), "the IOVA space ran out after {} maps", mapped.len());
+        for (dma, pfn) in mapped {
+            k.dma_unmap_page(dev, dma, 4096, DmaDir::ToDevice).expect("unmap");
+            k.free_pages(pfn, 0).expect("free");
+        }
+        k.finish_trace().expect("trace");
+        assert!(k.take_findings().iter().all(|f| !f.kind.is_bug()));
+    }
+    let r = analyze(&text[..], "model", &AnalyzeOptions::default(), &mut ()).expect("the model's trace");
+    let bugs: Vec<_> = r.findings.iter().filter(|f| f.kind.is_bug()).collect();
+    assert!(bugs.is_empty(), "{bugs:#?}");
+    let failed: Vec<_> = r.findings.iter().filter(|f| f.kind == FindingKind::MapFailed).collect();
+    assert_eq!(failed.len(), 1, "{:#?}", r.findings);
+    assert!(failed[0].note.as_deref().unwrap_or_default().contains("DMA_MAPPING_ERROR"), "{:?}", failed[0].note);
+    assert_eq!(failed[0].device.as_deref(), Some("0000:00:02.0"));
+}

@@ -78,7 +78,7 @@
 //! `lost_events`, `lost_windows`, `domains`,
 //! `devices`, `attribution`, `live_at_end`, `findings` (count per kind), `blind_spots`
 //! (`[{key, text}]`: what a conclusive capture could not see; keys `no-unmaps`,
-//! `lost-events`, `no-identity`, `dma-api-only`), `page_size` (`{bytes, source,
+//! `lost-events`, `no-identity`, `dma-api-only`, `page-size`), `page_size` (`{bytes, source,
 //! warnings}`: the CPU page size analysed with; `source` is `--page-size`,
 //! `capture metadata`, `kernel release`, `events` (freed frames inside mapped
 //! physical ranges, from the first 4 MiB), `architecture`, `assumed`, or

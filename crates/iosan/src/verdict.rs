@@ -90,7 +90,7 @@ pub fn inconclusive(s: &Summary, format: CaptureFormat) -> Option<String> {
 /// Something a conclusive capture could not see.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlindSpot {
-    /// Stable name: `no-unmaps`, `lost-events`, `no-identity`, `dma-api-only`.
+    /// Stable name: `no-unmaps`, `lost-events`, `no-identity`, `dma-api-only`, `page-size`.
     pub key: &'static str,
     /// What it means, in one line.
     pub text: String,
@@ -135,6 +135,16 @@ pub fn blind_spots(s: &Summary) -> Vec<BlindSpot> {
                  address ({} coherent buffers unchecked) and raw iommu_map users (unmanaged domains, VFIO, GPU \
                  drivers) are invisible (enable iommu:map and iommu:unmap)",
                 s.dma_allocs_unchecked
+            ),
+        });
+    }
+    if !s.page_size_warnings.is_empty() {
+        out.push(BlindSpot {
+            key: "page-size",
+            text: format!(
+                "the page size is in doubt ({}): with a wrong one, freed page frames are matched against the wrong \
+                 addresses, so findings can be missed (pass --page-size)",
+                s.page_size_warnings.join("; ")
             ),
         });
     }
@@ -237,6 +247,10 @@ mod tests {
         let spots = blind_spots(&dma_iommu);
         assert_eq!(spots.iter().map(|b| b.key).collect::<Vec<_>>(), ["dma-api-only"]);
         assert!(spots[0].text.contains("2 coherent buffers unchecked"), "{spots:?}");
+        // A page size the capture contradicts: the matching itself is in doubt.
+        let mut doubt = full.clone();
+        doubt.page_size_warnings.push("the capture metadata says 16384-byte pages but the events show 4096".into());
+        assert_eq!(blind_spots(&doubt).iter().map(|b| b.key).collect::<Vec<_>>(), ["page-size"]);
         // dma-direct (DMA = physical address): nothing is hidden.
         let mut direct = dma_iommu.clone();
         direct.dma_translated_maps = 0;

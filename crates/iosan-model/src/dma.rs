@@ -21,6 +21,10 @@ use crate::kernel::{Device, DmaEntry, DomainType, Kernel, MapKind};
 use crate::pgtable::PgtableCfg;
 use crate::trace::{DmaDir, TraceCtx};
 
+/// `-ENOMEM` and `-EINVAL`, as a failed `dma_map_sg` returns them.
+const ENOMEM: i64 = -12;
+const EINVAL: i64 = -22;
+
 /// A coherent allocation (`dma_alloc_coherent()`'s result).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Coherent {
@@ -125,6 +129,14 @@ impl Kernel<'_> {
             self.emit(|t, c, ts| t.dma_map_page(c, ts, &name, dir, dma, size, phys.get()));
         }
         Ok(DmaAddr(dma))
+    }
+
+    /// `dma_map_sg_attrs()` traces a failed map as `dma_map_sg_err`.
+    fn map_sg_failed(&mut self, dev: u32, dir: DmaDir, segs: &[(PhysAddr, u64)], err: i64) {
+        if let Some(name) = self.devices.get(dev as usize).map(|d| d.name.clone()) {
+            let phys: Vec<u64> = segs.iter().map(|s| s.0.get()).collect();
+            self.emit(|t, c, ts| t.dma_map_sg_err(c, ts, &name, dir, &phys, err));
+        }
     }
 
     /// `dma_map_page_attrs()` traces its call whatever the outcome: a map
@@ -291,11 +303,17 @@ impl Kernel<'_> {
         }
         let alloc_len = d.iovad.alloc_len(total).ok_or(ModelError::Range("size overflows"))?;
         let d = self.devices.get_mut(dev as usize).ok_or(ModelError::NoDevice(dev))?;
-        let iova = d.iovad.alloc(alloc_len).ok_or(ModelError::IovaExhausted { size: total })?;
+        let Some(iova) = d.iovad.alloc(alloc_len) else {
+            self.map_sg_failed(dev, dir, segs, ENOMEM);
+            return Err(ModelError::IovaExhausted { size: total });
+        };
         if let Err(e) = self.iommu_map_sg(dom, Iova(iova), &padded, dir.prot()) {
             if let Some(d) = self.devices.get_mut(dev as usize) {
                 d.iovad.free(iova);
             }
+            // iommu_dma_map_sg() returns -ENOMEM as it is, any other error as -EINVAL.
+            let err = if matches!(e, ModelError::OutOfMemory { .. }) { ENOMEM } else { EINVAL };
+            self.map_sg_failed(dev, dir, segs, err);
             return Err(e);
         }
         self.stats.dma_maps += 1;

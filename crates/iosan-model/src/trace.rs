@@ -495,6 +495,25 @@ impl<W: Write> TraceWriter<W> {
         self.end();
     }
 
+    /// `dma:dma_map_sg_err`: a scatterlist map that failed with `err`
+    /// (the kernel prints the list's physical addresses as `dma_addrs`).
+    pub fn dma_map_sg_err(&mut self, ctx: &TraceCtx, ts: u64, dev: &str, dir: DmaDir, phys: &[u64], err: i64) {
+        const MAX: usize = 128;
+        let phys = phys.get(..phys.len().min(MAX)).unwrap_or(&[]);
+        if self.dat.is_some() {
+            // The field is a two's complement int.
+            let err = u64::from(i32::try_from(err).unwrap_or(i32::MIN) as u32);
+            let fields = [("device", Str(dev)), ("phys_addrs", U64s(phys)), ("err", U(err)), ("dir", U(dir.code()))];
+            self.dat(ctx, ts, "dma", "dma_map_sg_err", &fields);
+            return;
+        }
+        self.prefix(ctx, ts, "dma_map_sg_err");
+        let _ = write!(self.buf, "{dev} dir={} dma_addrs=", dir.name());
+        self.hex_array(phys);
+        let _ = write!(self.buf, " err={err} attrs=");
+        self.end();
+    }
+
     /// `dma:dma_unmap_sg`.
     pub fn dma_unmap_sg(&mut self, ctx: &TraceCtx, ts: u64, dev: &str, dir: DmaDir, phys: &[u64]) {
         if self.dat(

@@ -28,6 +28,7 @@ const FORMATS: &[(&str, &str)] = &[
     ("kmem.mm_page_alloc", include_str!("../formats/kmem.mm_page_alloc.format")),
     ("kmem.mm_page_free", include_str!("../formats/kmem.mm_page_free.format")),
     ("dma.dma_map_page", include_str!("../formats/dma.dma_map_page.format")),
+    ("dma.dma_map_sg_err", include_str!("../formats/dma.dma_map_sg_err.format")),
     ("dma.dma_unmap_page", include_str!("../formats/dma.dma_unmap_page.format")),
     ("dma.dma_map_sg", include_str!("../formats/dma.dma_map_sg.format")),
     ("dma.dma_unmap_sg", include_str!("../formats/dma.dma_unmap_sg.format")),

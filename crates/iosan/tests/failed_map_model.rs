@@ -87,3 +87,47 @@ fn a_model_dma_map_out_of_iova_space_is_one_map_failed() {
     assert!(failed[0].note.as_deref().unwrap_or_default().contains("DMA_MAPPING_ERROR"), "{:?}", failed[0].note);
     assert_eq!(failed[0].device.as_deref(), Some("0000:00:02.0"));
 }
+
+#[test]
+fn a_model_dma_map_sg_out_of_iova_space_is_one_map_failed_in_text_and_trace_dat() {
+    use iosan_model::trace::DmaDir;
+    for tracedat in [false, true] {
+        let mut out = Vec::new();
+        {
+            let cfg = KernelConfig { kprobes: false, tracedat, ..KernelConfig::default() };
+            let mut k = Kernel::new(cfg, Some(&mut out)).expect("model");
+            k.set_ctx(TraceCtx::task("insmod", 150, 0));
+            let dev = k.add_device("0000:00:02.0", PgtableCfg::vtd(48), 0x3fff).expect("device");
+            // One 8 KiB list fits, the second does not.
+            let pfn = k.alloc_pages(2, "GFP_KERNEL").expect("pages");
+            let seg = |i: u64| (PhysAddr((pfn.get() + i) << 12), 4096);
+            let first = k.dma_map_sg(dev, &[seg(0), seg(1)], DmaDir::ToDevice).expect("fits");
+            let mut failed = false;
+            for _ in 0..4 {
+                if k.dma_map_sg(dev, &[seg(2), seg(3)], DmaDir::ToDevice).is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            assert!(failed, "the IOVA space ran out");
+            k.dma_unmap_sg(dev, first, &[seg(0), seg(1)], DmaDir::ToDevice).expect("unmap");
+            k.finish_trace().expect("trace");
+        }
+        let r = if tracedat {
+            let mut c = iosan_trace::open_reader(std::io::Cursor::new(out), "model", 0).expect("a trace.dat");
+            iosan_trace::analyze::analyze_source(&mut *c.source, "model", &AnalyzeOptions::default(), &mut ())
+                .expect("the model's trace.dat")
+        } else {
+            analyze(&out[..], "model", &AnalyzeOptions::default(), &mut ()).expect("the model's trace")
+        };
+        let failed: Vec<_> = r.findings.iter().filter(|f| f.kind == FindingKind::MapFailed).collect();
+        assert!(!failed.is_empty(), "tracedat {tracedat}: {:#?}", r.findings);
+        assert!(
+            failed
+                .iter()
+                .all(|f| f.note.as_deref().is_some_and(|n| n.contains("dma_map_sg") && n.contains("error -12"))),
+            "tracedat {tracedat}: {failed:#?}"
+        );
+        assert!(r.findings.iter().all(|f| !f.kind.is_bug()), "tracedat {tracedat}: {:#?}", r.findings);
+    }
+}

@@ -117,11 +117,20 @@ impl Trace {
         self.map_return(-12);
     }
 
+    /// A DMA-API map's event (`dma_map_page` of device 0000:00:04.0).
+    fn dma_map(&mut self, dma: u64, phys: u64, size: u64) {
+        self.line(&format!(
+            "dma_map_page: 0000:00:04.0 dir=FROM_DEVICE dma_addr={dma:x} size={size} phys_addr={phys:x} attrs="
+        ));
+    }
+
+    fn dma_unmap(&mut self, dma: u64, size: u64) {
+        self.line(&format!("dma_unmap_page: 0000:00:04.0 dir=FROM_DEVICE dma_addr={dma:x} size={size} attrs="));
+    }
+
     /// The DMA-API call's event of a map that failed: `DMA_MAPPING_ERROR`.
     fn dma_map_error(&mut self, phys: u64, size: u64) {
-        self.line(&format!(
-            "dma_map_page: 0000:00:04.0 dir=FROM_DEVICE dma_addr=ffffffffffffffff size={size} phys_addr={phys:x} attrs="
-        ));
+        self.dma_map(u64::MAX, phys, size);
     }
 
     fn run(&self) -> Report {
@@ -248,11 +257,9 @@ fn a_dma_mapping_error_is_the_failed_map_of_a_kernel_without_kprobes() {
         t.alloc(PFN, 2);
         // A DMA-API map and unmap of the IOVA first (their events name the device).
         t.map(IOVA, PHYS, 0x4000);
-        t.line(&format!(
-            "dma_map_page: 0000:00:04.0 dir=FROM_DEVICE dma_addr={IOVA:x} size=16384 phys_addr={PHYS:x} attrs="
-        ));
+        t.dma_map(IOVA, PHYS, 0x4000);
         t.unmap(IOVA, 0x4000, 0x4000);
-        t.line(&format!("dma_unmap_page: 0000:00:04.0 dir=FROM_DEVICE dma_addr={IOVA:x} size=16384 attrs="));
+        t.dma_unmap(IOVA, 0x4000);
         // The call's event comes after its IOMMU calls, then the page is freed.
         t.failed_map(IOVA, PHYS, 0x4000, 0x2000);
         t.dma_map_error(PHYS, 0x4000);
@@ -277,10 +284,8 @@ fn a_dma_mapping_error_maps_nothing_and_says_nothing_of_the_machine() {
     // address is no sign of an IOMMU, and its page is not mapped.
     let mut t = Trace::new(Kernel::V6, false);
     t.alloc(PFN, 0);
-    t.line(&format!(
-        "dma_map_page: 0000:00:04.0 dir=FROM_DEVICE dma_addr={PHYS:x} size=4096 phys_addr={PHYS:x} attrs="
-    ));
-    t.line(&format!("dma_unmap_page: 0000:00:04.0 dir=FROM_DEVICE dma_addr={PHYS:x} size=4096 attrs="));
+    t.dma_map(PHYS, PHYS, 4096);
+    t.dma_unmap(PHYS, 4096);
     t.dma_map_error(PHYS + 0x1000, 4096);
     t.line("dma_map_sg_err: 0000:00:04.0 dir=TO_DEVICE dma_addrs={0x4d022000} err=-12 attrs=");
     t.free(PFN + 1, 0);

@@ -21,13 +21,13 @@
 
 use iosan_core::{FindingKind, IovaRange, MapMeta};
 
-/// What a failed DMA-API map returns (`~(dma_addr_t)0`, 64-bit).
-pub(super) const DMA_MAPPING_ERROR: u64 = u64::MAX;
-
 use super::analyzer::Analyzer;
-use super::sequence::{MapCall, SeqKey, Unmap};
+use super::sequence::{Item, MapCall, SeqKey, Unmap};
 use crate::record::Record;
 use crate::report::TraceFinding;
+
+/// What a failed DMA-API map returns (`~(dma_addr_t)0`, 64-bit).
+pub(super) const DMA_MAPPING_ERROR: u64 = u64::MAX;
 
 impl Analyzer {
     /// The map kprobe: a map call opens on `key`.
@@ -182,7 +182,7 @@ impl Analyzer {
         note.push_str(": nothing of it stays mapped");
         let rollback = self.seqs.existing(key).and_then(|s| {
             s.items.iter().rev().find_map(|i| match i {
-                super::sequence::Item::Unmap { u, slot: None } => Some((u.iova, u.unmapped)),
+                Item::Unmap { u, slot: None } => Some((u.iova, u.unmapped)),
                 _ => None,
             })
         });

@@ -153,11 +153,7 @@ pub fn open_capture_with(path: &Path, opts: &OpenOptions) -> Result<Capture, Ope
             // differ from PAGE_SIZE: the events are looked at too, so that a
             // disagreement is reported.
             if let Ok(second) = File::open(path) {
-                let second = BufReader::with_capacity(256 << 10, second);
-                c.set_samples(match fmt {
-                    CaptureFormat::PerfData => perf_scan(second, &head),
-                    _ => TraceDatSource::open(second).map_or_else(|_| Samples::default(), |mut s| scan_source(&mut s)),
-                });
+                c.set_samples(binary_scan(fmt, BufReader::with_capacity(256 << 10, second), &head));
             }
             return Ok(c);
         }
@@ -305,11 +301,7 @@ fn from_reader(
             let mut c = binary(fmt, Cursor::new(all), &head, 1)
                 .map_err(|source| OpenError::Source { name: name.to_string(), source })?;
             if reading != Reading::Live {
-                c.set_samples(match fmt {
-                    CaptureFormat::PerfData => perf_scan(Cursor::new(scan), &head),
-                    _ => TraceDatSource::open(Cursor::new(scan))
-                        .map_or_else(|_| Samples::default(), |mut s| scan_source(&mut s)),
-                });
+                c.set_samples(binary_scan(fmt, Cursor::new(scan), &head));
             }
             Ok(c)
         }
@@ -473,6 +465,15 @@ fn scan_pipe_perf(prefix: &[u8], little: bool) -> Samples {
 /// of its own. Their order does not matter here, so it holds few back for
 /// time ordering: a file written in long rounds (`perf record -m 64M`)
 /// would otherwise be decoded nearly whole before its first record.
+/// The page-size samples of a binary capture's first records, read by a
+/// second reader of its bytes (`head`: its first bytes).
+fn binary_scan<R: Read + Seek + Send + 'static>(fmt: CaptureFormat, reader: R, head: &[u8]) -> Samples {
+    match fmt {
+        CaptureFormat::PerfData => perf_scan(reader, head),
+        _ => TraceDatSource::open(reader).map_or_else(|_| Samples::default(), |mut s| scan_source(&mut s)),
+    }
+}
+
 fn perf_scan<R: Read + Seek + Send + 'static>(reader: R, head: &[u8]) -> Samples {
     let limits = PerfLimits { max_pending: crate::pagesize::MIN_LOOKAHEAD_RECORDS, ..PerfLimits::default() };
     let source = if is_pipe_mode(head) {

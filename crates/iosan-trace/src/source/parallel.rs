@@ -35,8 +35,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use super::text::{
-    emit_event, header, is_frame, stack_header, stacks_said, still_waiting, traceiter_name, waits_for_stack, Header,
-    Key, MAX_FRAME_LEN, MAX_HELD, MAX_HELD_BYTES, MAX_STACK,
+    emit_event, header, is_frame, stack_header, still_waiting, traceiter_name, Header, Key, StackNews, MAX_FRAME_LEN,
+    MAX_HELD, MAX_HELD_BYTES, MAX_STACK,
 };
 use super::{Position, Progress, Source, SourceError, PROGRESS_STEP};
 use crate::parse::event::{parse_event, Event, FieldError};
@@ -585,9 +585,8 @@ struct Pairing {
     held_bytes: usize,
     base: u64,
     open: Vec<u64>,
-    /// As `State::stacks` and `State::no_stacks_said`.
-    stacks: bool,
-    no_stacks_said: bool,
+    /// As `State::stacks` (a file: never live).
+    stacks: StackNews,
 }
 
 impl Pairing {
@@ -612,7 +611,7 @@ impl Pairing {
                 self.hold(0, number, offset, HeldKind::Skip("line longer than the limit"));
             }
             Pre::Frame(_) => {
-                self.stacks = true;
+                self.stacks.seen();
                 let b = self.block.get_or_insert_with(|| Block {
                     key: None,
                     user: false,
@@ -626,7 +625,7 @@ impl Pairing {
                 }
             }
             Pre::StackHeader(h) => {
-                self.stacks = true;
+                self.stacks.seen();
                 self.finish_block(batches);
                 self.block = Some(match h {
                     Header::Kernel(key) => Block { key: *key, user: false, frames: Vec::new(), at: (number, offset) },
@@ -649,7 +648,7 @@ impl Pairing {
                     let HeldKind::Event { key: k, done, after, .. } = &mut h.what else { return false };
                     still_waiting(*k, key, done, after)
                 });
-                let wait = waits_for_stack(self.no_stacks_said, self.stacks, head.name);
+                let wait = self.stacks.waits(false, head.name);
                 if wait {
                     self.open.push(self.base.saturating_add(self.held.len() as u64));
                 }
@@ -658,12 +657,8 @@ impl Pairing {
             }
             Pre::Other { len, what } => {
                 match what {
-                    Oob::Header(h) => match stacks_said(h) {
-                        Some(true) => self.stacks = true,
-                        Some(false) => self.no_stacks_said = true,
-                        None => {}
-                    },
-                    Oob::StackLine => self.stacks = true,
+                    Oob::Header(h) => self.stacks.header(h),
+                    Oob::StackLine => self.stacks.seen(),
                     _ => {}
                 }
                 self.finish_block(batches);

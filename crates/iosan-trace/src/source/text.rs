@@ -200,12 +200,8 @@ struct State {
     /// known to have stacks (a stack line, or `# iosan-meta: stacks=` not
     /// `off`), so that a pipe that stalls does not hold back a decided event.
     live: bool,
-    /// Stack lines were seen, or the metadata says they come.
-    stacks: bool,
-    /// The metadata says no stacks come (`iosan record` without
-    /// `--stacks`): a file's events need not wait for one either, as on a
-    /// live input (a stack that comes anyway makes the later ones wait).
-    no_stacks_said: bool,
+    /// What the capture said of its stacks so far.
+    stacks: StackNews,
 }
 
 impl<R: BufRead> TextSource<R> {
@@ -250,23 +246,43 @@ enum Next<'r> {
     End,
 }
 
-/// What a header line says of stacks: `Some(true)` that they come (`#
-/// iosan-meta: stacks=map...`), `Some(false)` that none do (`stacks=off`).
-pub(super) fn stacks_said(header: &[u8]) -> Option<bool> {
-    let t = String::from_utf8_lossy(header);
-    match meta_entry(&t)? {
-        ("stacks", v) if v.starts_with("map") || v.starts_with("on") || v.starts_with("page") => Some(true),
-        ("stacks", v) if v.trim() == "off" => Some(false),
-        _ => None,
-    }
+/// What a capture has said of its stacks so far: the one rule, for both
+/// text sources, of which events wait for a stack.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct StackNews {
+    /// Stack lines were seen, or the metadata says they come.
+    seen: bool,
+    /// The metadata says none come (`iosan record` without `--stacks`).
+    none_said: bool,
 }
 
-/// Whether an event named `name` is held until its stack cannot follow:
-/// always in a file that may have stacks; on a live input, or in a file
-/// that says it has none, only once stack lines were seen (or said to
-/// come), and always for a `kernel_stack` event.
-pub(super) fn waits_for_stack(stacks_unlikely: bool, stacks_seen: bool, name: &[u8]) -> bool {
-    !stacks_unlikely || stacks_seen || name == b"kernel_stack"
+impl StackNews {
+    /// A header line: `# iosan-meta: stacks=` says stacks come (`map...`,
+    /// `on`, `page...`) or not (`off`).
+    pub(super) fn header(&mut self, header: &[u8]) {
+        let t = String::from_utf8_lossy(header);
+        match meta_entry(&t) {
+            Some(("stacks", v)) if v.starts_with("map") || v.starts_with("on") || v.starts_with("page") => {
+                self.seen = true;
+            }
+            Some(("stacks", v)) if v.trim() == "off" => self.none_said = true,
+            _ => {}
+        }
+    }
+
+    /// A stack line (frame, block header or other) was read.
+    pub(super) fn seen(&mut self) {
+        self.seen = true;
+    }
+
+    /// Whether an event named `name` is held until its stack cannot follow:
+    /// always in a file that may have stacks; on a `live` input, or in a
+    /// file that says it has none (a stack that comes anyway makes the later
+    /// ones wait), only once stacks were seen or said to come; always for a
+    /// `kernel_stack` event.
+    pub(super) fn waits(self, live: bool, name: &[u8]) -> bool {
+        !(live || self.none_said) || self.seen || name == b"kernel_stack"
+    }
 }
 
 fn trim_start(b: &[u8]) -> &[u8] {
@@ -347,14 +363,10 @@ impl State {
     fn feed(&mut self, bytes: &[u8], number: u64, offset: u64, direct: Option<&mut dyn RecordSink>) {
         let kind = classify_line(bytes);
         if let Ok(LineKind::Header(h)) = &kind {
-            match stacks_said(h) {
-                Some(true) => self.stacks = true,
-                Some(false) => self.no_stacks_said = true,
-                None => {}
-            }
+            self.stacks.header(h);
         }
         if matches!(kind, Ok(LineKind::Stack(_))) || (kind.is_err() && is_frame(bytes)) {
-            self.stacks = true;
+            self.stacks.seen();
         }
         if matches!(kind, Ok(LineKind::Stack(s)) if s.starts_with(b"=>")) || (kind.is_err() && is_frame(bytes)) {
             if self.block.is_none() {
@@ -368,7 +380,7 @@ impl State {
         }
         self.finish_block();
         if let Some(h) = stack_header(&kind, bytes) {
-            self.stacks = true;
+            self.stacks.seen();
             self.block = Some(match h {
                 Header::Kernel(key) => Block { key, user: false, frames: Vec::new(), at: (number, offset) },
                 Header::User => Block { key: None, user: true, frames: Vec::new(), at: (number, offset) },
@@ -391,7 +403,7 @@ impl State {
                     let HeldKind::Event { key: k, done, after, .. } = &mut h.what else { return false };
                     still_waiting(*k, key, done, after)
                 });
-                let wait = waits_for_stack(self.live || self.no_stacks_said, self.stacks, ev.name);
+                let wait = self.stacks.waits(self.live, ev.name);
                 if let (false, true, Some(sink)) = (wait, self.held.is_empty(), direct) {
                     self.base = self.base.saturating_add(1);
                     process_event(sink, &ev, number, offset, &[]);
@@ -756,7 +768,6 @@ XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX
         assert_eq!(src.position().lines, 17);
     }
 
-    /// `run` after some stepping finishes the stream without loss.
     /// A live source without stacks hands each event on unheld while it
     /// runs: the same records, in the same order, as stepping through it
     /// (which holds every line), before its first stack line and after.
@@ -791,6 +802,7 @@ XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX
         assert_eq!(src.position().lines, 2);
     }
 
+    /// `run` after some stepping finishes the stream without loss.
     #[test]
     fn run_after_stepping() {
         let mut all = Log::default();
